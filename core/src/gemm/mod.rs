@@ -1,0 +1,404 @@
+//! The three products of a dense layer, on row-major slices.
+//!
+//! With `x: [m][k]` (batch of inputs), `w: [n][k]` (PyTorch's `[out][in]`)
+//! and `dy: [m][n]`:
+//!
+//! | product | shape | form |
+//! |---|---|---|
+//! | forward `y = x·wᵀ + b` (ReLU fused) | `[m][n]` | dot products along `k` |
+//! | input grad `dx = dy·w` (ReLU mask fused) | `[m][k]` | broadcast-axpy over `n` |
+//! | weight grad `dw = dyᵀ·x` | `[n][k]` | broadcast-axpy over `m` |
+//!
+//! Every operand is contiguous along the inner loop in PyTorch's layout, so
+//! the micro-kernels need no packing: a register tile of outputs is kept in
+//! accumulators while one pass streams the operands. [`naive`] holds the
+//! reference twins the tests compare with. [`Kernels`] is a table of function
+//! pointers so that the host can pick a SIMD path at run time; the portable
+//! one is always available.
+
+/// `y[m][n] = x[m][k]·w[n][k]ᵀ + b[n]`, then `max(0, ·)` if `relu`.
+pub type ForwardFn = fn(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool);
+/// `dx[m][k] = dy[m][n]·w[n][k]`, then zeroed where `mask[m][k] <= 0` (the
+/// ReLU that produced the layer's input) if a mask is given.
+pub type InputGradFn = fn(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize);
+/// `dw[n][k] = dyᵀ·x` (overwrites). `dy` has row stride `ldy >= n`, so a
+/// caller can hand a task the column block `dy[:, j0..j0+n]` by offsetting.
+pub type WeightGradFn = fn(dy: &[f32], ldy: usize, x: &[f32], dw: &mut [f32], m: usize, n: usize, k: usize);
+
+/// A set of kernels. Choosing one is the only run-time dispatch in the math.
+#[derive(Clone, Copy)]
+pub struct Kernels {
+    pub name: &'static str,
+    pub forward: ForwardFn,
+    pub input_grad: InputGradFn,
+    pub weight_grad: WeightGradFn,
+}
+
+impl core::fmt::Debug for Kernels {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.name)
+    }
+}
+
+impl Kernels {
+    /// Plain Rust that LLVM vectorizes for whatever the target has.
+    pub const PORTABLE: Kernels = Kernels {
+        name: "portable",
+        forward: portable::forward,
+        input_grad: portable::input_grad,
+        weight_grad: portable::weight_grad,
+    };
+    /// The reference loops: slow, obviously right.
+    pub const NAIVE: Kernels = Kernels {
+        name: "naive",
+        forward: naive::forward,
+        input_grad: naive::input_grad,
+        weight_grad: naive::weight_grad,
+    };
+}
+
+impl Default for Kernels {
+    fn default() -> Self {
+        Kernels::PORTABLE
+    }
+}
+
+/// `db[j] = Σ_m dy[m][j]` for a `[m][n]` gradient. Cheap, kept serial.
+pub fn bias_grad(dy: &[f32], db: &mut [f32], m: usize, n: usize) {
+    db[..n].fill(0.0);
+    for row in dy[..m * n].chunks_exact(n) {
+        for (d, &g) in db.iter_mut().zip(row) {
+            *d += g;
+        }
+    }
+}
+
+pub mod naive {
+    pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
+        for i in 0..m {
+            for j in 0..n {
+                let mut s = b[j];
+                for p in 0..k {
+                    s += x[i * k + p] * w[j * k + p];
+                }
+                y[i * n + j] = if relu && s < 0.0 { 0.0 } else { s };
+            }
+        }
+    }
+
+    pub fn input_grad(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize) {
+        for i in 0..m {
+            for p in 0..k {
+                let mut s = 0.0;
+                for j in 0..n {
+                    s += dy[i * n + j] * w[j * k + p];
+                }
+                if let Some(mask) = mask {
+                    if mask[i * k + p] <= 0.0 {
+                        s = 0.0;
+                    }
+                }
+                dx[i * k + p] = s;
+            }
+        }
+    }
+
+    pub fn weight_grad(dy: &[f32], ldy: usize, x: &[f32], dw: &mut [f32], m: usize, n: usize, k: usize) {
+        for j in 0..n {
+            for p in 0..k {
+                let mut s = 0.0;
+                for i in 0..m {
+                    s += dy[i * ldy + j] * x[i * k + p];
+                }
+                dw[j * k + p] = s;
+            }
+        }
+    }
+}
+
+pub mod portable {
+    //! Register-tiled loops written so that LLVM's vectorizers map the lane
+    //! arrays onto SIMD registers (SSE/AVX/NEON) or FPU registers (M4F).
+
+    /// Lanes per accumulator vector in the dot-product kernel.
+    const L: usize = 8;
+
+    pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
+        let (x, w, y) = (&x[..m * k], &w[..n * k], &mut y[..m * n]);
+        let mut i = 0;
+        while i < m {
+            let mr = (m - i).min(4);
+            let mut j = 0;
+            while j < n {
+                let nr = (n - j).min(2);
+                match (mr, nr) {
+                    (4, 2) => fwd_tile::<4, 2>(x, w, b, y, i, j, n, k, relu),
+                    (4, _) => fwd_tile::<4, 1>(x, w, b, y, i, j, n, k, relu),
+                    (_, 2) => fwd_tile::<1, 2>(x, w, b, y, i, j, n, k, relu),
+                    _ => fwd_tile::<1, 1>(x, w, b, y, i, j, n, k, relu),
+                }
+                j += nr;
+            }
+            i += if mr == 4 { 4 } else { 1 };
+        }
+    }
+
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn fwd_tile<const MR: usize, const NR: usize>(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: &mut [f32],
+        i: usize,
+        j: usize,
+        n: usize,
+        k: usize,
+        relu: bool,
+    ) {
+        let mut acc = [[[0.0f32; L]; NR]; MR];
+        let kv = k / L * L;
+        let mut p = 0;
+        while p < kv {
+            let mut wv = [[0.0f32; L]; NR];
+            for c in 0..NR {
+                wv[c].copy_from_slice(&w[(j + c) * k + p..][..L]);
+            }
+            for r in 0..MR {
+                let xv: &[f32] = &x[(i + r) * k + p..][..L];
+                for c in 0..NR {
+                    for l in 0..L {
+                        acc[r][c][l] += xv[l] * wv[c][l];
+                    }
+                }
+            }
+            p += L;
+        }
+        for r in 0..MR {
+            for c in 0..NR {
+                let mut s = b[j + c];
+                // Pairwise reduction keeps the tree shallow (and identical
+                // on every target).
+                let a = &acc[r][c];
+                s += ((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]));
+                for q in kv..k {
+                    s += x[(i + r) * k + q] * w[(j + c) * k + q];
+                }
+                y[(i + r) * n + j + c] = if relu && s < 0.0 { 0.0 } else { s };
+            }
+        }
+    }
+
+    /// Columns of `dx`/`dw` per register tile in the axpy kernels.
+    const KC: usize = 16;
+
+    pub fn input_grad(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize) {
+        // dx[i][p..p+KC] = Σ_j dy[i][j] · w[j][p..p+KC]
+        let mut i = 0;
+        while i < m {
+            let mr = if m - i >= 4 { 4 } else { 1 };
+            let mut p = 0;
+            while p < k {
+                let kc = (k - p).min(KC);
+                if mr == 4 {
+                    axpy_tile::<4>(dy, n, w, k, dx, k, i, p, kc, n);
+                } else {
+                    axpy_tile::<1>(dy, n, w, k, dx, k, i, p, kc, n);
+                }
+                p += kc;
+            }
+            i += mr;
+        }
+        if let Some(mask) = mask {
+            for (d, &a) in dx[..m * k].iter_mut().zip(&mask[..m * k]) {
+                if a <= 0.0 {
+                    *d = 0.0;
+                }
+            }
+        }
+    }
+
+    pub fn weight_grad(dy: &[f32], ldy: usize, x: &[f32], dw: &mut [f32], m: usize, n: usize, k: usize) {
+        // dw[j][p..p+KC] = Σ_i dy[i][j] · x[i][p..p+KC]; the "coefficient"
+        // matrix is dyᵀ, read with strides (1, ldy).
+        let mut j = 0;
+        while j < n {
+            let nr = if n - j >= 4 { 4 } else { 1 };
+            let mut p = 0;
+            while p < k {
+                let kc = (k - p).min(KC);
+                if nr == 4 {
+                    axpy_tile_t::<4>(dy, ldy, x, k, dw, k, j, p, kc, m);
+                } else {
+                    axpy_tile_t::<1>(dy, ldy, x, k, dw, k, j, p, kc, m);
+                }
+                p += kc;
+            }
+            j += nr;
+        }
+    }
+
+    /// `out[r0+r][p..p+kc] = Σ_t a[r0+r][t] · b[t][p..p+kc]` for `r < R`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn axpy_tile<const R: usize>(
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        out: &mut [f32],
+        ldo: usize,
+        r0: usize,
+        p: usize,
+        kc: usize,
+        t_len: usize,
+    ) {
+        let mut acc = [[0.0f32; KC]; R];
+        if kc == KC {
+            for t in 0..t_len {
+                let bv: &[f32; KC] = b[t * ldb + p..][..KC].try_into().unwrap();
+                for r in 0..R {
+                    let s = a[(r0 + r) * lda + t];
+                    for l in 0..KC {
+                        acc[r][l] += s * bv[l];
+                    }
+                }
+            }
+        } else {
+            for t in 0..t_len {
+                let bv = &b[t * ldb + p..][..kc];
+                for r in 0..R {
+                    let s = a[(r0 + r) * lda + t];
+                    for l in 0..kc {
+                        acc[r][l] += s * bv[l];
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            out[(r0 + r) * ldo + p..][..kc].copy_from_slice(&acc[r][..kc]);
+        }
+    }
+
+    /// Like [`axpy_tile`] with the coefficients transposed:
+    /// `out[r0+r][p..] = Σ_t a[t][r0+r] · b[t][p..]`.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn axpy_tile_t<const R: usize>(
+        a: &[f32],
+        lda: usize,
+        b: &[f32],
+        ldb: usize,
+        out: &mut [f32],
+        ldo: usize,
+        r0: usize,
+        p: usize,
+        kc: usize,
+        t_len: usize,
+    ) {
+        let mut acc = [[0.0f32; KC]; R];
+        if kc == KC {
+            for t in 0..t_len {
+                let bv: &[f32; KC] = b[t * ldb + p..][..KC].try_into().unwrap();
+                let arow = &a[t * lda + r0..][..R];
+                for r in 0..R {
+                    let s = arow[r];
+                    for l in 0..KC {
+                        acc[r][l] += s * bv[l];
+                    }
+                }
+            }
+        } else {
+            for t in 0..t_len {
+                let bv = &b[t * ldb + p..][..kc];
+                let arow = &a[t * lda + r0..][..R];
+                for r in 0..R {
+                    let s = arow[r];
+                    for l in 0..kc {
+                        acc[r][l] += s * bv[l];
+                    }
+                }
+            }
+        }
+        for r in 0..R {
+            out[(r0 + r) * ldo + p..][..kc].copy_from_slice(&acc[r][..kc]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn fill(seed: u64, n: usize) -> [f32; 4096] {
+        let mut r = crate::rng::Rng::new(seed);
+        let mut v = [0.0; 4096];
+        for x in v.iter_mut().take(n) {
+            *x = r.uniform(-1.0, 1.0);
+        }
+        v
+    }
+
+    fn close(a: &[f32], b: &[f32], k: usize) {
+        let tol = 1e-5 * (k as f32).sqrt() * 4.0 + 1e-6;
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "elem {i}: {x} vs {y}");
+        }
+    }
+
+    pub fn check(kern: &Kernels, m: usize, n: usize, k: usize, seed: u64) {
+        let x = fill(seed, m * k);
+        let w = fill(seed + 1, n * k);
+        let b = fill(seed + 2, n);
+        let dy = fill(seed + 3, m * n);
+        let mut y0 = [0.0; 4096];
+        let mut y1 = [0.0; 4096];
+        for relu in [false, true] {
+            naive::forward(&x, &w, &b, &mut y0, m, n, k, relu);
+            (kern.forward)(&x, &w, &b, &mut y1, m, n, k, relu);
+            close(&y1[..m * n], &y0[..m * n], k);
+        }
+        for mask in [None, Some(&x[..m * k])] {
+            naive::input_grad(&dy, &w, &mut y0, mask, m, n, k);
+            (kern.input_grad)(&dy, &w, &mut y1, mask, m, n, k);
+            close(&y1[..m * k], &y0[..m * k], n);
+        }
+        naive::weight_grad(&dy, n, &x, &mut y0, m, n, k);
+        (kern.weight_grad)(&dy, n, &x, &mut y1, m, n, k);
+        close(&y1[..n * k], &y0[..n * k], m);
+        // A column block of dy via the row stride.
+        if n > 1 {
+            let j0 = n / 2;
+            naive::weight_grad(&dy[j0..], n, &x, &mut y0, m, n - j0, k);
+            (kern.weight_grad)(&dy[j0..], n, &x, &mut y1, m, n - j0, k);
+            close(&y1[..(n - j0) * k], &y0[..(n - j0) * k], m);
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn portable_matches_naive(m in 1usize..20, n in 1usize..20, k in 1usize..70, seed in 0u64..1000) {
+            check(&Kernels::PORTABLE, m, n, k, seed);
+        }
+    }
+
+    #[test]
+    fn odd_sizes() {
+        for &(m, n, k) in &[(1, 1, 1), (3, 17, 63), (5, 3, 65), (1, 7, 513), (17, 1, 33), (4, 4, 16)] {
+            check(&Kernels::PORTABLE, m, n, k, 9);
+        }
+    }
+
+    #[test]
+    fn bias_grad_sums_columns() {
+        let dy = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let mut db = [9.0; 3];
+        bias_grad(&dy, &mut db, 2, 3);
+        assert_eq!(db, [5.0, 7.0, 9.0]);
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub mod x86;

@@ -1,0 +1,1 @@
+//! Framed messages between host and device (issue 5).

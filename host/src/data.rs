@@ -1,0 +1,1 @@
+//! Fashion-MNIST IDX loading and the DataLoader-like batch stream.

@@ -1,0 +1,2 @@
+//! The host side of tailor: data, training loop, checkpoints, commands.
+pub mod data;
