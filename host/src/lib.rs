@@ -1,2 +1,12 @@
 //! The host side of tailor: data, training loop, checkpoints, commands.
+pub mod boxed;
+pub mod bench;
+pub mod checkpoint;
+pub mod commands;
 pub mod data;
+pub mod device;
+pub mod par;
+pub mod quantize;
+pub mod recipe;
+pub mod simd;
+pub mod train;

@@ -1,1 +1,126 @@
-fn main() {}
+//! `tailor`: train, evaluate, quantize, export and verify on an emulated MCU.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use tailor::recipe::{OptName, Recipe, SchedName};
+
+#[derive(Parser)]
+#[command(name = "tailor", version, about = "Fashion-MNIST MLP: train on the desktop, run the same no_std core on a Cortex-M")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Train the 784-512-512-10 MLP and save a checkpoint.
+    Train(TrainCli),
+    /// Accuracy, loss, per-class accuracy and confusion matrix of a checkpoint.
+    Eval {
+        model: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Throughput of training and inference on this machine.
+    Bench {
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+        /// Training batches to time (default: one full epoch, 938).
+        #[arg(long)]
+        train_batches: Option<usize>,
+    },
+}
+
+#[derive(Args)]
+struct TrainCli {
+    /// Start from a named recipe; other options override it.
+    #[arg(long, value_enum, default_value = "default")]
+    recipe: Recipe,
+    #[arg(long)]
+    epochs: Option<u32>,
+    #[arg(long)]
+    batch_size: Option<usize>,
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long, value_enum)]
+    optimizer: Option<OptName>,
+    #[arg(long)]
+    momentum: Option<f32>,
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    #[arg(long, value_enum)]
+    schedule: Option<SchedName>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Reshuffle the training set every epoch.
+    #[arg(long)]
+    shuffle: Option<bool>,
+    /// Normalize pixels with Fashion-MNIST's mean and std after /255.
+    #[arg(long)]
+    normalize: Option<bool>,
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Checkpoint path (rewritten atomically after every epoch).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Worker threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Continue from this checkpoint (its settings, unless overridden by --epochs).
+    #[arg(long)]
+    resume: Option<PathBuf>,
+    /// Print one final JSON object on stdout (human lines go to stderr).
+    #[arg(long)]
+    json: bool,
+    /// Print the loss every N batches.
+    #[arg(long, default_value_t = 100)]
+    log_every: usize,
+    /// Train on only the first N training images (for quick tests).
+    #[arg(long)]
+    train_limit: Option<usize>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let res: Result<()> = match cli.cmd {
+        Cmd::Train(t) => tailor::commands::train(tailor::commands::TrainArgs {
+            recipe: t.recipe,
+            epochs: t.epochs,
+            batch_size: t.batch_size,
+            lr: t.lr,
+            optimizer: t.optimizer,
+            momentum: t.momentum,
+            weight_decay: t.weight_decay,
+            schedule: t.schedule,
+            seed: t.seed,
+            shuffle: t.shuffle,
+            normalize: t.normalize,
+            data: t.data,
+            out: t.out,
+            threads: t.threads,
+            resume: t.resume,
+            json: t.json,
+            log_every: t.log_every,
+            train_limit: t.train_limit,
+        })
+        .map(|_| ()),
+        Cmd::Eval { model, data, threads, json } => tailor::commands::eval(&model, data.as_deref(), threads, json).map(|_| ()),
+        Cmd::Bench { threads, data, json, train_batches } => {
+            tailor::bench::run(threads, data.as_deref(), json, train_batches).map(|_| ())
+        }
+    };
+    if let Err(e) = res {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,171 @@
+//! `tailor bench`: training and inference throughput on this machine, the
+//! way the PyTorch reference (`../shared/bench/torch_mlp.py`) measures it.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde::Serialize;
+use tailor_core::gemm::Kernels;
+use tailor_core::optim::{Optimizer, Schedule, Sgd};
+use tailor_core::par::Par;
+use tailor_core::SeedMlp;
+
+use crate::checkpoint::Meta;
+use crate::data::{self, EpochOrder, Pixels};
+use crate::par::Threads;
+use crate::train::{Timer, Trainer};
+
+/// FLOPs of one training sample (forward, weight grads, input grads of
+/// layers 2 and 3) and of one inference, for 784-512-512-10.
+pub const TRAIN_FLOP_PER_SAMPLE: f64 = 3_209_216.0;
+pub const INFER_FLOP_PER_SAMPLE: f64 = 2.0 * (784.0 * 512.0 + 512.0 * 512.0 + 512.0 * 10.0);
+
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelBench {
+    pub product: &'static str,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub gflops: f64,
+    pub peak_fraction: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    pub threads: usize,
+    pub kernels: &'static str,
+    pub train_samples_per_sec: f64,
+    pub infer_samples_per_sec: f64,
+    pub infer_batch1_samples_per_sec: f64,
+    /// Training GFLOP/s end to end.
+    pub gflops: f64,
+    pub peak_gflops: f64,
+    pub peak_fraction: f64,
+    pub kernel_gflops: Vec<KernelBench>,
+    pub int8_infer_samples_per_sec: Option<f64>,
+}
+
+fn train_pass(kernels: Kernels, par: &dyn Par, split: &data::Split, batches: usize) -> Result<f64> {
+    let meta = Meta {
+        epoch: 0,
+        step: 0,
+        epochs: 1,
+        batch_size: 64,
+        seed: 0,
+        shuffle: false,
+        optimizer: Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }),
+        schedule: Schedule::Constant,
+        pixel_mean: 0.0,
+        pixel_std: 1.0,
+        test_accuracy: None,
+        optim_buffers: 0,
+    };
+    let mut t = Trainer::new(kernels, meta);
+    let order = EpochOrder::new(split.len(), None, 0);
+    // Warm up caches and the thread pool.
+    for idx in order.batches(64).take(5) {
+        t.step(par, split, idx, 1e-3)?;
+    }
+    let timer = Timer::start();
+    let mut n = 0;
+    for idx in order.batches(64).take(batches) {
+        t.step(par, split, idx, 1e-3)?;
+        n += idx.len();
+    }
+    Ok(n as f64 / timer.secs())
+}
+
+fn infer_pass(kernels: Kernels, par: &dyn Par, model: &SeedMlp, split: &data::Split, batch: usize, limit: usize) -> f64 {
+    let mut ws = crate::boxed::zeroed::<crate::train::Ws>();
+    let mut labels = [0u8; crate::train::MAX_BATCH];
+    let order = EpochOrder::new(split.len().min(limit), None, 0);
+    let timer = Timer::start();
+    let mut n = 0;
+    for idx in order.batches(batch) {
+        data::fill_batch(split, idx, &Pixels::TO_TENSOR, &mut ws.x[..idx.len()], &mut labels[..idx.len()]);
+        model.forward(&kernels, par, &mut ws, idx.len());
+        std::hint::black_box(&ws.logits);
+        n += idx.len();
+    }
+    n as f64 / timer.secs()
+}
+
+fn kernel_bench(k: &Kernels, peak1: f64) -> Vec<KernelBench> {
+    let shapes: [(&str, usize, usize, usize); 8] = [
+        ("forward", 64, 512, 784),
+        ("forward", 64, 512, 512),
+        ("forward", 64, 10, 512),
+        ("input_grad", 64, 512, 512),
+        ("input_grad", 64, 10, 512),
+        ("weight_grad", 64, 512, 784),
+        ("weight_grad", 64, 512, 512),
+        ("weight_grad", 64, 10, 512),
+    ];
+    let mut rng = tailor_core::rng::Rng::new(1);
+    let mut buf = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+    shapes
+        .iter()
+        .map(|&(product, m, n, kk)| {
+            let (x, w, b, dy) = (buf(m * kk), buf(n * kk), buf(n), buf(m * n));
+            let mut out = vec![0.0f32; (m * kk).max(n * kk).max(m * n)];
+            let mut run = || match product {
+                "forward" => (k.forward)(&x, &w, &b, &mut out, m, n, kk, true),
+                "input_grad" => (k.input_grad)(&dy, &w, &mut out, Some(&x), m, n, kk),
+                _ => (k.weight_grad)(&dy, n, &x, &mut out, m, n, kk),
+            };
+            for _ in 0..3 {
+                run();
+            }
+            let flops = 2.0 * (m * n * kk) as f64;
+            let reps = ((2e9 / flops) as usize).clamp(10, 20_000);
+            let t = Timer::start();
+            for _ in 0..reps {
+                run();
+            }
+            let gflops = flops * reps as f64 / t.secs() / 1e9;
+            KernelBench { product, m, n, k: kk, gflops, peak_fraction: gflops / peak1 }
+        })
+        .collect()
+}
+
+pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: Option<usize>) -> Result<BenchReport> {
+    let par = Threads::new(threads)?;
+    let width = par.width();
+    let kernels = crate::simd::detect();
+    let ds = data::load(data_dir)?;
+    let peak = crate::simd::fma_peak_gflops(width);
+    let peak1 = crate::simd::fma_peak_gflops(1);
+    let batches = train_batches.unwrap_or(EpochOrder::num_batches(ds.train.len(), 64));
+    let train = train_pass(kernels, &par, &ds.train, batches)?;
+    let mut model = crate::boxed::zeroed::<SeedMlp>();
+    model.init(0);
+    let infer = infer_pass(kernels, &par, &model, &ds.test, 64, usize::MAX);
+    let infer1 = infer_pass(kernels, &par, &model, &ds.test, 1, 2000);
+    let kb = kernel_bench(&kernels, peak1);
+    let gflops = train * TRAIN_FLOP_PER_SAMPLE / 1e9;
+    let rep = BenchReport {
+        threads: width,
+        kernels: kernels.name,
+        train_samples_per_sec: train,
+        infer_samples_per_sec: infer,
+        infer_batch1_samples_per_sec: infer1,
+        gflops,
+        peak_gflops: peak,
+        peak_fraction: gflops / peak,
+        kernel_gflops: kb,
+        int8_infer_samples_per_sec: None,
+    };
+    if json {
+        println!("{}", serde_json::to_string(&rep)?);
+    } else {
+        println!("tailor bench ({} thread(s), {} kernels)", rep.threads, rep.kernels);
+        println!("  train     {:>10.0} samples/s  ({:.1} GFLOP/s, {:.0}% of {:.0} GFLOP/s FMA peak)", train, gflops, 100.0 * rep.peak_fraction, peak);
+        println!("  infer 64  {:>10.0} samples/s", infer);
+        println!("  infer 1   {:>10.0} samples/s", infer1);
+        println!("  kernels (1 thread, % of {:.0} GFLOP/s single-core peak):", peak1);
+        for k in &rep.kernel_gflops {
+            println!("    {:<12} m={:<3} n={:<4} k={:<4} {:>7.1} GFLOP/s {:>5.0}%", k.product, k.m, k.n, k.k, k.gflops, 100.0 * k.peak_fraction);
+        }
+    }
+    Ok(rep)
+}

@@ -1,0 +1,298 @@
+//! `tailor train` and `tailor eval`: the user-facing loops and their output.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use crate::checkpoint::{self, Meta};
+use crate::data::{self, Pixels, Split, CLASS_NAMES};
+use crate::par::Threads;
+use crate::recipe::{self, OptName, Recipe, SchedName};
+use crate::train::{evaluate, EvalResult, Event, Timer, Trainer};
+
+pub struct TrainArgs {
+    pub recipe: Recipe,
+    pub epochs: Option<u32>,
+    pub batch_size: Option<usize>,
+    pub lr: Option<f32>,
+    pub optimizer: Option<OptName>,
+    pub momentum: Option<f32>,
+    pub weight_decay: Option<f32>,
+    pub schedule: Option<SchedName>,
+    pub seed: Option<u64>,
+    pub shuffle: Option<bool>,
+    pub normalize: Option<bool>,
+    pub data: Option<PathBuf>,
+    pub out: Option<PathBuf>,
+    pub threads: usize,
+    pub resume: Option<PathBuf>,
+    pub json: bool,
+    pub log_every: usize,
+    pub train_limit: Option<usize>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EpochReport {
+    pub epoch: u32,
+    pub lr: f32,
+    pub train_loss: f32,
+    pub test_accuracy: f64,
+    pub test_avg_loss: f64,
+    pub train_seconds: f64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TrainReport {
+    pub test_accuracy: f64,
+    pub test_avg_loss: f64,
+    pub epochs: u32,
+    pub train_seconds: f64,
+    pub samples_per_sec: f64,
+    pub best_test_accuracy: f64,
+    pub threads: usize,
+    pub kernels: &'static str,
+    pub checkpoint: PathBuf,
+    pub history: Vec<EpochReport>,
+}
+
+/// Human output: stdout normally, stderr when stdout carries JSON.
+macro_rules! say {
+    ($json:expr, $pb:expr, $($t:tt)*) => {{
+        let line = format!($($t)*);
+        if let Some(pb) = $pb.as_ref() {
+            pb.suspend(|| if $json { eprintln!("{line}") } else { println!("{line}") });
+        } else if $json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    }};
+}
+
+fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
+    let mut s = a.recipe.settings();
+    if let Some(e) = a.epochs {
+        s.epochs = e;
+        if let tailor_core::optim::Schedule::Cosine { t_max, .. } = &mut s.schedule {
+            *t_max = e;
+        }
+    }
+    if let Some(b) = a.batch_size {
+        if b == 0 || b > crate::train::MAX_BATCH {
+            bail!("--batch-size {b}: expected 1..={}", crate::train::MAX_BATCH);
+        }
+        s.batch_size = b;
+    }
+    if a.optimizer.is_some() || a.lr.is_some() || a.momentum.is_some() || a.weight_decay.is_some() {
+        let name = a.optimizer.unwrap_or(match s.optimizer {
+            tailor_core::optim::Optimizer::Sgd(o) if o.momentum != 0.0 => OptName::Momentum,
+            tailor_core::optim::Optimizer::Sgd(_) => OptName::Sgd,
+            tailor_core::optim::Optimizer::Adam(o) if o.decoupled => OptName::Adamw,
+            tailor_core::optim::Optimizer::Adam(_) => OptName::Adam,
+            tailor_core::optim::Optimizer::RmsProp(_) => OptName::Rmsprop,
+        });
+        s.optimizer = recipe::optimizer(name, a.lr, a.momentum, a.weight_decay);
+    }
+    if let Some(sc) = a.schedule {
+        s.schedule = recipe::schedule(sc, s.epochs);
+    }
+    if let Some(seed) = a.seed {
+        s.seed = seed;
+    }
+    if let Some(sh) = a.shuffle {
+        s.shuffle = sh;
+    }
+    if let Some(n) = a.normalize {
+        s.pixels = if n { Pixels::FASHION_MNIST } else { Pixels::TO_TENSOR };
+    }
+    if s.optimizer.lr().is_nan() || s.optimizer.lr() <= 0.0 {
+        bail!("--lr must be a positive number");
+    }
+    Ok(s)
+}
+
+fn progress(total: u64, json: bool) -> Option<ProgressBar> {
+    if json || !std::io::stderr().is_terminal() {
+        return None;
+    }
+    let pb = ProgressBar::new(total);
+    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} batches  {per_sec}  eta {eta}").ok()?);
+    Some(pb)
+}
+
+pub fn train(a: TrainArgs) -> Result<TrainReport> {
+    let threads = Threads::new(a.threads)?;
+    let kernels = crate::simd::detect();
+    let ds = data::load(a.data.as_deref())?;
+    let mut train_split = ds.train;
+    if let Some(n) = a.train_limit {
+        let n = n.min(train_split.len());
+        train_split.images.truncate(n * data::IMAGE_PIXELS);
+        train_split.labels.truncate(n);
+    }
+    let test = ds.test;
+
+    let mut t = if let Some(path) = &a.resume {
+        let ck = checkpoint::load(path)?;
+        let mut t = Trainer::resume(kernels, ck)?;
+        if let Some(e) = a.epochs {
+            t.meta.epochs = e;
+        }
+        t
+    } else {
+        let s = settings_from(&a)?;
+        let meta = Meta {
+            epoch: 0,
+            step: 0,
+            epochs: s.epochs,
+            batch_size: s.batch_size as u32,
+            seed: s.seed,
+            shuffle: s.shuffle,
+            optimizer: s.optimizer,
+            schedule: s.schedule,
+            pixel_mean: s.pixels.mean,
+            pixel_std: s.pixels.std,
+            test_accuracy: None,
+            optim_buffers: 0,
+        };
+        Trainer::new(kernels, meta)
+    };
+    let out = a.out.clone().or_else(|| a.resume.clone()).unwrap_or_else(|| PathBuf::from("runs/model.ckpt"));
+    let json = a.json;
+    let m = t.meta.clone();
+    let none: Option<ProgressBar> = None;
+    say!(json, none, "tailor train: {:?}, batch {}, {} epochs, shuffle {}, pixels mean {} std {}, seed {}, {} kernels, {} thread(s), data {}",
+        m.optimizer, m.batch_size, m.epochs, m.shuffle, m.pixel_mean, m.pixel_std, m.seed, t.kernels.name, tailor_core::par::Par::width(&threads), ds.dir.display());
+    if m.epoch >= m.epochs {
+        bail!("checkpoint already has {} of {} epochs; pass --epochs N with N > {}", m.epoch, m.epochs, m.epoch);
+    }
+
+    let mut history = Vec::new();
+    let (mut train_seconds, mut samples) = (0.0f64, 0usize);
+    let mut last = EvalResult::default();
+    let pixels = t.pixels();
+    while t.meta.epoch < t.meta.epochs {
+        let epoch = t.meta.epoch;
+        let lr = crate::train::lr_at(&t.meta.optimizer, &t.meta.schedule, epoch);
+        say!(json, none, "Epoch {}\n-------------------------------", epoch + 1);
+        let batches = data::EpochOrder::num_batches(train_split.len(), t.meta.batch_size as usize);
+        let pb = progress(batches as u64, json);
+        let timer = Timer::start();
+        let train_loss = t.train_epoch(&threads, &train_split, a.log_every, &mut |ev| match ev {
+            Event::Loss { loss, current, size } => say!(json, pb, "loss: {loss:>7.6}  [{current:>5}/{size:>5}]"),
+            Event::Batch { done, .. } => {
+                if let Some(pb) = &pb {
+                    pb.set_position(done as u64)
+                }
+            }
+            Event::Note(s) => say!(json, pb, "{s}"),
+        })?;
+        let secs = timer.secs();
+        if let Some(pb) = pb {
+            pb.finish_and_clear();
+        }
+        train_seconds += secs;
+        samples += train_split.len();
+        last = evaluate(&t.model, &t.kernels, &threads, &mut t.ws, &test, &pixels);
+        t.meta.test_accuracy = Some(last.accuracy() as f32);
+        say!(json, none, "Test Error: \n Accuracy: {:>0.1}%, Avg loss: {:>8.6} \n", 100.0 * last.accuracy(), last.avg_loss);
+        say!(json, none, "epoch {}: lr {lr:.3e}, train loss {train_loss:.4}, {secs:.1} s, {:.0} samples/s\n", epoch + 1, train_split.len() as f64 / secs);
+        history.push(EpochReport {
+            epoch: epoch + 1,
+            lr,
+            train_loss,
+            test_accuracy: last.accuracy(),
+            test_avg_loss: last.avg_loss,
+            train_seconds: secs,
+        });
+        checkpoint::save(&out, &t.model, &t.meta, &t.optim_bufs)?;
+    }
+    let report = TrainReport {
+        test_accuracy: last.accuracy(),
+        test_avg_loss: last.avg_loss,
+        epochs: t.meta.epoch,
+        train_seconds,
+        samples_per_sec: samples as f64 / train_seconds.max(1e-9),
+        best_test_accuracy: history.iter().map(|h| h.test_accuracy).fold(0.0, f64::max),
+        threads: tailor_core::par::Par::width(&threads),
+        kernels: t.kernels.name,
+        checkpoint: out.clone(),
+        history,
+    };
+    say!(json, none, "Done! {} epochs, train time {:.1} s, {:.0} samples/s; final test accuracy {:.2}%; saved {}",
+        report.epochs, report.train_seconds, report.samples_per_sec, 100.0 * report.test_accuracy, out.display());
+    if json {
+        println!("{}", serde_json::to_string(&report)?);
+    }
+    Ok(report)
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EvalReport {
+    pub test_accuracy: f64,
+    pub test_avg_loss: f64,
+    pub correct: usize,
+    pub total: usize,
+    pub per_class_accuracy: Vec<(String, f64)>,
+    pub confusion: Vec<Vec<u32>>,
+    pub epochs: u32,
+    pub train_seconds: Option<f64>,
+    pub samples_per_sec: Option<f64>,
+}
+
+pub fn eval_split(model_path: &Path, test: &Split, threads: usize) -> Result<(EvalResult, Meta)> {
+    let ck = checkpoint::load(model_path)?;
+    let threads = Threads::new(threads)?;
+    let kernels = crate::simd::detect();
+    let mut ws = crate::boxed::zeroed::<crate::train::Ws>();
+    let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
+    Ok((evaluate(&ck.model, &kernels, &threads, &mut ws, test, &pixels), ck.meta))
+}
+
+pub fn eval(model_path: &Path, data_dir: Option<&Path>, threads: usize, json: bool) -> Result<EvalReport> {
+    let ds = data::load(data_dir)?;
+    let (r, meta) = eval_split(model_path, &ds.test, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
+    let per_class: Vec<(String, f64)> = (0..10)
+        .map(|c| {
+            let row = r.confusion[c];
+            let n: u32 = row.iter().sum();
+            (CLASS_NAMES[c].to_string(), row[c] as f64 / n.max(1) as f64)
+        })
+        .collect();
+    let rep = EvalReport {
+        test_accuracy: r.accuracy(),
+        test_avg_loss: r.avg_loss,
+        correct: r.correct,
+        total: r.total,
+        per_class_accuracy: per_class.clone(),
+        confusion: r.confusion.iter().map(|row| row.to_vec()).collect(),
+        epochs: meta.epoch,
+        train_seconds: None,
+        samples_per_sec: None,
+    };
+    let none: Option<ProgressBar> = None;
+    say!(json, none, "Test Error: \n Accuracy: {:>0.1}%, Avg loss: {:>8.6} \n", 100.0 * r.accuracy(), r.avg_loss);
+    say!(json, none, "{}/{} correct ({} epochs trained)\n\nper-class accuracy:", r.correct, r.total, meta.epoch);
+    for (name, acc) in &per_class {
+        say!(json, none, "  {name:<12} {:>6.2}%", 100.0 * acc);
+    }
+    let mut hdr = format!("\nconfusion matrix (rows: true class, columns: predicted)\n{:<12}", "");
+    for c in 0..10 {
+        hdr += &format!("{c:>5}");
+    }
+    say!(json, none, "{hdr}");
+    for (c, row) in r.confusion.iter().enumerate() {
+        let mut line = format!("{:<12}", format!("{c} {}", CLASS_NAMES[c].split('/').next().unwrap_or("")));
+        for v in row {
+            line += &format!("{v:>5}");
+        }
+        say!(json, none, "{line}");
+    }
+    if json {
+        println!("{}", serde_json::to_string(&rep)?);
+    }
+    Ok(rep)
+}

@@ -1,0 +1,180 @@
+//! The training and test loops, read top to bottom like the PyTorch tutorial.
+
+use std::time::Instant;
+
+use anyhow::{anyhow, Result};
+use tailor_core::gemm::Kernels;
+use tailor_core::loss;
+use tailor_core::optim::{Optimizer, Schedule};
+use tailor_core::par::Par;
+use tailor_core::{Flat, SeedMlp, Workspace};
+
+use crate::boxed;
+use crate::checkpoint::Meta;
+use crate::data::{fill_batch, EpochOrder, Pixels, Split};
+
+/// Largest batch the workspace holds (compile-time); smaller batches use a
+/// prefix of it. 256 rows of activations and gradients ≈ 2.9 MB.
+pub const MAX_BATCH: usize = 256;
+pub type Ws = Workspace<MAX_BATCH, 784, 512, 512, 10>;
+pub const CLASSES: usize = 10;
+
+/// Everything that changes during training, in caller-owned boxes.
+pub struct Trainer {
+    pub kernels: Kernels,
+    pub model: Box<SeedMlp>,
+    pub grad: Box<SeedMlp>,
+    /// Optimizer state buffers (momentum, exp_avg, …), parameter-shaped.
+    pub optim_bufs: Vec<Box<SeedMlp>>,
+    pub ws: Box<Ws>,
+    pub meta: Meta,
+    labels: [u8; MAX_BATCH],
+}
+
+/// What the loop reports as it goes.
+pub enum Event<'a> {
+    /// Every `log_every` batches: mean loss of that batch, samples seen.
+    Loss { loss: f32, current: usize, size: usize },
+    /// One batch done (for progress bars).
+    Batch { done: usize, total: usize },
+    #[allow(dead_code)]
+    Note(&'a str),
+}
+
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct EvalResult {
+    pub correct: usize,
+    pub total: usize,
+    pub avg_loss: f64,
+    /// `confusion[true][predicted]`.
+    pub confusion: [[u32; CLASSES]; CLASSES],
+}
+
+impl EvalResult {
+    pub fn accuracy(&self) -> f64 {
+        self.correct as f64 / self.total.max(1) as f64
+    }
+}
+
+impl Trainer {
+    /// A fresh model, PyTorch-initialized from `meta.seed`.
+    pub fn new(kernels: Kernels, meta: Meta) -> Self {
+        let mut model = boxed::zeroed::<SeedMlp>();
+        model.init(meta.seed);
+        let optim_bufs = (0..meta.optimizer.buffers()).map(|_| boxed::zeroed::<SeedMlp>()).collect();
+        Trainer {
+            kernels,
+            model,
+            grad: boxed::zeroed(),
+            optim_bufs,
+            ws: boxed::zeroed(),
+            meta,
+            labels: [0; MAX_BATCH],
+        }
+    }
+
+    /// Continue from a checkpoint's weights, optimizer state and progress.
+    pub fn resume(kernels: Kernels, ck: crate::checkpoint::Checkpoint) -> Result<Self> {
+        let need = ck.meta.optimizer.buffers();
+        if ck.optim.len() != need {
+            return Err(anyhow!("checkpoint has {} optimizer buffers, its optimizer needs {need}", ck.optim.len()));
+        }
+        Ok(Trainer {
+            kernels,
+            model: ck.model,
+            grad: boxed::zeroed(),
+            optim_bufs: ck.optim,
+            ws: boxed::zeroed(),
+            meta: ck.meta,
+            labels: [0; MAX_BATCH],
+        })
+    }
+
+    pub fn pixels(&self) -> Pixels {
+        Pixels { mean: self.meta.pixel_mean, std: self.meta.pixel_std }
+    }
+
+    /// One optimizer step on the samples `idx` of `split`. Returns the loss.
+    pub fn step(&mut self, par: &dyn Par, split: &Split, idx: &[u32], lr: f32) -> Result<f32> {
+        let n = idx.len();
+        let pixels = self.pixels();
+        fill_batch(split, idx, &pixels, &mut self.ws.x[..n], &mut self.labels[..n]);
+        let loss = self
+            .model
+            .loss_and_grad(&self.kernels, par, &mut self.ws, &self.labels[..n], &mut self.grad)
+            .map_err(|e| anyhow!("label {} of sample {} is not a class < {}", e.target, idx[e.row], e.classes))?;
+        self.meta.step += 1;
+        let nb = self.optim_bufs.len();
+        let mut slots: [&mut [f32]; 3] = [&mut [], &mut [], &mut []];
+        for (s, b) in slots.iter_mut().zip(self.optim_bufs.iter_mut()) {
+            *s = b.flat_mut();
+        }
+        self.meta.optimizer.step(lr, self.meta.step, self.model.flat_mut(), self.grad.flat(), &mut slots[..nb]);
+        Ok(loss)
+    }
+
+    /// The tutorial's `train_loop` for epoch `self.meta.epoch`.
+    pub fn train_epoch(&mut self, par: &dyn Par, split: &Split, log_every: usize, on: &mut dyn FnMut(Event)) -> Result<f32> {
+        let bs = self.meta.batch_size as usize;
+        let epoch = self.meta.epoch;
+        let order = EpochOrder::new(split.len(), self.meta.shuffle.then_some(self.meta.seed), epoch);
+        let lr = self.meta.schedule.lr(self.meta.optimizer.lr(), epoch);
+        let total = EpochOrder::num_batches(split.len(), bs);
+        let (mut seen, mut loss_sum) = (0usize, 0.0f64);
+        for (b, idx) in order.batches(bs).enumerate() {
+            let loss = self.step(par, split, idx, lr)?;
+            if !loss.is_finite() {
+                return Err(anyhow!("loss became {loss} at epoch {} batch {b}: lower the learning rate", epoch + 1));
+            }
+            seen += idx.len();
+            loss_sum += loss as f64 * idx.len() as f64;
+            if log_every > 0 && b % log_every == 0 {
+                on(Event::Loss { loss, current: seen, size: split.len() });
+            }
+            on(Event::Batch { done: b + 1, total });
+        }
+        self.meta.epoch += 1;
+        Ok((loss_sum / seen.max(1) as f64) as f32)
+    }
+}
+
+/// Scheduled learning rate for display.
+pub fn lr_at(opt: &Optimizer, sched: &Schedule, epoch: u32) -> f32 {
+    sched.lr(opt.lr(), epoch)
+}
+
+/// The tutorial's `test_loop`: accuracy, mean cross-entropy per sample, and
+/// the confusion matrix. Uses the workspace's forward buffers only.
+pub fn evaluate(model: &SeedMlp, kernels: &Kernels, par: &dyn Par, ws: &mut Ws, split: &Split, pixels: &Pixels) -> EvalResult {
+    let mut r = EvalResult { total: split.len(), ..Default::default() };
+    let mut labels = [0u8; MAX_BATCH];
+    let idx: Vec<u32> = (0..split.len() as u32).collect();
+    let mut loss_sum = 0.0f64;
+    for chunk in idx.chunks(MAX_BATCH) {
+        let n = chunk.len();
+        fill_batch(split, chunk, pixels, &mut ws.x[..n], &mut labels[..n]);
+        model.forward(kernels, par, ws, n);
+        if let Ok(l) = loss::cross_entropy(&ws.logits[..n], &labels[..n], &mut ws.dlogits[..n]) {
+            loss_sum += l as f64 * n as f64;
+        }
+        for (z, &y) in ws.logits[..n].iter().zip(&labels[..n]) {
+            let p = loss::argmax(z);
+            r.confusion[y as usize % CLASSES][p] += 1;
+            r.correct += (p == y as usize) as usize;
+        }
+    }
+    r.avg_loss = loss_sum / split.len().max(1) as f64;
+    r
+}
+
+/// Wall-clock timer that reports seconds as f64.
+pub struct Timer(Instant);
+
+impl Timer {
+    pub fn start() -> Self {
+        Timer(Instant::now())
+    }
+    pub fn secs(&self) -> f64 {
+        self.0.elapsed().as_secs_f64()
+    }
+}

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The main job: train the default recipe, quantize to int8, verify on the
+# emulated Cortex-M4 (QEMU mps2-an386), and print a summary table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+mkdir -p runs
+cargo build --release -p tailor
+T=target/release/tailor
+
+$T train --recipe default --out runs/default.ckpt --json > runs/train.json
+$T quantize runs/default.ckpt --out runs/default.q8 --json > runs/quantize.json
+$T device runs/default.q8 --json > runs/device.json
+
+python3 - <<'PY'
+import json
+t = json.load(open("runs/train.json"))
+q = json.load(open("runs/quantize.json"))
+d = json.load(open("runs/device.json"))
+rows = [
+    ("f32 test accuracy (host)", f"{100*t['test_accuracy']:.2f} %"),
+    ("train time", f"{t['train_seconds']:.0f} s ({t['samples_per_sec']:.0f} samples/s, {t['epochs']} epochs)"),
+    ("int8 test accuracy (host)", f"{100*q['int8_accuracy']:.2f} %"),
+    ("int8 model size", f"{q['model_bytes']} bytes"),
+    ("device accuracy (QEMU Cortex-M4)", f"{100*d['device_accuracy']:.2f} %"),
+    ("device == host predictions", f"{d['agree']} / {d['total']}"),
+    ("instructions per inference", f"{d['instructions_per_inference']:.0f}"),
+    ("device images/s (wall)", f"{d['images_per_sec']:.0f}"),
+]
+w = max(len(r[0]) for r in rows)
+print()
+print("| " + "what".ljust(w) + " | result |")
+print("|" + "-" * (w + 2) + "|--------|")
+for k, v in rows:
+    print(f"| {k.ljust(w)} | {v} |")
+PY

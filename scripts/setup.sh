@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what tailor needs and is missing. Sourced by main.sh and test.sh.
+# As root it installs with apt-get; otherwise it prints the exact command.
+set -euo pipefail
+
+need_apt=()
+command -v qemu-system-arm >/dev/null 2>&1 || need_apt+=(qemu-system-arm)
+if [ -z "${TAILOR_DATA:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] \
+    && [ ! -f ./data/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
+    need_apt+=(dataset-fashion-mnist)
+fi
+if [ ${#need_apt[@]} -gt 0 ]; then
+    if [ "$(id -u)" = 0 ]; then
+        echo "setup: installing ${need_apt[*]}" >&2
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
+    else
+        echo "setup: missing ${need_apt[*]}; run: sudo apt-get install -y ${need_apt[*]}" >&2
+        exit 1
+    fi
+fi
+
+if ! command -v cargo >/dev/null 2>&1; then
+    echo "setup: Rust is missing; install it with: curl https://sh.rustup.rs -sSf | sh -s -- -y" >&2
+    exit 1
+fi
+# rust-toolchain.toml lists the toolchain, components and the thumbv7em
+# target; rustup installs whatever of it is missing.
+rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
+rustup target list --installed 2>/dev/null | grep -q thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf

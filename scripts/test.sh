@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Every test of tailor: unit and property tests, gradient checks, real-data
+# training accuracy, the thumbv7em build, on-target tests under QEMU and the
+# end-to-end host<->QEMU tests. Exits non-zero on the first failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/setup.sh
+export TAILOR_REQUIRE_DATA=1
+
+step() { echo; echo "=== $* ==="; }
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "core builds for Cortex-M4F with no std and no alloc"
+cargo build -p tailor-core --target thumbv7em-none-eabihf --release
+if grep -rnE '^\s*(extern crate (std|alloc)|use (std|alloc)::)' core/src | grep -v 'cfg(test)' | grep -v '^core/src/.*tests'; then
+    echo "core uses std or alloc outside tests" >&2; exit 1
+fi
+
+step "workspace tests (unit, proptest, gradient checks, real-data training)"
+cargo build --release -p tailor
+cargo test --workspace --release -- --test-threads 1
+
+if [ -x firmware-sim/run-tests.sh ]; then
+    step "on-target tests on the emulated Cortex-M4 (QEMU mps2-an386)"
+    firmware-sim/run-tests.sh
+fi
+echo; echo "all tests passed"
