@@ -1,0 +1,83 @@
+//! The steady-state training step allocates nothing: a counting global
+//! allocator watches 20 steps (after warm-up) with 1 and 2 threads, for
+//! SGD with momentum and for Adam.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+
+use tailor::checkpoint::Meta;
+use tailor::data::{EpochOrder, Split};
+use tailor::par::Threads;
+use tailor::train::Trainer;
+use tailor_core::optim::{Adam, Optimizer, Schedule, Sgd};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, SeqCst);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, SeqCst);
+        unsafe { System.alloc_zeroed(l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, SeqCst);
+        unsafe { System.realloc(p, l, n) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        unsafe { System.dealloc(p, l) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn split(n: usize) -> Split {
+    let mut r = tailor_core::rng::Rng::new(9);
+    Split {
+        images: (0..n * 784).map(|_| r.below(256) as u8).collect(),
+        labels: (0..n).map(|_| r.below(10) as u8).collect(),
+    }
+}
+
+fn meta(optimizer: Optimizer) -> Meta {
+    Meta {
+        epoch: 0,
+        step: 0,
+        epochs: 1,
+        batch_size: 64,
+        seed: 1,
+        shuffle: true,
+        optimizer,
+        schedule: Schedule::Constant,
+        pixel_mean: 0.0,
+        pixel_std: 1.0,
+        test_accuracy: None,
+        optim_buffers: 0,
+    }
+}
+
+#[test]
+fn training_steps_do_not_allocate() {
+    let data = split(64 * 30);
+    for threads in [1, 2] {
+        for opt in [Optimizer::Sgd(Sgd { momentum: 0.9, ..Sgd::default() }), Optimizer::Adam(Adam::default())] {
+            let par = Threads::new(threads).unwrap();
+            let mut t = Trainer::new(tailor::simd::detect(), meta(opt));
+            let order = EpochOrder::new(data.len(), Some(3), 0);
+            let batches: Vec<&[u32]> = order.batches(64).collect();
+            for idx in &batches[..5] {
+                t.step(&par, &data, idx, 1e-3).unwrap();
+            }
+            let before = ALLOCS.load(SeqCst);
+            for idx in &batches[5..25] {
+                t.step(&par, &data, idx, 1e-3).unwrap();
+            }
+            let n = ALLOCS.load(SeqCst) - before;
+            assert_eq!(n, 0, "{n} allocations in 20 steps ({threads} threads, {opt:?})");
+        }
+    }
+}
