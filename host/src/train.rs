@@ -31,6 +31,15 @@ pub struct Trainer {
     labels: [u8; MAX_BATCH],
 }
 
+/// Parameters per optimizer task: large enough to amortize the hand-off,
+/// small enough to balance two threads.
+const OPT_CHUNK: usize = 1 << 16;
+
+/// Optimizer state pointers shared with the pool's tasks.
+struct SyncPtrs([*mut f32; 3], usize);
+// SAFETY: tasks touch disjoint ranges (see `Trainer::step`).
+unsafe impl Sync for SyncPtrs {}
+
 /// What the loop reports as it goes.
 pub enum Event<'a> {
     /// Every `log_every` batches: mean loss of that batch, samples seen.
@@ -104,12 +113,27 @@ impl Trainer {
             .loss_and_grad(&self.kernels, par, &mut self.ws, &self.labels[..n], &mut self.grad)
             .map_err(|e| anyhow!("label {} of sample {} is not a class < {}", e.target, idx[e.row], e.classes))?;
         self.meta.step += 1;
-        let nb = self.optim_bufs.len();
-        let mut slots: [&mut [f32]; 3] = [&mut [], &mut [], &mut []];
-        for (s, b) in slots.iter_mut().zip(self.optim_bufs.iter_mut()) {
-            *s = b.flat_mut();
+        let mut bufs: [*mut f32; 3] = [std::ptr::null_mut(); 3];
+        for (p, b) in bufs.iter_mut().zip(self.optim_bufs.iter_mut()) {
+            *p = b.flat_mut().as_mut_ptr();
         }
-        self.meta.optimizer.step(lr, self.meta.step, self.model.flat_mut(), self.grad.flat(), &mut slots[..nb]);
+        let bufs = SyncPtrs(bufs, self.optim_bufs.len());
+        let (opt, step, grads) = (self.meta.optimizer, self.meta.step, self.grad.flat());
+        // The update is elementwise, so disjoint chunks of the parameters
+        // (with the same ranges of gradients and state) go to the threads.
+        par.for_chunks(self.model.flat_mut(), OPT_CHUNK, &|i, params| {
+            let off = i * OPT_CHUNK;
+            let n = params.len();
+            let bufs = &bufs;
+            // SAFETY: each chunk index is handed out once, so the state
+            // ranges [off, off+n) of different tasks are disjoint; the
+            // buffers are parameter-sized and outlive the call.
+            let mut slots: [&mut [f32]; 3] = [&mut [], &mut [], &mut []];
+            for (s, &p) in slots.iter_mut().zip(&bufs.0[..bufs.1]) {
+                *s = unsafe { std::slice::from_raw_parts_mut(p.add(off), n) };
+            }
+            opt.step(lr, step, params, &grads[off..off + n], &mut slots[..bufs.1]);
+        });
         Ok(loss)
     }
 
