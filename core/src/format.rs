@@ -41,18 +41,38 @@ pub struct Header {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FormatError {
     /// Fewer bytes than the header or payload needs.
-    Truncated { needed: usize, found: usize },
-    BadMagic { expected: [u8; 4], found: [u8; 4] },
-    BadVersion { supported: u16, found: u16 },
+    Truncated {
+        needed: usize,
+        found: usize,
+    },
+    BadMagic {
+        expected: [u8; 4],
+        found: [u8; 4],
+    },
+    BadVersion {
+        supported: u16,
+        found: u16,
+    },
     /// The file's layer sizes differ from the model compiled in.
-    ShapeMismatch { expected: [u32; MAX_DIMS], found: [u32; MAX_DIMS] },
-    Checksum { stored: u32, computed: u32 },
+    ShapeMismatch {
+        expected: [u32; MAX_DIMS],
+        found: [u32; MAX_DIMS],
+    },
+    Checksum {
+        stored: u32,
+        computed: u32,
+    },
     /// Tensor `index` is missing or has another name, shape or length.
-    Tensor { index: usize, expected: &'static str },
+    Tensor {
+        index: usize,
+        expected: &'static str,
+    },
     /// The payload does not decode as postcard.
     Payload,
     /// Bytes left over after the last expected field.
-    TrailingBytes { count: usize },
+    TrailingBytes {
+        count: usize,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -115,7 +135,12 @@ impl Header {
 
     /// Parses and checks a whole blob: magic, version, layer sizes and the
     /// payload's length and CRC. Returns the header and the payload.
-    pub fn check<'a>(bytes: &'a [u8], magic: [u8; 4], version: u16, dims: &[u32]) -> Result<(Header, &'a [u8]), FormatError> {
+    pub fn check<'a>(
+        bytes: &'a [u8],
+        magic: [u8; 4],
+        version: u16,
+        dims: &[u32],
+    ) -> Result<(Header, &'a [u8]), FormatError> {
         if bytes.len() < HEADER_LEN {
             return Err(FormatError::Truncated { needed: HEADER_LEN, found: bytes.len() });
         }
@@ -200,10 +225,16 @@ fn varint(b: &[u8]) -> Result<(u32, &[u8]), FormatError> {
 
 /// Reads a postcard sequence of tensors into `dest` (name, shape, buffer),
 /// requiring each name, shape and length to match. Returns the bytes after it.
-pub fn read_tensors<'p>(payload: &'p [u8], dest: &mut [(&'static str, &'static [usize], &mut [f32])]) -> Result<&'p [u8], FormatError> {
+pub fn read_tensors<'p>(
+    payload: &'p [u8],
+    dest: &mut [(&'static str, &'static [usize], &mut [f32])],
+) -> Result<&'p [u8], FormatError> {
     let (count, mut rest) = varint(payload)?;
     if count as usize != dest.len() {
-        return Err(FormatError::Tensor { index: (count as usize).min(dest.len()), expected: dest.get(count as usize).map_or("end of tensors", |d| d.0) });
+        return Err(FormatError::Tensor {
+            index: (count as usize).min(dest.len()),
+            expected: dest.get(count as usize).map_or("end of tensors", |d| d.0),
+        });
     }
     for (index, (name, shape, buf)) in dest.iter_mut().enumerate() {
         let bad = FormatError::Tensor { index, expected: name };
@@ -250,7 +281,10 @@ mod tests {
         assert_eq!((h2, p), (h, &payload[..]));
 
         assert!(matches!(Header::check(&blob[..10], *b"TEST", 3, &[4, 2]), Err(FormatError::Truncated { .. })));
-        assert!(matches!(Header::check(&blob[..35], *b"TEST", 3, &[4, 2]), Err(FormatError::Truncated { needed: 37, found: 35 })));
+        assert!(matches!(
+            Header::check(&blob[..35], *b"TEST", 3, &[4, 2]),
+            Err(FormatError::Truncated { needed: 37, found: 35 })
+        ));
         assert!(matches!(Header::check(&blob, *b"NOPE", 3, &[4, 2]), Err(FormatError::BadMagic { .. })));
         assert!(matches!(Header::check(&blob, *b"TEST", 4, &[4, 2]), Err(FormatError::BadVersion { found: 3, .. })));
         assert!(matches!(Header::check(&blob, *b"TEST", 3, &[4, 3]), Err(FormatError::ShapeMismatch { .. })));

@@ -35,7 +35,11 @@ pub fn log_softmax<const C: usize>(z: &[f32; C], out: &mut [f32; C]) {
 
 /// `nn.CrossEntropyLoss` on raw logits: mean over rows of
 /// `logsumexp(z) - z[target]`. Gradient `(softmax(z) - onehot) / m`.
-pub fn cross_entropy<const C: usize>(logits: &[[f32; C]], targets: &[u8], grad: &mut [[f32; C]]) -> Result<f32, BadTarget> {
+pub fn cross_entropy<const C: usize>(
+    logits: &[[f32; C]],
+    targets: &[u8],
+    grad: &mut [[f32; C]],
+) -> Result<f32, BadTarget> {
     let m = logits.len();
     assert_eq!(targets.len(), m, "cross_entropy: {} targets for {} rows", targets.len(), m);
     check_targets(targets, C)?;

@@ -87,7 +87,13 @@ impl<const IN: usize, const H1: usize, const H2: usize, const OUT: usize> Mlp<IN
     }
 
     /// Logits for the first `n` rows of `ws.x`.
-    pub fn forward<const B: usize>(&self, k: &Kernels, par: &dyn Par, ws: &mut Workspace<B, IN, H1, H2, OUT>, n: usize) {
+    pub fn forward<const B: usize>(
+        &self,
+        k: &Kernels,
+        par: &dyn Par,
+        ws: &mut Workspace<B, IN, H1, H2, OUT>,
+        n: usize,
+    ) {
         self.l1.forward(k, par, &ws.x[..n], &mut ws.h1[..n], true);
         self.l2.forward(k, par, &ws.h1[..n], &mut ws.h2[..n], true);
         self.l3.forward(k, par, &ws.h2[..n], &mut ws.logits[..n], false);
@@ -147,7 +153,9 @@ unsafe impl<const B: usize, const IN: usize, const H1: usize, const H2: usize, c
 {
 }
 
-impl<const B: usize, const IN: usize, const H1: usize, const H2: usize, const OUT: usize> Workspace<B, IN, H1, H2, OUT> {
+impl<const B: usize, const IN: usize, const H1: usize, const H2: usize, const OUT: usize>
+    Workspace<B, IN, H1, H2, OUT>
+{
     pub const ZERO: Self = Workspace {
         x: [[0.0; IN]; B],
         h1: [[0.0; H1]; B],
@@ -199,7 +207,11 @@ mod tests {
                 // Central differences have O(h²) error plus f32 rounding of
                 // the loss (~1e-7/h); ReLU kinks are avoided by the random
                 // init with overwhelming probability.
-                assert!((num - ana).abs() < 2e-3 + 2e-2 * ana.abs(), "{}: param {i}: numeric {num} vs analytic {ana}", kern.name);
+                assert!(
+                    (num - ana).abs() < 2e-3 + 2e-2 * ana.abs(),
+                    "{}: param {i}: numeric {num} vs analytic {ana}",
+                    kern.name
+                );
                 checked += 1;
             }
             assert_eq!(checked, Tiny::PARAMS);

@@ -207,9 +207,15 @@ impl Optimizer {
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` every `step_size` epochs.
-    Step { step_size: u32, gamma: f32 },
+    Step {
+        step_size: u32,
+        gamma: f32,
+    },
     /// Cosine from the base rate down to `eta_min` over `t_max` epochs.
-    Cosine { t_max: u32, eta_min: f32 },
+    Cosine {
+        t_max: u32,
+        eta_min: f32,
+    },
 }
 
 impl Schedule {

@@ -75,7 +75,14 @@ fn train_pass(kernels: Kernels, par: &dyn Par, split: &data::Split, batches: usi
     Ok(n as f64 / timer.secs())
 }
 
-fn infer_pass(kernels: Kernels, par: &dyn Par, model: &SeedMlp, split: &data::Split, batch: usize, limit: usize) -> f64 {
+fn infer_pass(
+    kernels: Kernels,
+    par: &dyn Par,
+    model: &SeedMlp,
+    split: &data::Split,
+    batch: usize,
+    limit: usize,
+) -> f64 {
     let mut ws = crate::boxed::zeroed::<crate::train::Ws>();
     let mut labels = [0u8; crate::train::MAX_BATCH];
     let order = EpochOrder::new(split.len().min(limit), None, 0);
@@ -159,12 +166,26 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
         println!("{}", serde_json::to_string(&rep)?);
     } else {
         println!("tailor bench ({} thread(s), {} kernels)", rep.threads, rep.kernels);
-        println!("  train     {:>10.0} samples/s  ({:.1} GFLOP/s, {:.0}% of {:.0} GFLOP/s FMA peak)", train, gflops, 100.0 * rep.peak_fraction, peak);
+        println!(
+            "  train     {:>10.0} samples/s  ({:.1} GFLOP/s, {:.0}% of {:.0} GFLOP/s FMA peak)",
+            train,
+            gflops,
+            100.0 * rep.peak_fraction,
+            peak
+        );
         println!("  infer 64  {:>10.0} samples/s", infer);
         println!("  infer 1   {:>10.0} samples/s", infer1);
         println!("  kernels (1 thread, % of {:.0} GFLOP/s single-core peak):", peak1);
         for k in &rep.kernel_gflops {
-            println!("    {:<12} m={:<3} n={:<4} k={:<4} {:>7.1} GFLOP/s {:>5.0}%", k.product, k.m, k.n, k.k, k.gflops, 100.0 * k.peak_fraction);
+            println!(
+                "    {:<12} m={:<3} n={:<4} k={:<4} {:>7.1} GFLOP/s {:>5.0}%",
+                k.product,
+                k.m,
+                k.n,
+                k.k,
+                k.gflops,
+                100.0 * k.peak_fraction
+            );
         }
     }
     Ok(rep)

@@ -198,8 +198,20 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         samples += train_split.len();
         last = evaluate(&t.model, &t.kernels, &threads, &mut t.ws, &test, &pixels);
         t.meta.test_accuracy = Some(last.accuracy() as f32);
-        say!(json, none, "Test Error: \n Accuracy: {:>0.1}%, Avg loss: {:>8.6} \n", 100.0 * last.accuracy(), last.avg_loss);
-        say!(json, none, "epoch {}: lr {lr:.3e}, train loss {train_loss:.4}, {secs:.1} s, {:.0} samples/s\n", epoch + 1, train_split.len() as f64 / secs);
+        say!(
+            json,
+            none,
+            "Test Error: \n Accuracy: {:>0.1}%, Avg loss: {:>8.6} \n",
+            100.0 * last.accuracy(),
+            last.avg_loss
+        );
+        say!(
+            json,
+            none,
+            "epoch {}: lr {lr:.3e}, train loss {train_loss:.4}, {secs:.1} s, {:.0} samples/s\n",
+            epoch + 1,
+            train_split.len() as f64 / secs
+        );
         history.push(EpochReport {
             epoch: epoch + 1,
             lr,
@@ -222,8 +234,16 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         checkpoint: out.clone(),
         history,
     };
-    say!(json, none, "Done! {} epochs, train time {:.1} s, {:.0} samples/s; final test accuracy {:.2}%; saved {}",
-        report.epochs, report.train_seconds, report.samples_per_sec, 100.0 * report.test_accuracy, out.display());
+    say!(
+        json,
+        none,
+        "Done! {} epochs, train time {:.1} s, {:.0} samples/s; final test accuracy {:.2}%; saved {}",
+        report.epochs,
+        report.train_seconds,
+        report.samples_per_sec,
+        100.0 * report.test_accuracy,
+        out.display()
+    );
     if json {
         println!("{}", serde_json::to_string(&report)?);
     }
@@ -254,7 +274,8 @@ pub fn eval_split(model_path: &Path, test: &Split, threads: usize) -> Result<(Ev
 
 pub fn eval(model_path: &Path, data_dir: Option<&Path>, threads: usize, json: bool) -> Result<EvalReport> {
     let ds = data::load(data_dir)?;
-    let (r, meta) = eval_split(model_path, &ds.test, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
+    let (r, meta) =
+        eval_split(model_path, &ds.test, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
     let per_class: Vec<(String, f64)> = (0..10)
         .map(|c| {
             let row = r.confusion[c];

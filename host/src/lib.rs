@@ -1,6 +1,6 @@
 //! The host side of tailor: data, training loop, checkpoints, commands.
-pub mod boxed;
 pub mod bench;
+pub mod boxed;
 pub mod checkpoint;
 pub mod commands;
 pub mod data;

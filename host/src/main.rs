@@ -7,7 +7,11 @@ use clap::{Args, Parser, Subcommand};
 use tailor::recipe::{OptName, Recipe, SchedName};
 
 #[derive(Parser)]
-#[command(name = "tailor", version, about = "Fashion-MNIST MLP: train on the desktop, run the same no_std core on a Cortex-M")]
+#[command(
+    name = "tailor",
+    version,
+    about = "Fashion-MNIST MLP: train on the desktop, run the same no_std core on a Cortex-M"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -114,7 +118,9 @@ fn main() {
             train_limit: t.train_limit,
         })
         .map(|_| ()),
-        Cmd::Eval { model, data, threads, json } => tailor::commands::eval(&model, data.as_deref(), threads, json).map(|_| ()),
+        Cmd::Eval { model, data, threads, json } => {
+            tailor::commands::eval(&model, data.as_deref(), threads, json).map(|_| ())
+        }
         Cmd::Bench { threads, data, json, train_batches } => {
             tailor::bench::run(threads, data.as_deref(), json, train_batches).map(|_| ())
         }

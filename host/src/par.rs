@@ -159,7 +159,8 @@ impl Par for Threads {
         // busy_workers == 0), so nobody reads `job` now. The lifetime of `f`
         // is erased; we wait for all workers before returning.
         let f: *const (dyn Fn(usize, &mut [f32]) + Sync + '_) = f;
-        let f: *const TaskFn = unsafe { std::mem::transmute::<*const (dyn Fn(usize, &mut [f32]) + Sync + '_), *const TaskFn>(f) };
+        let f: *const TaskFn =
+            unsafe { std::mem::transmute::<*const (dyn Fn(usize, &mut [f32]) + Sync + '_), *const TaskFn>(f) };
         unsafe { *shared.job.get() = Some(Job { f, ptr: out.as_mut_ptr(), len: out.len(), chunk_len, chunks }) };
         shared.next_chunk.store(0, SeqCst);
         shared.busy_workers.store(self.workers.len(), SeqCst);

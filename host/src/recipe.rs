@@ -74,7 +74,12 @@ impl Recipe {
 pub fn optimizer(name: OptName, lr: Option<f32>, momentum: Option<f32>, weight_decay: Option<f32>) -> Optimizer {
     let wd = weight_decay.unwrap_or(0.0);
     match name {
-        OptName::Sgd => Optimizer::Sgd(Sgd { lr: lr.unwrap_or(1e-3), momentum: momentum.unwrap_or(0.0), weight_decay: wd, ..Sgd::default() }),
+        OptName::Sgd => Optimizer::Sgd(Sgd {
+            lr: lr.unwrap_or(1e-3),
+            momentum: momentum.unwrap_or(0.0),
+            weight_decay: wd,
+            ..Sgd::default()
+        }),
         OptName::Momentum | OptName::Nesterov => Optimizer::Sgd(Sgd {
             lr: lr.unwrap_or(0.05),
             momentum: momentum.unwrap_or(0.9),
@@ -83,8 +88,17 @@ pub fn optimizer(name: OptName, lr: Option<f32>, momentum: Option<f32>, weight_d
             ..Sgd::default()
         }),
         OptName::Adam => Optimizer::Adam(Adam { lr: lr.unwrap_or(1e-3), weight_decay: wd, ..Adam::default() }),
-        OptName::Adamw => Optimizer::Adam(Adam { lr: lr.unwrap_or(1e-3), weight_decay: weight_decay.unwrap_or(1e-2), ..Adam::adamw() }),
-        OptName::Rmsprop => Optimizer::RmsProp(RmsProp { lr: lr.unwrap_or(1e-3), momentum: momentum.unwrap_or(0.0), weight_decay: wd, ..RmsProp::default() }),
+        OptName::Adamw => Optimizer::Adam(Adam {
+            lr: lr.unwrap_or(1e-3),
+            weight_decay: weight_decay.unwrap_or(1e-2),
+            ..Adam::adamw()
+        }),
+        OptName::Rmsprop => Optimizer::RmsProp(RmsProp {
+            lr: lr.unwrap_or(1e-3),
+            momentum: momentum.unwrap_or(0.0),
+            weight_decay: wd,
+            ..RmsProp::default()
+        }),
     }
 }
 

@@ -71,15 +71,7 @@ impl Trainer {
         let mut model = boxed::zeroed::<SeedMlp>();
         model.init(meta.seed);
         let optim_bufs = (0..meta.optimizer.buffers()).map(|_| boxed::zeroed::<SeedMlp>()).collect();
-        Trainer {
-            kernels,
-            model,
-            grad: boxed::zeroed(),
-            optim_bufs,
-            ws: boxed::zeroed(),
-            meta,
-            labels: [0; MAX_BATCH],
-        }
+        Trainer { kernels, model, grad: boxed::zeroed(), optim_bufs, ws: boxed::zeroed(), meta, labels: [0; MAX_BATCH] }
     }
 
     /// Continue from a checkpoint's weights, optimizer state and progress.
@@ -138,7 +130,13 @@ impl Trainer {
     }
 
     /// The tutorial's `train_loop` for epoch `self.meta.epoch`.
-    pub fn train_epoch(&mut self, par: &dyn Par, split: &Split, log_every: usize, on: &mut dyn FnMut(Event)) -> Result<f32> {
+    pub fn train_epoch(
+        &mut self,
+        par: &dyn Par,
+        split: &Split,
+        log_every: usize,
+        on: &mut dyn FnMut(Event),
+    ) -> Result<f32> {
         let bs = self.meta.batch_size as usize;
         let epoch = self.meta.epoch;
         let order = EpochOrder::new(split.len(), self.meta.shuffle.then_some(self.meta.seed), epoch);
@@ -169,7 +167,14 @@ pub fn lr_at(opt: &Optimizer, sched: &Schedule, epoch: u32) -> f32 {
 
 /// The tutorial's `test_loop`: accuracy, mean cross-entropy per sample, and
 /// the confusion matrix. Uses the workspace's forward buffers only.
-pub fn evaluate(model: &SeedMlp, kernels: &Kernels, par: &dyn Par, ws: &mut Ws, split: &Split, pixels: &Pixels) -> EvalResult {
+pub fn evaluate(
+    model: &SeedMlp,
+    kernels: &Kernels,
+    par: &dyn Par,
+    ws: &mut Ws,
+    split: &Split,
+    pixels: &Pixels,
+) -> EvalResult {
     let mut r = EvalResult { total: split.len(), ..Default::default() };
     let mut labels = [0u8; MAX_BATCH];
     let idx: Vec<u32> = (0..split.len() as u32).collect();

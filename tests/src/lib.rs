@@ -48,7 +48,8 @@ pub fn tailor_json(args: &[&str]) -> serde_json::Value {
     assert!(out.status.success(), "tailor {args:?} failed ({}):\n{stderr}", out.status);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
-    serde_json::from_str(last).unwrap_or_else(|e| panic!("tailor {args:?}: last stdout line is not JSON ({e}): {last:?}"))
+    serde_json::from_str(last)
+        .unwrap_or_else(|e| panic!("tailor {args:?}: last stdout line is not JSON ({e}): {last:?}"))
 }
 
 /// Runs `tailor args…`, requires a clean failure (exit 1, an `error:` line,

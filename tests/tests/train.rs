@@ -37,7 +37,12 @@ fn default_recipe_reaches_89_5_percent() {
     let out = dir.path().join("default.ckpt");
     let v = tailor_json(&["train", "--out", out.to_str().unwrap()]);
     let a = acc(&v);
-    eprintln!("default recipe: {:.2}% after {} epochs, {:.1} s", 100.0 * a, v["epochs"], v["train_seconds"].as_f64().unwrap());
+    eprintln!(
+        "default recipe: {:.2}% after {} epochs, {:.1} s",
+        100.0 * a,
+        v["epochs"],
+        v["train_seconds"].as_f64().unwrap()
+    );
     assert!(v["epochs"].as_u64().unwrap() <= 20);
     assert!(a >= 0.895, "default recipe ended at {:.2}%, below 89.5%", 100.0 * a);
     // eval of the saved checkpoint agrees with the training loop's last test.
@@ -56,7 +61,18 @@ fn default_recipe_reaches_89_5_percent() {
 fn resume_is_exact() {
     let dir = tempfile::tempdir().unwrap();
     let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
-    let common = ["--optimizer", "adam", "--shuffle", "true", "--train-limit", "3000", "--threads", "1", "--schedule", "constant"];
+    let common = [
+        "--optimizer",
+        "adam",
+        "--shuffle",
+        "true",
+        "--train-limit",
+        "3000",
+        "--threads",
+        "1",
+        "--schedule",
+        "constant",
+    ];
     let mut a: Vec<&str> = vec!["train", "--epochs", "2"];
     let full = p("full.ckpt");
     a.extend(common);
@@ -69,7 +85,19 @@ fn resume_is_exact() {
     b.extend(["--out", &half]);
     tailor_json(&b);
     let resumed = p("resumed.ckpt");
-    let v_res = tailor_json(&["train", "--resume", &half, "--epochs", "2", "--threads", "1", "--train-limit", "3000", "--out", &resumed]);
+    let v_res = tailor_json(&[
+        "train",
+        "--resume",
+        &half,
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--train-limit",
+        "3000",
+        "--out",
+        &resumed,
+    ]);
     assert_eq!(v_res["epochs"], 2);
     assert_eq!(v_res["test_accuracy"], v_full["test_accuracy"]);
     let (f, r) = (std::fs::read(&full).unwrap(), std::fs::read(&resumed).unwrap());

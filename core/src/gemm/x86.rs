@@ -1,1 +1,881 @@
-//! x86-64 AVX2+FMA and AVX-512 kernels (to be written; see issue 3).
+//! x86-64 kernels with explicit intrinsics: an AVX2+FMA set (16 × 256-bit
+//! registers) and an AVX-512F/VL set (32 × 512-bit registers).
+//!
+//! Both sets share one generic implementation over the [`Isa`] trait; every
+//! generic function is `#[inline(always)]`, so it is compiled inside the
+//! `#[target_feature]` entry points (`*_avx2` / `*_avx512`) with the right
+//! instructions. The public surface is [`avx2_fma`] and [`avx512`], `unsafe`
+//! constructors whose contract is that the CPU has the features; the safe
+//! `fn`s in the returned [`Kernels`] check slice lengths, then run on raw
+//! pointers.
+//!
+//! * **forward** (`y = x·wᵀ + b`): dot products along `k`. A tile of
+//!   `MR` rows of `x` × `NR` rows of `w` keeps `MR·NR` vector accumulators;
+//!   each step loads `MR + NR` vectors for `MR·NR` FMAs. The last partial
+//!   vector of `k` is a masked (zero-filling) load. Four accumulators at a
+//!   time are reduced horizontally, then bias and ReLU are applied. For a
+//!   thin layer (`n ≤ 12`, e.g. 512→10) one tile spans all `n` outputs, so
+//!   each row of `x` is read once.
+//! * **input grad** (`dx = dy·w`) and **weight grad** (`dw = dyᵀ·x`): both
+//!   are `out[r][p..] = Σ_t a(r, t) · b[t][p..]` with different strides for
+//!   the coefficients `a`, computed by one broadcast-FMA ("axpy") tile of
+//!   `MR` output rows × `NV` vectors. Column blocks of `b` are sized to stay
+//!   in L1 while all row tiles sweep them; for input grad the reduction over
+//!   `n` is blocked too (partial sums go through `dx`), the block of `w` is
+//!   packed, and the ReLU mask is applied when the last block is stored.
+//!
+//! Each micro-kernel is compiled as its own small function (see
+//! [`Isa::run`]): inlined into one big function, LLVM's register allocator
+//! spilled the accumulators.
+
+use super::Kernels;
+use core::arch::x86_64::*;
+
+/// The AVX2+FMA kernel set.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA (`is_x86_feature_detected!("avx2")`
+/// and `("fma")`); the kernels execute those instructions unconditionally.
+pub unsafe fn avx2_fma() -> Kernels {
+    Kernels { name: "avx2", forward: forward_avx2, input_grad: input_grad_avx2, weight_grad: weight_grad_avx2 }
+}
+
+/// The AVX-512 kernel set (AVX-512F and VL, plus AVX2 and FMA instructions).
+///
+/// # Safety
+/// The CPU must support AVX-512F, AVX-512VL, AVX2 and FMA. (VL matters for
+/// speed: without it, values touched by 256-bit instructions are confined to
+/// 16 registers and the accumulators spill.)
+pub unsafe fn avx512() -> Kernels {
+    Kernels { name: "avx512", forward: forward_avx512, input_grad: input_grad_avx512, weight_grad: weight_grad_avx512 }
+}
+
+// ---------------------------------------------------------------------------
+// Safe wrappers: bounds checks, then the target-feature code.
+
+fn prod(a: usize, b: usize) -> usize {
+    a.checked_mul(b).expect("gemm: size overflow")
+}
+
+fn check_forward(x: &[f32], w: &[f32], b: &[f32], y: &[f32], m: usize, n: usize, k: usize) {
+    assert!(x.len() >= prod(m, k) && w.len() >= prod(n, k) && b.len() >= n && y.len() >= prod(m, n));
+}
+
+fn check_input_grad(dy: &[f32], w: &[f32], dx: &[f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize) {
+    let mk = prod(m, k);
+    assert!(dy.len() >= prod(m, n) && w.len() >= prod(n, k) && dx.len() >= mk);
+    assert!(mask.is_none_or(|a| a.len() >= mk));
+}
+
+fn check_weight_grad(dy: &[f32], ldy: usize, x: &[f32], dw: &[f32], m: usize, n: usize, k: usize) {
+    assert!(ldy >= n && x.len() >= prod(m, k) && dw.len() >= prod(n, k));
+    if m > 0 && n > 0 {
+        assert!(dy.len() >= prod(m - 1, ldy).checked_add(n).expect("gemm: size overflow"));
+    }
+}
+
+macro_rules! entry_points {
+    ($feat:literal, $S:ty, $fwd:ident, $ig:ident, $wg:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident,
+     fwd = ($MR:literal, $NR:literal, $TMR:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal)) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $fwd(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
+            check_forward(x, w, b, y, m, n, k);
+            let f = Fwd { x: x.as_ptr(), w: w.as_ptr(), b: b.as_ptr(), y: y.as_mut_ptr(), m, n, k, relu };
+            // SAFETY: lengths checked above; the features are promised by
+            // the caller of the constructor that handed out this fn.
+            unsafe { $fwd_tf(f) }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn $fwd_tf(f: Fwd) {
+            // SAFETY: forwarded from the wrapper.
+            unsafe { forward_impl::<$S, $MR, $NR, $TMR>(f) }
+        }
+
+        fn $ig(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize) {
+            check_input_grad(dy, w, dx, mask, m, n, k);
+            let mask = mask.map_or(core::ptr::null(), |a| a.as_ptr());
+            // SAFETY: as for forward.
+            unsafe { $ig_tf(dy.as_ptr(), w.as_ptr(), dx.as_mut_ptr(), mask, m, n, k) }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn $ig_tf(dy: *const f32, w: *const f32, dx: *mut f32, mask: *const f32, m: usize, n: usize, k: usize) {
+            // SAFETY: forwarded from the wrapper.
+            unsafe { input_grad_impl::<$S, $AMR, $ANV>(dy, w, dx, mask, m, n, k, $NB) }
+        }
+
+        fn $wg(dy: &[f32], ldy: usize, x: &[f32], dw: &mut [f32], m: usize, n: usize, k: usize) {
+            check_weight_grad(dy, ldy, x, dw, m, n, k);
+            // SAFETY: as for forward.
+            unsafe { $wg_tf(dy.as_ptr(), ldy, x.as_ptr(), dw.as_mut_ptr(), m, n, k) }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn $wg_tf(dy: *const f32, ldy: usize, x: *const f32, dw: *mut f32, m: usize, n: usize, k: usize) {
+            // SAFETY: forwarded from the wrapper.
+            unsafe { weight_grad_impl::<$S, $AMR, $ANV>(dy, ldy, x, dw, m, n, k) }
+        }
+    };
+}
+
+entry_points!(
+    "avx2,fma",
+    Avx2,
+    forward_avx2,
+    input_grad_avx2,
+    weight_grad_avx2,
+    forward_avx2_tf,
+    input_grad_avx2_tf,
+    weight_grad_avx2_tf,
+    fwd = (2, 6, 1),
+    axpy = (4, 3, 64)
+);
+entry_points!(
+    "avx512f,avx512vl,avx2,fma",
+    Avx512,
+    forward_avx512,
+    input_grad_avx512,
+    weight_grad_avx512,
+    forward_avx512_tf,
+    input_grad_avx512_tf,
+    weight_grad_avx512_tf,
+    fwd = (4, 6, 2),
+    axpy = (4, 6, 64)
+);
+
+// ---------------------------------------------------------------------------
+// The vector abstraction.
+
+/// One SIMD width. All methods are `unsafe`: pointers must be valid for the
+/// lanes touched, and the CPU must have the features (they are only called
+/// from inside the matching `#[target_feature]` functions).
+trait Isa {
+    type V: Copy;
+    /// Lanes per vector.
+    const W: usize;
+    unsafe fn zero() -> Self::V;
+    unsafe fn load(p: *const f32) -> Self::V;
+    /// The first `n` lanes (`1 ≤ n ≤ W`), the others zero; never touches
+    /// memory past lane `n`.
+    unsafe fn load_n(p: *const f32, n: usize) -> Self::V;
+    unsafe fn store(p: *mut f32, v: Self::V);
+    /// Stores the first `n` lanes (`1 ≤ n ≤ W`).
+    unsafe fn store_n(p: *mut f32, v: Self::V, n: usize);
+    /// Broadcast of `*p`.
+    unsafe fn splat(p: *const f32) -> Self::V;
+    /// `a·b + c`
+    unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    /// `v` with lanes zeroed where `mask <= 0` (NaN keeps, like the naive loop).
+    unsafe fn mask_le0(v: Self::V, mask: Self::V) -> Self::V;
+    /// The horizontal sums of four vectors.
+    unsafe fn hsum4(a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
+    /// Runs `f` inside a separate (not inlined) function compiled with this
+    /// ISA's features. Each micro-kernel goes through it, so that it gets a
+    /// small function of its own: inlined into one huge function, the
+    /// register allocator spills accumulators.
+    unsafe fn run<R>(f: impl FnOnce() -> R) -> R;
+}
+
+#[derive(Clone, Copy)]
+struct Avx2;
+#[derive(Clone, Copy)]
+struct Avx512;
+
+/// `LANE_MASK[8 - n..][..8]` enables the first `n` lanes.
+static LANE_MASK: [i32; 16] = [-1, -1, -1, -1, -1, -1, -1, -1, 0, 0, 0, 0, 0, 0, 0, 0];
+
+/// Horizontal sums of four 256-bit vectors.
+#[inline(always)]
+unsafe fn hsum4_256(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
+    // SAFETY: register-only AVX ops; the caller has AVX.
+    unsafe {
+        let ab = _mm256_hadd_ps(a, b);
+        let cd = _mm256_hadd_ps(c, d);
+        let abcd = _mm256_hadd_ps(ab, cd);
+        let s = _mm_add_ps(_mm256_castps256_ps128(abcd), _mm256_extractf128_ps::<1>(abcd));
+        let mut o = [0.0f32; 4];
+        _mm_storeu_ps(o.as_mut_ptr(), s);
+        o
+    }
+}
+
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+#[inline(never)]
+unsafe fn run_avx2<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+/// # Safety
+/// The CPU must have AVX-512F, AVX-512VL, AVX2 and FMA.
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+#[inline(never)]
+unsafe fn run_avx512<R>(f: impl FnOnce() -> R) -> R {
+    f()
+}
+
+impl Isa for Avx2 {
+    type V = __m256;
+    const W: usize = 8;
+    #[inline(always)]
+    unsafe fn zero() -> __m256 {
+        // SAFETY: caller has AVX.
+        unsafe { _mm256_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m256 {
+        // SAFETY: caller guarantees 8 readable lanes.
+        unsafe { _mm256_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_n(p: *const f32, n: usize) -> __m256 {
+        // SAFETY: masked-off lanes are not accessed (no fault); n ≤ 8 keeps
+        // the table read in bounds.
+        unsafe { _mm256_maskload_ps(p, _mm256_loadu_si256(LANE_MASK.as_ptr().add(8 - n).cast())) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m256) {
+        // SAFETY: caller guarantees 8 writable lanes.
+        unsafe { _mm256_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_n(p: *mut f32, v: __m256, n: usize) {
+        // SAFETY: as load_n.
+        unsafe { _mm256_maskstore_ps(p, _mm256_loadu_si256(LANE_MASK.as_ptr().add(8 - n).cast()), v) }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> __m256 {
+        // SAFETY: caller guarantees *p readable.
+        unsafe { _mm256_broadcast_ss(&*p) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m256, b: __m256, c: __m256) -> __m256 {
+        // SAFETY: caller has FMA.
+        unsafe { _mm256_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mask_le0(v: __m256, mask: __m256) -> __m256 {
+        // SAFETY: caller has AVX.
+        unsafe { _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_NLE_UQ>(mask, _mm256_setzero_ps())) }
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
+        // SAFETY: caller has AVX.
+        unsafe { hsum4_256(a, b, c, d) }
+    }
+    #[inline(always)]
+    unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+        // SAFETY: the caller has the features.
+        unsafe { run_avx2(f) }
+    }
+}
+
+impl Isa for Avx512 {
+    type V = __m512;
+    const W: usize = 16;
+    #[inline(always)]
+    unsafe fn zero() -> __m512 {
+        // SAFETY: caller has AVX-512F.
+        unsafe { _mm512_setzero_ps() }
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> __m512 {
+        // SAFETY: caller guarantees 16 readable lanes.
+        unsafe { _mm512_loadu_ps(p) }
+    }
+    #[inline(always)]
+    unsafe fn load_n(p: *const f32, n: usize) -> __m512 {
+        // SAFETY: masked-off lanes are not accessed (fault suppression).
+        unsafe { _mm512_maskz_loadu_ps(((1u32 << n) - 1) as u16, p) }
+    }
+    #[inline(always)]
+    unsafe fn store(p: *mut f32, v: __m512) {
+        // SAFETY: caller guarantees 16 writable lanes.
+        unsafe { _mm512_storeu_ps(p, v) }
+    }
+    #[inline(always)]
+    unsafe fn store_n(p: *mut f32, v: __m512, n: usize) {
+        // SAFETY: as load_n.
+        unsafe { _mm512_mask_storeu_ps(p, ((1u32 << n) - 1) as u16, v) }
+    }
+    #[inline(always)]
+    unsafe fn splat(p: *const f32) -> __m512 {
+        // SAFETY: caller guarantees *p readable.
+        unsafe { _mm512_set1_ps(*p) }
+    }
+    #[inline(always)]
+    unsafe fn fma(a: __m512, b: __m512, c: __m512) -> __m512 {
+        // SAFETY: caller has AVX-512F.
+        unsafe { _mm512_fmadd_ps(a, b, c) }
+    }
+    #[inline(always)]
+    unsafe fn mask_le0(v: __m512, mask: __m512) -> __m512 {
+        // SAFETY: caller has AVX-512F.
+        unsafe { _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NLE_UQ>(mask, _mm512_setzero_ps()), v) }
+    }
+    #[inline(always)]
+    unsafe fn hsum4(a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {
+        // SAFETY: caller has AVX-512F (and thus AVX).
+        unsafe {
+            // [a0 a1 b0 b1] + [a2 a3 b2 b3] (128-bit quarters), then the
+            // same for c, d; then fold once more to one quarter per vector.
+            let ab =
+                _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(a, b), _mm512_shuffle_f32x4::<0b11_10_11_10>(a, b));
+            let cd =
+                _mm512_add_ps(_mm512_shuffle_f32x4::<0b01_00_01_00>(c, d), _mm512_shuffle_f32x4::<0b11_10_11_10>(c, d));
+            let s = _mm512_add_ps(
+                _mm512_shuffle_f32x4::<0b10_00_10_00>(ab, cd),
+                _mm512_shuffle_f32x4::<0b11_01_11_01>(ab, cd),
+            );
+            // s = [a' b' c' d'], four lanes each: reduce inside each quarter.
+            let lo = _mm512_castps512_ps256(s);
+            let hi = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(s)));
+            // lo = [a' b'], hi = [c' d']
+            let h = _mm256_hadd_ps(lo, hi); // a01 a23 c01 c23 | b01 b23 d01 d23
+            let h = _mm256_hadd_ps(h, h); // a c a c | b d b d
+            let mut o = [0.0f32; 8];
+            _mm256_storeu_ps(o.as_mut_ptr(), h);
+            [o[0], o[4], o[1], o[5]]
+        }
+    }
+    #[inline(always)]
+    unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
+        // SAFETY: the caller has the features.
+        unsafe { run_avx512(f) }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Forward: dot-product tiles.
+
+#[derive(Clone, Copy)]
+struct Fwd {
+    x: *const f32,
+    w: *const f32,
+    b: *const f32,
+    y: *mut f32,
+    m: usize,
+    n: usize,
+    k: usize,
+    relu: bool,
+}
+
+/// Main tiles `MR × NR`; when `n ≤ 12` a single `TMR × n` tile column.
+#[inline(always)]
+unsafe fn forward_impl<S: Isa, const MR: usize, const NR: usize, const TMR: usize>(f: Fwd) {
+    // SAFETY (whole body): every tile stays inside the checked m×n / ×k.
+    unsafe {
+        if f.n <= 12 {
+            fwd_cols_dyn::<S, TMR>(f, 0, f.n);
+            return;
+        }
+        let mut j = 0;
+        while j + NR <= f.n {
+            fwd_cols::<S, MR, NR>(f, j);
+            j += NR;
+        }
+        if j < f.n {
+            fwd_cols_rem::<S, MR>(f, j, f.n - j);
+        }
+    }
+}
+
+/// Remainder columns (`nr < 6`, the widest main tile) after the main tiles.
+#[inline(always)]
+unsafe fn fwd_cols_rem<S: Isa, const MR: usize>(f: Fwd, j: usize, nr: usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        match nr {
+            1 => fwd_cols::<S, MR, 1>(f, j),
+            2 => fwd_cols::<S, MR, 2>(f, j),
+            3 => fwd_cols::<S, MR, 3>(f, j),
+            4 => fwd_cols::<S, MR, 4>(f, j),
+            5 => fwd_cols::<S, MR, 5>(f, j),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// A thin layer: one tile column of all `nr ≤ 12` outputs.
+#[inline(always)]
+unsafe fn fwd_cols_dyn<S: Isa, const MR: usize>(f: Fwd, j: usize, nr: usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        match nr {
+            1 => fwd_cols::<S, MR, 1>(f, j),
+            2 => fwd_cols::<S, MR, 2>(f, j),
+            3 => fwd_cols::<S, MR, 3>(f, j),
+            4 => fwd_cols::<S, MR, 4>(f, j),
+            5 => fwd_cols::<S, MR, 5>(f, j),
+            6 => fwd_cols::<S, MR, 6>(f, j),
+            7 => fwd_cols::<S, MR, 7>(f, j),
+            8 => fwd_cols::<S, MR, 8>(f, j),
+            9 => fwd_cols::<S, MR, 9>(f, j),
+            10 => fwd_cols::<S, MR, 10>(f, j),
+            11 => fwd_cols::<S, MR, 11>(f, j),
+            12 => fwd_cols::<S, MR, 12>(f, j),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// Outputs `y[..][j..j + NR]` for all rows.
+#[inline(always)]
+unsafe fn fwd_cols<S: Isa, const MR: usize, const NR: usize>(f: Fwd, j: usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        let mut i = 0;
+        while i + MR <= f.m {
+            S::run(|| fwd_tile::<S, MR, NR>(f, i, j));
+            i += MR;
+        }
+        if MR > 2 {
+            while i + 2 <= f.m {
+                S::run(|| fwd_tile::<S, 2, NR>(f, i, j));
+                i += 2;
+            }
+        }
+        while i < f.m {
+            S::run(|| fwd_tile::<S, 1, NR>(f, i, j));
+            i += 1;
+        }
+    }
+}
+
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // acc[r][c] is indexed both ways
+unsafe fn fwd_tile<S: Isa, const MR: usize, const NR: usize>(f: Fwd, i: usize, j: usize) {
+    let k = f.k;
+    // SAFETY: rows i..i+MR of x and j..j+NR of w exist; loads stay below k.
+    unsafe {
+        let x = f.x.add(i * k);
+        let w = f.w.add(j * k);
+        let mut acc = [[S::zero(); NR]; MR];
+        let steps = k / S::W;
+        let mut xp = x;
+        let mut wp = w;
+        for _ in 0..steps {
+            let mut xv = [S::zero(); MR];
+            for (r, v) in xv.iter_mut().enumerate() {
+                *v = S::load(xp.add(r * k));
+            }
+            for c in 0..NR {
+                let wv = S::load(wp.add(c * k));
+                for r in 0..MR {
+                    acc[r][c] = S::fma(xv[r], wv, acc[r][c]);
+                }
+            }
+            xp = xp.add(S::W);
+            wp = wp.add(S::W);
+        }
+        let t = k - steps * S::W;
+        if t > 0 {
+            let mut xv = [S::zero(); MR];
+            for (r, v) in xv.iter_mut().enumerate() {
+                *v = S::load_n(xp.add(r * k), t);
+            }
+            for c in 0..NR {
+                let wv = S::load_n(wp.add(c * k), t);
+                for r in 0..MR {
+                    acc[r][c] = S::fma(xv[r], wv, acc[r][c]);
+                }
+            }
+        }
+        // Reduce (four at a time), add the bias, ReLU, store.
+        let mut sums = [[0.0f32; NR]; MR];
+        let mut q = 0;
+        while q + 4 <= MR * NR {
+            let a = |q: usize| acc[q / NR][q % NR];
+            let s = S::hsum4(a(q), a(q + 1), a(q + 2), a(q + 3));
+            for (l, &v) in s.iter().enumerate() {
+                sums[(q + l) / NR][(q + l) % NR] = v;
+            }
+            q += 4;
+        }
+        if q < MR * NR {
+            let a = |q: usize| {
+                if q < MR * NR {
+                    acc[q / NR][q % NR]
+                } else {
+                    S::zero()
+                }
+            };
+            let s = S::hsum4(a(q), a(q + 1), a(q + 2), a(q + 3));
+            for (l, &v) in s.iter().enumerate().take(MR * NR - q) {
+                sums[(q + l) / NR][(q + l) % NR] = v;
+            }
+        }
+        for (r, row) in sums.iter().enumerate() {
+            let y = f.y.add((i + r) * f.n + j);
+            for (c, &s) in row.iter().enumerate() {
+                let v = s + *f.b.add(j + c);
+                *y.add(c) = if f.relu && v < 0.0 { 0.0 } else { v };
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Input and weight grads: broadcast-FMA tiles.
+
+/// `out[r][..cols] (+)= Σ_{t < t_len} a[r·ars + t·ats] · b[t·ldb ..][..cols]`
+/// for `r < MR`, with `cols = (NV - 1)·W + tail` when `TAIL` (else `NV·W`).
+/// Accumulates into `out` if `acc_in`; zeroes lanes where `mask` (same
+/// layout as `out`, null for none) is `<= 0` before storing.
+#[derive(Clone, Copy)]
+struct Axpy {
+    a: *const f32,
+    ars: usize,
+    ats: usize,
+    b: *const f32,
+    ldb: usize,
+    t_len: usize,
+    out: *mut f32,
+    ldo: usize,
+    mask: *const f32,
+    acc_in: bool,
+}
+
+#[inline(always)]
+unsafe fn axpy_tile<S: Isa, const MR: usize, const NV: usize, const TAIL: bool>(t: Axpy, tail: usize) {
+    // SAFETY: the caller sizes the tile inside the checked matrices; the last
+    // vector is masked to `tail` lanes when TAIL.
+    unsafe {
+        let last = |c: usize| TAIL && c == NV - 1;
+        let mut acc = [[S::zero(); NV]; MR];
+        if t.acc_in {
+            for (r, row) in acc.iter_mut().enumerate() {
+                let o = t.out.add(r * t.ldo);
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = if last(c) { S::load_n(o.add(c * S::W), tail) } else { S::load(o.add(c * S::W)) };
+                }
+            }
+        }
+        let mut ap = t.a;
+        let mut bp = t.b;
+        for _ in 0..t.t_len {
+            let mut bv = [S::zero(); NV];
+            for (c, v) in bv.iter_mut().enumerate() {
+                *v = if last(c) { S::load_n(bp.add(c * S::W), tail) } else { S::load(bp.add(c * S::W)) };
+            }
+            for row in acc.iter_mut() {
+                let s = S::splat(ap);
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = S::fma(s, bv[c], *v);
+                }
+                ap = ap.add(t.ars);
+            }
+            ap = ap.sub(MR * t.ars).add(t.ats);
+            bp = bp.add(t.ldb);
+        }
+        for (r, row) in acc.iter().enumerate() {
+            let o = t.out.add(r * t.ldo);
+            for (c, &v) in row.iter().enumerate() {
+                let v = if t.mask.is_null() {
+                    v
+                } else {
+                    let mp = t.mask.add(r * t.ldo + c * S::W);
+                    S::mask_le0(v, if last(c) { S::load_n(mp, tail) } else { S::load(mp) })
+                };
+                if last(c) {
+                    S::store_n(o.add(c * S::W), v, tail);
+                } else {
+                    S::store(o.add(c * S::W), v);
+                }
+            }
+        }
+    }
+}
+
+/// One tile of `MR` rows covering `cols ≤ NV·W` columns.
+#[inline(always)]
+unsafe fn axpy_cols<S: Isa, const MR: usize, const NV: usize>(t: Axpy, cols: usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        if cols == NV * S::W {
+            return S::run(|| axpy_tile::<S, MR, NV, false>(t, 0));
+        }
+        let nv = cols.div_ceil(S::W);
+        let tail = cols - (nv - 1) * S::W;
+        match nv {
+            1 => S::run(|| axpy_tile::<S, MR, 1, true>(t, tail)),
+            2 => S::run(|| axpy_tile::<S, MR, 2, true>(t, tail)),
+            3 => S::run(|| axpy_tile::<S, MR, 3, true>(t, tail)),
+            4 => S::run(|| axpy_tile::<S, MR, 4, true>(t, tail)),
+            5 => S::run(|| axpy_tile::<S, MR, 5, true>(t, tail)),
+            6 => S::run(|| axpy_tile::<S, MR, 6, true>(t, tail)),
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// Tiles for output rows `0..rows` (`MR`, then 2, then 1 at a time); `row`
+/// gives the tile for row offset `r0`.
+#[inline(always)]
+unsafe fn axpy_rows<S: Isa, const MR: usize, const NV: usize>(rows: usize, cols: usize, row: impl Fn(usize) -> Axpy) {
+    // SAFETY: forwarded.
+    unsafe {
+        let mut r = 0;
+        while r + MR <= rows {
+            axpy_cols::<S, MR, NV>(row(r), cols);
+            r += MR;
+        }
+        if MR > 2 {
+            while r + 2 <= rows {
+                axpy_cols::<S, 2, NV>(row(r), cols);
+                r += 2;
+            }
+        }
+        while r < rows {
+            axpy_cols::<S, 1, NV>(row(r), cols);
+            r += 1;
+        }
+    }
+}
+
+/// Rows and columns of the packed block of `w` in input grad (24 KB).
+const PACK_ROWS: usize = 64;
+const PACK_COLS: usize = 96;
+
+/// `dx[m][k] = dy[m][n]·w[n][k]`, masked. Column blocks of `NV·W`; the sum
+/// over `n` in blocks of `nb` rows of `w`; each `nb × NV·W` block of `w` is
+/// copied to a contiguous stack buffer, which stays in L1 while all row tiles
+/// use it (in place, rows `k` floats apart alias onto few L1 sets when `k` is
+/// a power of two).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn input_grad_impl<S: Isa, const MR: usize, const NV: usize>(
+    dy: *const f32,
+    w: *const f32,
+    dx: *mut f32,
+    mask: *const f32,
+    m: usize,
+    n: usize,
+    k: usize,
+    nb: usize,
+) {
+    // Only the packed columns of each row are ever read (masked loads for
+    // the tail), so the buffer needs no initialization.
+    let mut pack = [core::mem::MaybeUninit::<f32>::uninit(); PACK_ROWS * PACK_COLS];
+    // SAFETY: all tiles lie inside dy[m][n], w[n][k], dx/mask[m][k]; the
+    // packed block is jb ≤ PACK_ROWS rows of cols ≤ kc ≤ PACK_COLS.
+    unsafe {
+        let kc = NV * S::W;
+        debug_assert!(kc <= PACK_COLS);
+        let mut p = 0;
+        while p < k {
+            let cols = kc.min(k - p);
+            if n == 0 {
+                axpy_rows::<S, MR, NV>(m, cols, |i| Axpy {
+                    a: dy,
+                    ars: 0,
+                    ats: 0,
+                    b: w,
+                    ldb: 0,
+                    t_len: 0,
+                    out: dx.add(i * k + p),
+                    ldo: k,
+                    mask: if mask.is_null() { mask } else { mask.add(i * k + p) },
+                    acc_in: false,
+                });
+            }
+            let mut j = 0;
+            while j < n {
+                let jb = nb.min(n - j).min(PACK_ROWS);
+                let last = j + jb == n;
+                // Pack the block of w: its rows are k apart, which for
+                // power-of-two k maps them onto a few L1 sets.
+                let pk = pack.as_mut_ptr().cast::<f32>();
+                for t in 0..jb {
+                    core::ptr::copy_nonoverlapping(w.add((j + t) * k + p), pk.add(t * kc), cols);
+                }
+                axpy_rows::<S, MR, NV>(m, cols, |i| Axpy {
+                    a: dy.add(i * n + j),
+                    ars: n,
+                    ats: 1,
+                    b: pk,
+                    ldb: kc,
+                    t_len: jb,
+                    out: dx.add(i * k + p),
+                    ldo: k,
+                    mask: if mask.is_null() || !last { core::ptr::null() } else { mask.add(i * k + p) },
+                    acc_in: j > 0,
+                });
+                j += jb;
+            }
+            p += cols;
+        }
+    }
+}
+
+/// `dw[n][k] = dyᵀ·x`: column blocks of `NV·W` (so `m × NV·W` of `x` stays
+/// in L1 for moderate `m`), `MR` rows of `dw` per tile, the whole sum over
+/// `m` in registers.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize>(
+    dy: *const f32,
+    ldy: usize,
+    x: *const f32,
+    dw: *mut f32,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    // SAFETY: all tiles lie inside dy (stride ldy), x[m][k], dw[n][k].
+    unsafe {
+        let kc = NV * S::W;
+        let mut p = 0;
+        while p < k {
+            let cols = kc.min(k - p);
+            axpy_rows::<S, MR, NV>(n, cols, |j| Axpy {
+                a: dy.add(j),
+                ars: 1,
+                ats: ldy,
+                b: x.add(p),
+                ldb: k,
+                t_len: m,
+                out: dw.add(j * k + p),
+                ldo: k,
+                mask: core::ptr::null(),
+                acc_in: false,
+            });
+            p += cols;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+    use super::super::{naive, tests::check, Kernels};
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// The kernel sets this CPU can run (a message for each one it cannot).
+    fn available() -> Vec<Kernels> {
+        let mut v = Vec::new();
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            // SAFETY: features checked.
+            v.push(unsafe { super::avx2_fma() });
+        } else {
+            std::eprintln!("skipping avx2 kernels: CPU lacks AVX2/FMA");
+        }
+        if std::is_x86_feature_detected!("avx512f")
+            && std::is_x86_feature_detected!("avx512vl")
+            && std::is_x86_feature_detected!("avx2")
+            && std::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: features checked.
+            v.push(unsafe { super::avx512() });
+        } else {
+            std::eprintln!("skipping avx512 kernels: CPU lacks AVX-512F/VL");
+        }
+        v
+    }
+
+    fn fill(seed: u64, n: usize) -> Vec<f32> {
+        let mut r = crate::rng::Rng::new(seed);
+        (0..n).map(|_| r.uniform(-1.0, 1.0)).collect()
+    }
+
+    fn close(a: &[f32], b: &[f32], k: usize, what: &str) {
+        let tol = 1e-5 * (k as f32).sqrt() * 4.0 + 1e-6;
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            assert!((x - y).abs() <= tol * (1.0 + y.abs()), "{what} elem {i}: {x} vs {y}");
+        }
+    }
+
+    /// Like `gemm::tests::check` without its 4096-element limit, plus a
+    /// strided `dy` with `ldy > n` and a canary past every output.
+    fn check_big(kern: &Kernels, m: usize, n: usize, k: usize, seed: u64) {
+        let x = fill(seed, m * k);
+        let w = fill(seed + 1, n * k);
+        let b = fill(seed + 2, n);
+        let dy = fill(seed + 3, m * n);
+        let name = kern.name;
+        for relu in [false, true] {
+            let mut y0 = std::vec![0.0; m * n];
+            let mut y1 = std::vec![7.0; m * n + 1];
+            naive::forward(&x, &w, &b, &mut y0, m, n, k, relu);
+            (kern.forward)(&x, &w, &b, &mut y1, m, n, k, relu);
+            close(&y1[..m * n], &y0, k, name);
+            assert_eq!(y1[m * n], 7.0, "{name} forward wrote past the end");
+        }
+        for mask in [None, Some(&x[..])] {
+            let mut d0 = std::vec![0.0; m * k];
+            let mut d1 = std::vec![7.0; m * k + 1];
+            naive::input_grad(&dy, &w, &mut d0, mask, m, n, k);
+            (kern.input_grad)(&dy, &w, &mut d1, mask, m, n, k);
+            close(&d1[..m * k], &d0, n, name);
+            assert_eq!(d1[m * k], 7.0, "{name} input_grad wrote past the end");
+        }
+        // dy as columns 1..n+1 of an [m][n + 3] matrix.
+        let ldy = n + 3;
+        let dys = fill(seed + 4, m * ldy);
+        let mut g0 = std::vec![0.0; n * k];
+        let mut g1 = std::vec![7.0; n * k + 1];
+        naive::weight_grad(&dys[1..], ldy, &x, &mut g0, m, n, k);
+        (kern.weight_grad)(&dys[1..(m - 1) * ldy + n + 1], ldy, &x, &mut g1, m, n, k);
+        close(&g1[..n * k], &g0, m, name);
+        assert_eq!(g1[n * k], 7.0, "{name} weight_grad wrote past the end");
+    }
+
+    const ODD: [usize; 10] = [1, 2, 3, 5, 16, 17, 33, 63, 65, 513];
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(200))]
+        #[test]
+        fn simd_matches_naive_small(m in 1usize..20, n in 1usize..20, k in 1usize..70, seed in 0u64..1000) {
+            for kern in available() {
+                check(&kern, m, n, k, seed);
+            }
+        }
+
+        #[test]
+        fn simd_matches_naive_odd(mi in 0usize..10, ni in 0usize..10, ki in 0usize..10, seed in 0u64..1000) {
+            let (m, n, k) = (ODD[mi].min(70), ODD[ni].min(70), ODD[ki]);
+            for kern in available() {
+                check_big(&kern, m, n, k, seed);
+            }
+        }
+    }
+
+    #[test]
+    fn odd_sizes() {
+        for kern in available() {
+            for &(m, n, k) in &[(1, 1, 1), (3, 17, 63), (5, 3, 65), (1, 7, 513), (17, 1, 33), (4, 4, 16)] {
+                check(&kern, m, n, k, 9);
+            }
+        }
+    }
+
+    #[test]
+    fn model_shapes() {
+        for kern in available() {
+            for &(m, n, k) in
+                &[(64, 512, 784), (64, 512, 512), (64, 10, 512), (1, 512, 784), (32, 256, 784), (5, 13, 100)]
+            {
+                check_big(&kern, m, n, k, 3);
+            }
+        }
+    }
+
+    #[test]
+    fn zero_sizes() {
+        for kern in available() {
+            let (x, w, b) = ([1.0f32; 6], [1.0f32; 6], [0.5f32; 3]);
+            let mut y = [9.0f32; 6];
+            (kern.forward)(&x, &w, &b, &mut y, 2, 3, 0, false);
+            assert_eq!(y, [0.5; 6]);
+            let mut dx = [9.0f32; 6];
+            (kern.input_grad)(&[], &w, &mut dx, None, 2, 0, 3);
+            assert_eq!(dx, [0.0; 6]);
+            let mut dw = [9.0f32; 6];
+            (kern.weight_grad)(&[], 3, &x, &mut dw, 0, 3, 2);
+            assert_eq!(dw, [0.0; 6]);
+        }
+    }
+}

@@ -1,1 +1,0 @@
-//! Int8 post-training quantization and integer-only inference (issue 4).

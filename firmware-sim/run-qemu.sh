@@ -1,0 +1,20 @@
+#!/bin/sh
+# cargo runner: runs the firmware ELF in QEMU (mps2-an386, Cortex-M4F) with
+# instruction counting, decodes defmt logs (semihosting stdout) with
+# defmt-print when it is installed, and exits with QEMU's status.
+# Extra semihosting args: TAILOR_FW_ARGS="arg=fw,arg=uart" (default: none).
+elf="$1"
+shift
+set -u
+qemu=qemu-system-arm
+command -v "$qemu" >/dev/null || { echo "error: $qemu not found (apt-get install qemu-system-arm)" >&2; exit 127; }
+semi="enable=on,target=native${TAILOR_FW_ARGS:+,$TAILOR_FW_ARGS}"
+if command -v defmt-print >/dev/null; then
+  status=$( { { "$qemu" -machine mps2-an386 -cpu cortex-m4 -nographic -monitor none -serial null \
+      -icount shift=0 -semihosting-config "$semi" -kernel "$elf" "$@"; echo $? >&3; } \
+      | defmt-print -e "$elf" >&2; } 3>&1 )
+  exit "$status"
+else
+  exec "$qemu" -machine mps2-an386 -cpu cortex-m4 -nographic -monitor none -serial null \
+      -icount shift=0 -semihosting-config "$semi" -kernel "$elf" "$@"
+fi

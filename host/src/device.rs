@@ -1,0 +1,884 @@
+//! `tailor device`: verify an int8 model on an emulated Cortex-M4 (QEMU).
+//!
+//! 1. Builds the firmware in `firmware-sim/` for the model
+//!    (`TAILOR_MODEL=<abs path> cargo build --release`) and keeps a copy of
+//!    the ELF per model CRC in `firmware-sim/target/models/`.
+//! 2. Starts `qemu-system-arm -machine mps2-an386 -cpu cortex-m4
+//!    -icount shift=0 ...` with one of two transports for the protocol of
+//!    [`tailor_core::protocol`]: semihosting files (two FIFOs in a temp
+//!    directory, the fast path) or the CMSDK UART0 (a Unix socket).
+//! 3. Checks the device's `Hello` (the model CRC must equal the `.q8`
+//!    header's), streams the test images in batches, collects the
+//!    predictions and the instruction counts, and compares them with the
+//!    host's int8 predictions of the same model.
+//!
+//! QEMU's stdout carries the firmware's defmt log (decoded with
+//! `defmt-print` when installed, for error messages); its stderr carries
+//! panics and HardFaults. Every wait has a deadline: a hang, a crash or a
+//! missing QEMU gives an error that says which, with the stderr tail.
+
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{anyhow, bail, Context, Result};
+use tailor_core::protocol::{self, FrameReader, Message, RecvError, Stats};
+use tailor_core::quant::{Classifier, QMlp, QMlp1};
+
+use crate::data::Split;
+
+/// How the protocol reaches the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Transport {
+    /// Semihosting `SYS_READ`/`SYS_WRITE` on two host FIFOs (fast).
+    #[default]
+    Semihosting,
+    /// CMSDK UART0 (about 14 KB/s host → device under QEMU).
+    Uart,
+}
+
+impl std::str::FromStr for Transport {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "semihosting" | "semi" => Ok(Transport::Semihosting),
+            "uart" => Ok(Transport::Uart),
+            _ => bail!("unknown transport `{s}` (semihosting or uart)"),
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Semihosting => "semihosting",
+            Transport::Uart => "uart",
+        })
+    }
+}
+
+/// Arguments of `tailor device MODEL.q8 [--limit N] [--transport T] [--json] [--timeout S]`.
+#[derive(Clone, Debug)]
+pub struct DeviceArgs {
+    /// The `.q8` int8 model.
+    pub model: PathBuf,
+    /// Only the first N test images (default: all 10,000).
+    pub limit: Option<usize>,
+    pub transport: Transport,
+    /// Seconds for the whole run after the firmware is built (QEMU start,
+    /// streaming, shutdown).
+    pub timeout_secs: f64,
+    /// Images per `Classify` (default: the device's `max_batch`).
+    pub batch: Option<usize>,
+    /// Data directory (default: [`crate::data::locate`]'s search).
+    pub data: Option<PathBuf>,
+    /// A prebuilt firmware ELF to run instead of building one.
+    pub firmware: Option<PathBuf>,
+    /// Print the report as JSON (for the CLI; [`run_device`] only returns it).
+    pub json: bool,
+}
+
+impl DeviceArgs {
+    pub fn new(model: impl Into<PathBuf>) -> Self {
+        DeviceArgs {
+            model: model.into(),
+            limit: None,
+            transport: Transport::Semihosting,
+            timeout_secs: 300.0,
+            batch: None,
+            data: None,
+            firmware: None,
+            json: false,
+        }
+    }
+}
+
+/// What [`run_device`] measured.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DeviceReport {
+    pub model: PathBuf,
+    pub dims: Vec<u32>,
+    pub model_crc: u32,
+    pub transport: String,
+    pub firmware: PathBuf,
+    pub fw_version: String,
+    /// Accuracy of the device's predictions (0..1).
+    pub device_accuracy: f64,
+    /// Accuracy of the host's int8 predictions of the same images (0..1).
+    pub host_accuracy: f64,
+    /// Images where device and host predict the same class.
+    pub agree: usize,
+    pub total: usize,
+    /// Indices of the first disagreeing images (at most 20).
+    pub first_disagreements: Vec<usize>,
+    /// Instructions per inference (SysTick under `-icount shift=0`).
+    pub instructions_per_inference: f64,
+    /// `instructions_per_inference` / multiply-accumulates per inference.
+    pub instructions_per_mac: f64,
+    /// Images per second of wall time while streaming.
+    pub images_per_sec: f64,
+    /// Wall time of the whole run (QEMU start to exit), seconds.
+    pub wall_secs: f64,
+    pub batch: usize,
+    pub device_stats: DeviceStats,
+}
+
+/// The device's own counters (from its `Bye`).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct DeviceStats {
+    pub frames_ok: u32,
+    pub frames_bad: u32,
+    pub images: u64,
+    pub instructions: u64,
+}
+
+impl From<Stats> for DeviceStats {
+    fn from(s: Stats) -> Self {
+        DeviceStats { frames_ok: s.frames_ok, frames_bad: s.frames_bad, images: s.images, instructions: s.instructions }
+    }
+}
+
+impl DeviceReport {
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("report serializes")
+    }
+}
+
+impl fmt::Display for DeviceReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "model            {} {:?} crc {:#010x}", self.model.display(), self.dims, self.model_crc)?;
+        writeln!(f, "firmware         {} ({})", self.firmware.display(), self.fw_version)?;
+        writeln!(f, "transport        {} (batch {})", self.transport, self.batch)?;
+        writeln!(f, "device accuracy  {:.2} %", 100.0 * self.device_accuracy)?;
+        writeln!(f, "host int8 acc.   {:.2} %", 100.0 * self.host_accuracy)?;
+        writeln!(
+            f,
+            "agreement        {}/{}{}",
+            self.agree,
+            self.total,
+            if self.agree == self.total { "" } else { "  MISMATCH" }
+        )?;
+        writeln!(
+            f,
+            "instructions     {:.0} per inference, {:.3} per MAC",
+            self.instructions_per_inference, self.instructions_per_mac
+        )?;
+        write!(f, "speed            {:.0} images/s ({:.1} s wall)", self.images_per_sec, self.wall_secs)
+    }
+}
+
+/// Multiply-accumulates per inference of a model with these layer widths.
+pub fn macs(dims: &[u32]) -> u64 {
+    dims.windows(2).map(|w| w[0] as u64 * w[1] as u64).sum()
+}
+
+// ---------------------------------------------------------------- models
+
+/// The `.q8` header fields the driver needs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Q8Info {
+    pub dims: Vec<u32>,
+    pub payload_crc: u32,
+}
+
+pub fn q8_info(bytes: &[u8], path: &Path) -> Result<Q8Info> {
+    use tailor_core::format::HEADER_LEN;
+    if bytes.len() < HEADER_LEN || bytes[..4] != tailor_core::quant::MAGIC {
+        if bytes.len() >= 4 && &bytes[..4] == b"TLRF" {
+            bail!("{}: this is an f32 checkpoint; run `tailor quantize` on it first", path.display());
+        }
+        bail!("{}: not an int8 model (.q8, magic TLQ8)", path.display());
+    }
+    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
+    let n = (u16::from_le_bytes([bytes[6], bytes[7]]) as usize).min(4);
+    Ok(Q8Info { dims: (0..n).map(|i| u32_at(8 + 4 * i)).collect(), payload_crc: u32_at(28) })
+}
+
+fn zeroed<T: tailor_core::Zeroed>() -> Box<T> {
+    // SAFETY: `Zeroed` promises all-zero bytes are a valid T.
+    unsafe { Box::<T>::new_zeroed().assume_init() }
+}
+
+fn predict<M: Classifier + Sync>(
+    mut m: Box<M>,
+    bytes: &[u8],
+    split: &Split,
+    read: fn(&mut M, &[u8]) -> Result<(), tailor_core::format::FormatError>,
+) -> Result<Vec<u8>> {
+    read(&mut m, bytes).map_err(|e| anyhow!("{e}"))?;
+    Ok(crate::quantize::int8_predict_all(&*m, split))
+}
+
+/// Host int8 predictions (bit-identical to the device) for a `.q8` of any
+/// shape the firmware supports (same list as `firmware-sim/build.rs`).
+pub fn host_predictions(bytes: &[u8], path: &Path, split: &Split) -> Result<Vec<u8>> {
+    let info = q8_info(bytes, path)?;
+    macro_rules! shapes {
+        ($(QMlp<$a:literal, $b:literal, $c:literal, $d:literal>),*; $(QMlp1<$e:literal, $f:literal, $g:literal>),*) => {
+            match info.dims.as_slice() {
+                $([$a, $b, $c, $d] => predict(zeroed::<QMlp<$a, $b, $c, $d>>(), bytes, split, QMlp::read),)*
+                $([$e, $f, $g] => predict(zeroed::<QMlp1<$e, $f, $g>>(), bytes, split, QMlp1::read),)*
+                d => bail!("{}: layer widths {d:?} are not supported by the firmware", path.display()),
+            }
+        };
+    }
+    shapes!(
+        QMlp<784, 512, 512, 10>, QMlp<784, 256, 256, 10>, QMlp<784, 256, 128, 10>, QMlp<784, 128, 128, 10>,
+        QMlp<784, 128, 64, 10>, QMlp<784, 64, 64, 10>, QMlp<784, 32, 32, 10>, QMlp<784, 16, 16, 10>;
+        QMlp1<784, 256, 10>, QMlp1<784, 128, 10>, QMlp1<784, 64, 10>, QMlp1<784, 32, 10>
+    )
+    .with_context(|| format!("host int8 inference of {}", path.display()))
+}
+
+// ---------------------------------------------------------------- firmware
+
+/// The firmware crate: `$TAILOR_FIRMWARE_DIR`, else `firmware-sim/` beside `host/`.
+pub fn firmware_dir() -> PathBuf {
+    std::env::var_os("TAILOR_FIRMWARE_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../firmware-sim"))
+}
+
+static BUILD_LOCK: Mutex<()> = Mutex::new(());
+
+/// Builds the firmware for `model` (a `.q8`) and returns a private copy of
+/// the ELF (`firmware-sim/target/models/<crc>.elf`), so concurrent builds
+/// for other models cannot replace it.
+pub fn build_firmware(model: &Path) -> Result<PathBuf> {
+    let model = std::fs::canonicalize(model).with_context(|| format!("model {}", model.display()))?;
+    let bytes = std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?;
+    let info = q8_info(&bytes, &model)?;
+    let dir = firmware_dir();
+    if !dir.join("Cargo.toml").exists() {
+        bail!("firmware crate not found at {} (set TAILOR_FIRMWARE_DIR)", dir.display());
+    }
+    let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cmd.current_dir(&dir).args(["build", "--release", "--bin", "tailor-firmware-sim"]).env("TAILOR_MODEL", &model);
+    // Do not leak the parent cargo's build settings into the firmware build.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k == "RUSTFLAGS"
+            || k == "CARGO_TARGET_DIR"
+            || k == "CARGO_ENCODED_RUSTFLAGS"
+            || k.starts_with("CARGO_BUILD_")
+            || k.starts_with("CARGO_PROFILE_")
+            || k == "CARGO_MAKEFLAGS"
+        {
+            cmd.env_remove(&k);
+        }
+    }
+    let out = cmd.stdin(Stdio::null()).output().context("running cargo to build the firmware")?;
+    if !out.status.success() {
+        bail!("firmware build failed ({}):\n{}", out.status, tail(&String::from_utf8_lossy(&out.stderr), 40));
+    }
+    let elf = dir.join("target/thumbv7em-none-eabihf/release/tailor-firmware-sim");
+    let cache = dir.join("target/models");
+    std::fs::create_dir_all(&cache)?;
+    let dst = cache.join(format!("{:08x}.elf", info.payload_crc));
+    let tmp = cache.join(format!("{:08x}.elf.tmp{}", info.payload_crc, std::process::id()));
+    std::fs::copy(&elf, &tmp).with_context(|| format!("copying {}", elf.display()))?;
+    std::fs::rename(&tmp, &dst)?;
+    Ok(dst)
+}
+
+fn tail(s: &str, lines: usize) -> String {
+    let v: Vec<&str> = s.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+// ---------------------------------------------------------------- QEMU session
+
+/// `std::io` → `embedded_io` adapter.
+struct Eio<T>(T);
+impl<T> embedded_io::ErrorType for Eio<T> {
+    type Error = std::io::Error;
+}
+impl<T: Read> embedded_io::Read for Eio<T> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.read(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+impl<T: Write> embedded_io::Write for Eio<T> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+/// Owned copy of the device's `Hello`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HelloInfo {
+    pub fw_version: String,
+    pub dims: Vec<u32>,
+    pub model_crc: u32,
+    pub max_batch: usize,
+    pub frame_capacity: usize,
+    pub counts_instructions: bool,
+}
+
+/// One batch's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BatchResult {
+    pub classes: Vec<u8>,
+    /// `classes.len() × OUT` logits if requested, else empty.
+    pub logits: Vec<i32>,
+    pub instructions: u64,
+}
+
+/// A reply the device may give to any request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    Hello(HelloInfo),
+    Predictions { seq: u32, result: BatchResult },
+    Error { code: protocol::ErrorCode, seq: u32, detail: String },
+    Stats(Stats),
+    SelfTest { passed: u32, failed: u32, detail: String },
+    Bye(Stats),
+    Other(String),
+}
+
+fn owned(m: Message<'_>) -> Reply {
+    match m {
+        Message::Hello(h) => Reply::Hello(HelloInfo {
+            fw_version: h.fw_version.to_string(),
+            dims: h.dims().to_vec(),
+            model_crc: h.model_crc,
+            max_batch: h.max_batch as usize,
+            frame_capacity: h.frame_capacity as usize,
+            counts_instructions: h.counts_instructions,
+        }),
+        Message::Predictions(p) => Reply::Predictions {
+            seq: p.seq,
+            result: BatchResult {
+                classes: p.classes.to_vec(),
+                logits: p.logits.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect(),
+                instructions: p.instructions,
+            },
+        },
+        Message::Error { code, seq, detail } => Reply::Error { code, seq, detail: detail.to_string() },
+        Message::Stats(s) => Reply::Stats(s),
+        Message::SelfTestReport { passed, failed, detail } => {
+            Reply::SelfTest { passed, failed, detail: detail.to_string() }
+        }
+        Message::Bye(s) => Reply::Bye(s),
+        other => Reply::Other(format!("{other:?}")),
+    }
+}
+
+/// Collected output of a child stream.
+type Sink = Arc<Mutex<Vec<u8>>>;
+
+fn collect(mut r: impl Read + Send + 'static) -> (Sink, std::thread::JoinHandle<()>) {
+    let sink: Sink = Arc::default();
+    let s = sink.clone();
+    let h = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = r.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            s.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    (sink, h)
+}
+
+/// A running firmware in QEMU, with the protocol link open and the `Hello`
+/// received.
+pub struct Qemu {
+    child: Arc<Mutex<Child>>,
+    rx: Eio<Box<dyn Read + Send>>,
+    tx: Eio<BufWriter<Box<dyn Write + Send>>>,
+    /// Receive frame buffer (a `FrameReader` is rebuilt on it per reply;
+    /// bytes read ahead are kept in `reader`).
+    frame: Vec<u8>,
+    pub hello: HelloInfo,
+    stdout: Sink,
+    stderr: Sink,
+    elf: PathBuf,
+    timed_out: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    deadline_ms: Arc<AtomicU64>,
+    started: Instant,
+    dir: PathBuf,
+    reader: ReaderState,
+}
+
+/// The frame reader's position in `Qemu::frame`.
+#[derive(Default)]
+struct ReaderState {
+    pending: Vec<u8>,
+}
+
+static SESSION: AtomicU64 = AtomicU64::new(0);
+
+impl Qemu {
+    /// Starts QEMU with `elf`, opens the `transport`, waits for the `Hello`.
+    /// `timeout` bounds everything until [`Qemu::finish`] (QEMU is killed then).
+    pub fn start(elf: &Path, transport: Transport, timeout: Duration) -> Result<Qemu> {
+        let started = Instant::now();
+        let dir = std::env::temp_dir().join(format!(
+            "tailor-qemu-{}-{}",
+            std::process::id(),
+            SESSION.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let (h2d, d2h, sock) = (dir.join("tailor.h2d"), dir.join("tailor.d2h"), dir.join("uart.sock"));
+        let mut cmd = Command::new("qemu-system-arm");
+        cmd.args([
+            "-machine",
+            "mps2-an386",
+            "-cpu",
+            "cortex-m4",
+            "-nographic",
+            "-monitor",
+            "none",
+            "-icount",
+            "shift=0",
+        ]);
+        match transport {
+            Transport::Semihosting => {
+                for f in [&h2d, &d2h] {
+                    let st = Command::new("mkfifo").arg(f).status().context("running mkfifo")?;
+                    if !st.success() {
+                        bail!("mkfifo {} failed", f.display());
+                    }
+                }
+                cmd.args([
+                    "-serial",
+                    "null",
+                    "-semihosting-config",
+                    "enable=on,target=native,arg=tailor-fw,arg=semihosting,arg=tailor.h2d,arg=tailor.d2h",
+                ]);
+            }
+            Transport::Uart => {
+                cmd.args(["-serial", &format!("unix:{},server=on,wait=on", sock.display())]);
+                cmd.args(["-semihosting-config", "enable=on,target=native,arg=tailor-fw,arg=uart"]);
+            }
+        }
+        cmd.arg("-kernel")
+            .arg(elf)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let _ = std::fs::remove_dir_all(&dir);
+                bail!("qemu-system-arm not found: install it (apt-get install qemu-system-arm)");
+            }
+            Err(e) => return Err(e).context("starting qemu-system-arm"),
+        };
+        let (stdout, _) = collect(child.stdout.take().unwrap());
+        let (stderr, _) = collect(child.stderr.take().unwrap());
+        let child = Arc::new(Mutex::new(child));
+        let timed_out = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        let deadline_ms = Arc::new(AtomicU64::new(timeout.as_millis() as u64));
+
+        // Watchdog: kills QEMU at the deadline, and when QEMU is gone,
+        // releases any FIFO open() the main thread is blocked in.
+        {
+            let (child, timed_out, done, deadline_ms, h2d, d2h) =
+                (child.clone(), timed_out.clone(), done.clone(), deadline_ms.clone(), h2d.clone(), d2h.clone());
+            std::thread::spawn(move || loop {
+                std::thread::sleep(Duration::from_millis(10));
+                if done.load(Ordering::Acquire) {
+                    return;
+                }
+                let exited = !matches!(child.lock().unwrap().try_wait(), Ok(None));
+                if started.elapsed().as_millis() as u64 > deadline_ms.load(Ordering::Acquire) && !exited {
+                    timed_out.store(true, Ordering::Release);
+                    let mut c = child.lock().unwrap();
+                    let _ = c.kill();
+                    let _ = c.wait();
+                }
+                if exited || timed_out.load(Ordering::Acquire) {
+                    // O_NONBLOCK opens of the other ends wake blocked opens.
+                    const O_NONBLOCK: i32 = 0o4000;
+                    let _r = OpenOptions::new().read(true).custom_flags(O_NONBLOCK).open(&h2d);
+                    let _w = OpenOptions::new().write(true).custom_flags(O_NONBLOCK).open(&d2h);
+                    std::thread::sleep(Duration::from_millis(50));
+                    if done.load(Ordering::Acquire) {
+                        return;
+                    }
+                }
+            });
+        }
+
+        let mut q = Qemu {
+            child,
+            rx: Eio(Box::new(std::io::empty())),
+            tx: Eio(BufWriter::new(Box::new(std::io::sink()))),
+            frame: vec![0u8; 1 << 16],
+            hello: HelloInfo {
+                fw_version: String::new(),
+                dims: vec![],
+                model_crc: 0,
+                max_batch: 0,
+                frame_capacity: 0,
+                counts_instructions: false,
+            },
+            stdout,
+            stderr,
+            elf: elf.to_path_buf(),
+            timed_out,
+            done,
+            deadline_ms,
+            started,
+            dir: dir.clone(),
+            reader: ReaderState::default(),
+        };
+        let link: Result<(Box<dyn Read + Send>, Box<dyn Write + Send>)> = match transport {
+            Transport::Semihosting => (|| {
+                let w = File::options().write(true).open(&h2d)?;
+                let r = File::open(&d2h)?;
+                Ok((Box::new(r) as Box<dyn Read + Send>, Box::new(w) as Box<dyn Write + Send>))
+            })(),
+            Transport::Uart => (|| loop {
+                match UnixStream::connect(&sock) {
+                    Ok(s) => {
+                        let w = s.try_clone()?;
+                        return Ok((Box::new(s) as Box<dyn Read + Send>, Box::new(w) as Box<dyn Write + Send>));
+                    }
+                    Err(_) if !q.gone() && started.elapsed() < timeout => std::thread::sleep(Duration::from_millis(5)),
+                    Err(e) => return Err(e.into()),
+                }
+            })(),
+        };
+        let (r, w) = link.map_err(|e| q.failure(&format!("opening the {transport} link: {e}")))?;
+        q.rx = Eio(r);
+        q.tx = Eio(BufWriter::with_capacity(1 << 16, w));
+        match q.recv()? {
+            Reply::Hello(h) => q.hello = h,
+            other => return Err(q.failure(&format!("expected Hello, got {other:?}"))),
+        }
+        Ok(q)
+    }
+
+    fn gone(&self) -> bool {
+        !matches!(self.child.lock().unwrap().try_wait(), Ok(None))
+    }
+
+    /// The firmware's defmt log so far (decoded if `defmt-print` is installed).
+    pub fn log(&self) -> String {
+        let raw = self.stdout.lock().unwrap().clone();
+        decode_defmt(&self.elf, &raw)
+    }
+
+    /// An error that says why the device stopped answering.
+    fn failure(&self, what: &str) -> anyhow::Error {
+        // Give QEMU a moment to finish dying and flush its stderr.
+        for _ in 0..50 {
+            if self.gone() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(30));
+        let stderr = String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned();
+        let status = self.child.lock().unwrap().try_wait().ok().flatten();
+        let why = if self.timed_out.load(Ordering::Acquire) {
+            format!(
+                "QEMU timed out after {:.1} s (device hung?)",
+                self.deadline_ms.load(Ordering::Acquire) as f64 / 1000.0
+            )
+        } else if let Some(st) = status {
+            format!("QEMU exited ({st})")
+        } else {
+            "device stopped answering".to_string()
+        };
+        let log = tail(&self.log(), 10);
+        anyhow!("{what}: {why}\n--- qemu stderr (tail) ---\n{}\n--- firmware log (tail) ---\n{log}", tail(&stderr, 20))
+    }
+
+    /// Sends one message.
+    pub fn send(&mut self, msg: &Message<'_>) -> Result<()> {
+        if let Err(e) = protocol::send(&mut self.tx, msg) {
+            return Err(self.failure(&format!("sending: {e}")));
+        }
+        Ok(())
+    }
+
+    /// Sends raw bytes (malformed frames in tests).
+    pub fn send_raw(&mut self, bytes: &[u8]) -> Result<()> {
+        let r = self.tx.0.write_all(bytes).and_then(|_| self.tx.0.flush());
+        r.map_err(|e| self.failure(&format!("sending raw bytes: {e}")))
+    }
+
+    /// Receives one reply.
+    pub fn recv(&mut self) -> Result<Reply> {
+        // The FrameReader borrows our buffer per call; bytes it read past the
+        // frame are kept in `reader.pending` and replayed first.
+        struct Replay<'a, R> {
+            pending: &'a mut Vec<u8>,
+            inner: &'a mut R,
+        }
+        impl<R: embedded_io::Read<Error = std::io::Error>> embedded_io::ErrorType for Replay<'_, R> {
+            type Error = std::io::Error;
+        }
+        impl<R: embedded_io::Read<Error = std::io::Error>> embedded_io::Read for Replay<'_, R> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                if !self.pending.is_empty() {
+                    let n = buf.len().min(self.pending.len());
+                    buf[..n].copy_from_slice(&self.pending[..n]);
+                    self.pending.drain(..n);
+                    return Ok(n);
+                }
+                self.inner.read(buf)
+            }
+        }
+        let mut replay = Replay { pending: &mut self.reader.pending, inner: &mut self.rx };
+        let mut rd = FrameReader::new(&mut self.frame);
+        let r = match rd.recv(&mut replay) {
+            Ok(m) => Ok(owned(m)),
+            Err(e) => Err(e),
+        };
+        let rest = rd.unread().to_vec();
+        self.reader.pending.splice(0..0, rest);
+        match r {
+            Ok(m) => Ok(m),
+            Err(RecvError::Frame(e)) => Err(anyhow!("malformed reply from the device: {e}")),
+            Err(RecvError::Eof) => Err(self.failure("reading a reply: end of stream")),
+            Err(RecvError::Io(e)) => Err(self.failure(&format!("reading a reply: {e}"))),
+        }
+    }
+
+    /// Classifies `images` (n × 784) as one batch.
+    pub fn classify(&mut self, seq: u32, images: &[u8], want_logits: bool) -> Result<BatchResult> {
+        self.send(&Message::Classify { seq, want_logits, images })?;
+        match self.recv()? {
+            Reply::Predictions { seq: s, result } if s == seq && result.classes.len() * 784 == images.len() => {
+                Ok(result)
+            }
+            other => bail!("Classify #{seq}: unexpected reply {other:?}"),
+        }
+    }
+
+    /// Runs the device's built-in checks (golden int8 values, kernels).
+    pub fn self_test(&mut self) -> Result<(u32, u32, String)> {
+        self.send(&Message::SelfTest)?;
+        match self.recv()? {
+            Reply::SelfTest { passed, failed, detail } => Ok((passed, failed, detail)),
+            other => bail!("SelfTest: unexpected reply {other:?}"),
+        }
+    }
+
+    /// Sends `Shutdown`, waits for `Bye` and for QEMU to exit with status 0.
+    pub fn finish(mut self) -> Result<Stats> {
+        self.send(&Message::Shutdown)?;
+        let stats = match self.recv()? {
+            Reply::Bye(s) => s,
+            other => bail!("Shutdown: unexpected reply {other:?}"),
+        };
+        drop(std::mem::replace(&mut self.tx, Eio(BufWriter::new(Box::new(std::io::sink())))));
+        loop {
+            if let Some(st) = self.child.lock().unwrap().try_wait()? {
+                if !st.success() {
+                    return Err(self.failure("after Shutdown"));
+                }
+                break;
+            }
+            if self.timed_out.load(Ordering::Acquire) {
+                return Err(self.failure("waiting for QEMU to exit"));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(stats)
+    }
+
+    /// Seconds since QEMU was started.
+    pub fn elapsed(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Release);
+        let mut c = self.child.lock().unwrap();
+        if matches!(c.try_wait(), Ok(None)) {
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Decodes a defmt stream with `defmt-print -e ELF` (raw bytes are
+/// summarized if it is not installed).
+pub fn decode_defmt(elf: &Path, raw: &[u8]) -> String {
+    if raw.is_empty() {
+        return String::new();
+    }
+    let child = Command::new("defmt-print")
+        .arg("-e")
+        .arg(elf)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn();
+    match child {
+        Ok(mut c) => {
+            let mut stdin = c.stdin.take().unwrap();
+            let raw = raw.to_vec();
+            let t = std::thread::spawn(move || {
+                let _ = stdin.write_all(&raw);
+            });
+            let out = c.wait_with_output();
+            let _ = t.join();
+            match out {
+                Ok(o) => format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr)),
+                Err(e) => format!("(defmt-print failed: {e})"),
+            }
+        }
+        Err(_) => format!("({} bytes of defmt log; `cargo install defmt-print` to read them)", raw.len()),
+    }
+}
+
+// ---------------------------------------------------------------- the command
+
+/// `tailor device`: build (or take) the firmware, run the test set through
+/// it in QEMU and compare with the host's int8 predictions.
+pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
+    let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
+    let info = q8_info(&bytes, &args.model)?;
+    let elf = match &args.firmware {
+        Some(f) => f.clone(),
+        None => build_firmware(&args.model)?,
+    };
+    let data = crate::data::load(args.data.as_deref())?;
+    let mut test = data.test;
+    let n = args.limit.unwrap_or(test.len()).min(test.len());
+    if n == 0 {
+        bail!("no test images to classify");
+    }
+    test.images.truncate(n * 784);
+    test.labels.truncate(n);
+    let host = host_predictions(&bytes, &args.model, &test)?;
+
+    let t0 = Instant::now();
+    let mut q = Qemu::start(&elf, args.transport, Duration::from_secs_f64(args.timeout_secs))?;
+    let hello = q.hello.clone();
+    if hello.model_crc != info.payload_crc || hello.dims != info.dims {
+        bail!(
+            "the firmware {} runs model {:?} crc {:#010x}, but {} is {:?} crc {:#010x} (rebuild the firmware for it)",
+            elf.display(),
+            hello.dims,
+            hello.model_crc,
+            args.model.display(),
+            info.dims,
+            info.payload_crc
+        );
+    }
+    let batch = args.batch.unwrap_or(hello.max_batch).clamp(1, hello.max_batch.max(1));
+    let mut device = Vec::with_capacity(n);
+    let mut instructions = 0u64;
+    let t_stream = Instant::now();
+    for (seq, chunk) in test.images.chunks(batch * 784).enumerate() {
+        let r = q.classify(seq as u32, chunk, false)?;
+        instructions += r.instructions;
+        device.extend_from_slice(&r.classes);
+    }
+    let stream_secs = t_stream.elapsed().as_secs_f64();
+    let stats = q.finish()?;
+    let wall_secs = t0.elapsed().as_secs_f64();
+
+    let acc = |p: &[u8]| p.iter().zip(&test.labels).filter(|(a, b)| a == b).count() as f64 / n as f64;
+    let disagree: Vec<usize> = (0..n).filter(|&i| device[i] != host[i]).collect();
+    let ipi = instructions as f64 / n as f64;
+    Ok(DeviceReport {
+        model: args.model.clone(),
+        dims: info.dims.clone(),
+        model_crc: info.payload_crc,
+        transport: args.transport.to_string(),
+        firmware: elf,
+        fw_version: hello.fw_version,
+        device_accuracy: acc(&device),
+        host_accuracy: acc(&host),
+        agree: n - disagree.len(),
+        total: n,
+        first_disagreements: disagree.into_iter().take(20).collect(),
+        instructions_per_inference: ipi,
+        instructions_per_mac: ipi / macs(&info.dims) as f64,
+        images_per_sec: n as f64 / stream_secs,
+        wall_secs,
+        batch,
+        device_stats: stats.into(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tailor_core::protocol::{Backend, Buffers, ServeEnd};
+
+    /// The device loop of `tailor_core::protocol::serve`, run in-process
+    /// over a socket pair with the golden int8 model: the same protocol the
+    /// firmware speaks, without QEMU.
+    struct Golden(tailor_core::quant::golden::Golden);
+    impl Backend for Golden {
+        fn fw_version(&self) -> &str {
+            "in-process"
+        }
+        fn dims(&self) -> &[u32] {
+            self.0.dims()
+        }
+        fn model_crc(&self) -> u32 {
+            7
+        }
+        fn classify(&mut self, pixels: &[u8], logits: &mut [i32]) -> usize {
+            self.0.classify(pixels, logits)
+        }
+    }
+
+    #[test]
+    fn in_process_device_loop_over_a_socket_pair() {
+        use tailor_core::quant::golden;
+        let (a, b) = UnixStream::pair().unwrap();
+        let dev = std::thread::spawn(move || {
+            let mut io = Eio(a);
+            let (mut rx, mut classes, mut logits) = (vec![0u8; 4096], vec![0u8; 64], vec![0u8; 64 * 4 * 2]);
+            let end = protocol::serve(
+                &mut io,
+                &mut Golden(golden::model()),
+                Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits },
+            );
+            matches!(end, ServeEnd::Shutdown(_))
+        });
+        let mut io = Eio(b);
+        let mut buf = vec![0u8; 4096];
+        let mut rd = FrameReader::new(&mut buf);
+        let hello = owned(rd.recv(&mut io).unwrap());
+        assert!(matches!(&hello, Reply::Hello(h) if h.dims == [10, 5, 3, 2] && h.model_crc == 7), "{hello:?}");
+        let mut imgs = golden::INPUT.to_vec();
+        imgs.extend(golden::INPUT.iter().rev());
+        protocol::send(&mut io, &Message::Classify { seq: 1, want_logits: true, images: &imgs }).unwrap();
+        let Reply::Predictions { seq: 1, result } = owned(rd.recv(&mut io).unwrap()) else { panic!() };
+        assert_eq!(result.classes[0] as usize, golden::EXPECTED_CLASS);
+        assert_eq!(&result.logits[..2], &golden::EXPECTED_LOGITS);
+        // Garbage, then the device still answers.
+        embedded_io::Write::write_all(&mut io, &[1, 2, 3, 0]).unwrap();
+        assert!(matches!(owned(rd.recv(&mut io).unwrap()), Reply::Error { .. }));
+        protocol::send(&mut io, &Message::Shutdown).unwrap();
+        assert!(matches!(owned(rd.recv(&mut io).unwrap()), Reply::Bye(s) if s.images == 2 && s.frames_bad == 1));
+        assert!(dev.join().unwrap());
+    }
+}

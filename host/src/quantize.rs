@@ -1,0 +1,563 @@
+//! `tailor quantize` and `tailor export`: f32 checkpoint → calibrated int8
+//! `.q8` model → firmware sources, plus int8 evaluation on the host.
+//!
+//! The integer math lives in [`tailor_core::quant`]; this module adds the
+//! dataset-driven parts (calibration, accuracy, throughput), files and the
+//! memory report.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use rayon::prelude::*;
+use serde::Serialize;
+use tailor_core::gemm::Kernels;
+use tailor_core::par::Par;
+use tailor_core::quant::{export, ActRange, Calibration, Classifier, SeedQMlp};
+use tailor_core::SeedMlp;
+
+use crate::boxed;
+use crate::data::{self, fill_batch, Pixels, Split, IMAGE_PIXELS};
+use crate::train::{evaluate, Ws, MAX_BATCH};
+
+/// How the activation range of each hidden layer is chosen.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub enum CalibMethod {
+    /// `[0, max]` of everything observed.
+    MinMax,
+    /// `[0, p-th percentile]` of all post-ReLU values (e.g. 99.99);
+    /// larger values saturate at 255.
+    Percentile(f64),
+}
+
+/// Default: see the report of the quantization issue for the measurements
+/// behind it (percentile 99.999 and min/max were within noise of each other;
+/// lower percentiles clip too much).
+pub const DEFAULT_METHOD: CalibMethod = CalibMethod::Percentile(99.999);
+/// Default number of training images used for calibration.
+pub const DEFAULT_CALIB_IMAGES: usize = 2000;
+
+/// Calibrates with [`DEFAULT_METHOD`] on the first `n_images` training images.
+pub fn calibrate(model: &SeedMlp, train: &Split, pixels: &Pixels, n_images: usize) -> Calibration {
+    calibrate_with(model, train, pixels, n_images, DEFAULT_METHOD, &tailor_core::par::Serial)
+}
+
+/// Runs the f32 model on `n_images` evenly spaced training images
+/// (normalized with `pixels`) and derives the post-ReLU ranges of h1 and h2.
+pub fn calibrate_with(
+    model: &SeedMlp,
+    train: &Split,
+    pixels: &Pixels,
+    n_images: usize,
+    method: CalibMethod,
+    par: &dyn Par,
+) -> Calibration {
+    let n = n_images.clamp(1, train.len().max(1)).min(train.len());
+    let step = train.len() as f64 / n.max(1) as f64;
+    let idx: Vec<u32> = (0..n).map(|i| (i as f64 * step) as u32).collect();
+    let mut ws = boxed::zeroed::<Ws>();
+    let mut labels = [0u8; MAX_BATCH];
+    let kernels = crate::simd::detect();
+    let keep = !matches!(method, CalibMethod::MinMax);
+    let (mut v1, mut v2) = (Vec::new(), Vec::new());
+    let mut cal = Calibration::new(pixels.mean, pixels.std);
+    for chunk in idx.chunks(MAX_BATCH) {
+        let m = chunk.len();
+        fill_batch(train, chunk, pixels, &mut ws.x[..m], &mut labels[..m]);
+        model.forward(&kernels, par, &mut ws, m);
+        let (h1, h2) = (ws.h1[..m].as_flattened(), ws.h2[..m].as_flattened());
+        cal.h1.observe(h1);
+        cal.h2.observe(h2);
+        if keep {
+            v1.extend_from_slice(h1);
+            v2.extend_from_slice(h2);
+        }
+    }
+    if let CalibMethod::Percentile(p) = method {
+        cal.h1.max = percentile(&mut v1, p).min(cal.h1.max);
+        cal.h2.max = percentile(&mut v2, p).min(cal.h2.max);
+    }
+    // ReLU outputs: the range always starts at 0 (zero point 0).
+    cal.h1.min = 0.0;
+    cal.h2.min = 0.0;
+    cal
+}
+
+fn percentile(v: &mut [f32], p: f64) -> f32 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    let k = ((p / 100.0) * (v.len() - 1) as f64).round() as usize;
+    let k = k.min(v.len() - 1);
+    *v.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1
+}
+
+/// Quantizes into a fresh heap model (never on the stack).
+pub fn quantize_model(model: &SeedMlp, calib: &Calibration) -> Box<SeedQMlp> {
+    let mut q = boxed::zeroed::<SeedQMlp>();
+    q.quantize(model, calib);
+    q
+}
+
+/// Int8 predictions of the seed model for every image of `split`: rayon,
+/// four images per weight pass ([`SeedQMlp::classify4`]), bit-identical to
+/// the device (and to [`int8_predict_all`]).
+pub fn int8_predict_all_seed(model: &SeedQMlp, split: &Split) -> Vec<u8> {
+    let n = split.len();
+    let mut out = vec![0u8; n];
+    out.par_chunks_mut(4).enumerate().for_each(|(c, o)| {
+        let i = 4 * c;
+        if o.len() == 4 {
+            let mut logits = [[0i32; 10]; 4];
+            let p = model.classify4(std::array::from_fn(|b| &split.image(i + b)[..]), &mut logits);
+            for (d, s) in o.iter_mut().zip(p) {
+                *d = s as u8;
+            }
+        } else {
+            let mut logits = [0i32; 10];
+            for (b, d) in o.iter_mut().enumerate() {
+                *d = model.classify(split.image(i + b), &mut logits) as u8;
+            }
+        }
+    });
+    out
+}
+
+/// Int8 predictions for every image of `split` (rayon, bit-identical to the
+/// device). Any [`Classifier`]; see [`int8_predict_all_seed`] for the faster
+/// batched path of the seed model.
+pub fn int8_predict_all<M: Classifier + Sync>(model: &M, split: &Split) -> Vec<u8> {
+    assert_eq!(M::IN, IMAGE_PIXELS, "model input is not 28×28");
+    (0..split.len())
+        .into_par_iter()
+        .with_min_len(64)
+        .map_init(|| vec![0i32; M::OUT], |logits, i| model.classify(split.image(i), logits) as u8)
+        .collect()
+}
+
+/// Int8 accuracy (0..1) over `split`.
+pub fn int8_accuracy<M: Classifier + Sync>(model: &M, split: &Split) -> f64 {
+    let p = int8_predict_all(model, split);
+    p.iter().zip(&split.labels).filter(|(a, b)| a == b).count() as f64 / split.len().max(1) as f64
+}
+
+/// Samples per second of [`int8_predict_all_seed`] over `split` (best of 3 runs).
+pub fn int8_throughput(model: &SeedQMlp, split: &Split) -> f64 {
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t = Instant::now();
+        std::hint::black_box(int8_predict_all_seed(model, split));
+        best = best.min(t.elapsed().as_secs_f64());
+    }
+    split.len() as f64 / best
+}
+
+/// Reads a `.q8` seed model into a heap box.
+pub fn load_q8(path: &Path) -> Result<Box<SeedQMlp>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading int8 model {}", path.display()))?;
+    let mut q = boxed::zeroed::<SeedQMlp>();
+    q.read(&bytes).map_err(|e| {
+        if matches!(e, tailor_core::format::FormatError::BadMagic { found, .. } if &found == b"TLRF") {
+            anyhow::anyhow!("{}: this is an f32 checkpoint; run `tailor quantize` on it first", path.display())
+        } else {
+            anyhow::anyhow!("{}: {e}", path.display())
+        }
+    })?;
+    Ok(q)
+}
+
+/// `.q8` file image of a model.
+pub fn q8_bytes(q: &SeedQMlp) -> Vec<u8> {
+    let mut out = vec![0u8; q.encoded_len()];
+    let n = q.to_bytes(&mut out);
+    out.truncate(n);
+    out
+}
+
+/// Temp file + rename in the same directory.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".tmp{}", std::process::id()));
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// Arguments of `tailor quantize`.
+#[derive(Clone, Debug)]
+pub struct QuantizeArgs {
+    /// f32 checkpoint (`tailor train` output).
+    pub checkpoint: PathBuf,
+    /// Where to write the `.q8`.
+    pub out: PathBuf,
+    /// Data directory (as `data::load`).
+    pub data: Option<PathBuf>,
+    /// Training images used for calibration ([`DEFAULT_CALIB_IMAGES`]).
+    pub calib_images: usize,
+    pub method: CalibMethod,
+    /// Threads for the f32 passes (0 = all cores).
+    pub threads: usize,
+    /// Print JSON instead of text.
+    pub json: bool,
+}
+
+impl QuantizeArgs {
+    pub fn new(checkpoint: PathBuf, out: PathBuf) -> Self {
+        QuantizeArgs {
+            checkpoint,
+            out,
+            data: None,
+            calib_images: DEFAULT_CALIB_IMAGES,
+            method: DEFAULT_METHOD,
+            threads: 0,
+            json: false,
+        }
+    }
+}
+
+/// A microcontroller's memory budget.
+#[derive(Clone, Debug, Serialize)]
+pub struct BoardFit {
+    pub board: &'static str,
+    pub flash_bytes: u64,
+    pub ram_bytes: u64,
+    pub flash_used_pct: f64,
+    pub ram_used_pct: f64,
+    pub fits: bool,
+}
+
+pub const BOARDS: [(&str, u64, u64); 4] = [
+    ("nRF52840", 1024 * 1024, 256 * 1024),
+    ("STM32F411", 512 * 1024, 128 * 1024),
+    ("STM32F746", 1024 * 1024, 320 * 1024),
+    ("RP2040", 2048 * 1024, 264 * 1024),
+];
+
+/// Estimated code size of an inference-only firmware (kernels, requant,
+/// UART protocol, runtime), from the size of a release build of this crate's
+/// inference path for thumbv7em. An estimate, not a measurement of the
+/// firmware.
+pub const CODE_BYTES_ESTIMATE: u64 = 24 * 1024;
+/// Stack and statics besides the activations (protocol frame buffer, stack
+/// frames of the inference, runtime), an estimate.
+pub const RAM_OVERHEAD_ESTIMATE: u64 = 4 * 1024;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct QuantizeReport {
+    pub f32_accuracy: f64,
+    pub int8_accuracy: f64,
+    /// Fraction of test images where f32 and int8 predict the same class.
+    pub agreement: f64,
+    /// Size of the `.q8` file (header + payload).
+    pub model_bytes: u64,
+    /// Size of the raw image in flash (`export --format bin`).
+    pub weights_flash_bytes: u64,
+    pub code_bytes_estimate: u64,
+    pub flash_bytes: u64,
+    /// Peak activation scratch of one inference.
+    pub scratch_bytes: u64,
+    /// Activation scratch + overhead estimate.
+    pub ram_bytes: u64,
+    pub payload_crc: String,
+    pub calib_images: usize,
+    pub calib_method: CalibMethod,
+    pub h1_max: f32,
+    pub h2_max: f32,
+    pub int8_samples_per_sec: f64,
+    pub boards: Vec<BoardFit>,
+    pub out: PathBuf,
+}
+
+/// `tailor quantize`: load, calibrate, quantize, write the `.q8`
+/// atomically, compare f32 and int8 on the 10,000 test images, print the
+/// memory report (text or `--json`).
+pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
+    let ck = crate::checkpoint::load(&args.checkpoint)?;
+    let ds = data::load(args.data.as_deref())?;
+    let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
+    let threads = crate::par::Threads::new(args.threads)?;
+    let cal = calibrate_with(&ck.model, &ds.train, &pixels, args.calib_images, args.method, &threads);
+    let q = quantize_model(&ck.model, &cal);
+    let bytes = q8_bytes(&q);
+    write_atomic(&args.out, &bytes)?;
+
+    let kernels: Kernels = crate::simd::detect();
+    let mut ws = boxed::zeroed::<Ws>();
+    let f = evaluate(&ck.model, &kernels, &threads, &mut ws, &ds.test, &pixels);
+    let f32_preds = f32_predict_all(&ck.model, &ds.test, &pixels, &threads, &mut ws);
+    drop(threads);
+    let t = Instant::now();
+    let preds = int8_predict_all_seed(&q, &ds.test);
+    let int8_sps = ds.test.len() as f64 / t.elapsed().as_secs_f64();
+    let correct = preds.iter().zip(&ds.test.labels).filter(|(a, b)| a == b).count();
+    let agree = preds.iter().zip(&f32_preds).filter(|(a, b)| a == b).count();
+    let n = ds.test.len().max(1) as f64;
+
+    let weights_flash = SeedQMlp::BIN_BYTES as u64;
+    let flash = weights_flash + CODE_BYTES_ESTIMATE;
+    let scratch = <SeedQMlp as Classifier>::SCRATCH_BYTES as u64;
+    let ram = scratch + RAM_OVERHEAD_ESTIMATE;
+    let boards = BOARDS
+        .iter()
+        .map(|&(board, fl, rm)| BoardFit {
+            board,
+            flash_bytes: fl,
+            ram_bytes: rm,
+            flash_used_pct: 100.0 * flash as f64 / fl as f64,
+            ram_used_pct: 100.0 * ram as f64 / rm as f64,
+            fits: flash <= fl && ram <= rm,
+        })
+        .collect();
+    let report = QuantizeReport {
+        f32_accuracy: f.accuracy(),
+        int8_accuracy: correct as f64 / n,
+        agreement: agree as f64 / n,
+        model_bytes: bytes.len() as u64,
+        weights_flash_bytes: weights_flash,
+        code_bytes_estimate: CODE_BYTES_ESTIMATE,
+        flash_bytes: flash,
+        scratch_bytes: scratch,
+        ram_bytes: ram,
+        payload_crc: format!("{:#010x}", q.payload_crc()),
+        calib_images: args.calib_images,
+        calib_method: args.method,
+        h1_max: cal.h1.max,
+        h2_max: cal.h2.max,
+        int8_samples_per_sec: int8_sps,
+        boards,
+        out: args.out.clone(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_report(&report);
+    }
+    Ok(report)
+}
+
+fn f32_predict_all(model: &SeedMlp, split: &Split, pixels: &Pixels, par: &dyn Par, ws: &mut Ws) -> Vec<u8> {
+    let kernels = crate::simd::detect();
+    let mut out = Vec::with_capacity(split.len());
+    let mut labels = [0u8; MAX_BATCH];
+    let idx: Vec<u32> = (0..split.len() as u32).collect();
+    for chunk in idx.chunks(MAX_BATCH) {
+        let m = chunk.len();
+        fill_batch(split, chunk, pixels, &mut ws.x[..m], &mut labels[..m]);
+        model.forward(&kernels, par, ws, m);
+        out.extend(ws.logits[..m].iter().map(|z| tailor_core::loss::argmax(z) as u8));
+    }
+    out
+}
+
+fn print_report(r: &QuantizeReport) {
+    println!("wrote {} ({} bytes, payload CRC {})", r.out.display(), r.model_bytes, r.payload_crc);
+    println!(
+        "calibration: {} training images, {:?}: h1 range [0, {:.3}], h2 range [0, {:.3}]",
+        r.calib_images, r.calib_method, r.h1_max, r.h2_max
+    );
+    println!(
+        "test accuracy   f32 {:6.2} %   int8 {:6.2} %   (Δ {:+.2} points, same class on {:.2} %)",
+        100.0 * r.f32_accuracy,
+        100.0 * r.int8_accuracy,
+        100.0 * (r.int8_accuracy - r.f32_accuracy),
+        100.0 * r.agreement
+    );
+    println!("int8 host throughput: {:.0} samples/s", r.int8_samples_per_sec);
+    println!(
+        "flash: {} B weights + ~{} B code = {} B    RAM: {} B activations + ~{} B overhead = {} B",
+        r.weights_flash_bytes,
+        r.code_bytes_estimate,
+        r.flash_bytes,
+        r.scratch_bytes,
+        RAM_OVERHEAD_ESTIMATE,
+        r.ram_bytes
+    );
+    println!("{:<10} {:>9} {:>8} {:>8} {:>8}  fits", "board", "flash KB", "used", "RAM KB", "used");
+    for b in &r.boards {
+        println!(
+            "{:<10} {:>9} {:>7.1}% {:>8} {:>7.1}%  {}",
+            b.board,
+            b.flash_bytes / 1024,
+            b.flash_used_pct,
+            b.ram_bytes / 1024,
+            b.ram_used_pct,
+            if b.fits { "yes" } else { "NO" }
+        );
+    }
+}
+
+/// `tailor export --format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExportFormat {
+    /// Rust module + `<out stem>.bin` raw image beside it.
+    Rust,
+    /// C header with all arrays.
+    C,
+    /// Raw `repr(C)` image only.
+    Bin,
+}
+
+impl std::str::FromStr for ExportFormat {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "rust" | "rs" => Ok(ExportFormat::Rust),
+            "c" | "h" => Ok(ExportFormat::C),
+            "bin" => Ok(ExportFormat::Bin),
+            _ => bail!("unknown export format `{s}` (rust, c or bin)"),
+        }
+    }
+}
+
+/// Raw image of a model (`--format bin`).
+pub fn bin_bytes(q: &SeedQMlp) -> Vec<u8> {
+    let mut out = vec![0u8; SeedQMlp::BIN_BYTES];
+    q.write_bin(&mut out);
+    out
+}
+
+/// `tailor export`: reads a `.q8` and writes firmware sources. For `rust`,
+/// `out` is the `.rs` module and the raw image goes to the same path with
+/// extension `.bin` (the module `include_bytes!`es it by file name).
+/// Returns the files written.
+pub fn run_export(model_q8: &Path, format: ExportFormat, out: &Path) -> Result<Vec<PathBuf>> {
+    let q = load_q8(model_q8)?;
+    let crc = q.payload_crc();
+    match format {
+        ExportFormat::Bin => {
+            write_atomic(out, &bin_bytes(&q))?;
+            Ok(vec![out.to_path_buf()])
+        }
+        ExportFormat::Rust => {
+            let bin = out.with_extension("bin");
+            let name = bin.file_name().and_then(|n| n.to_str()).context("output path has no file name")?.to_string();
+            write_atomic(&bin, &bin_bytes(&q))?;
+            let mut s = String::new();
+            export::write_rust_module(&*q, crc, &name, &mut s)?;
+            write_atomic(out, s.as_bytes())?;
+            Ok(vec![out.to_path_buf(), bin])
+        }
+        ExportFormat::C => {
+            let mut s = String::with_capacity(4 * 1024 * 1024);
+            export::write_c_header(&*q, crc, &mut s)?;
+            write_atomic(out, s.as_bytes())?;
+            Ok(vec![out.to_path_buf()])
+        }
+    }
+}
+
+/// Calibration ranges only (for reports): `(h1, h2)`.
+pub fn ranges(c: &Calibration) -> (ActRange, ActRange) {
+    (c.h1, c.h2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tailor_core::quant::golden;
+
+    #[test]
+    fn quantize_export_roundtrip_on_random_model() {
+        let mut m = boxed::zeroed::<SeedMlp>();
+        m.init(1);
+        let split = Split {
+            images: (0..64 * IMAGE_PIXELS).map(|i| (i * 37 % 251) as u8).collect(),
+            labels: (0..64).map(|i| (i % 10) as u8).collect(),
+        };
+        let cal = calibrate(&m, &split, &Pixels::FASHION_MNIST, 64);
+        assert!(cal.h1.max > 0.0 && cal.h2.max > 0.0);
+        let q = quantize_model(&m, &cal);
+        let bytes = q8_bytes(&q);
+        assert!(bytes.len() <= 690_000, "{} bytes", bytes.len());
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.q8");
+        write_atomic(&p, &bytes).unwrap();
+        let back = load_q8(&p).unwrap();
+        assert!(*back == *q);
+        let preds = int8_predict_all(&*back, &split);
+        assert_eq!(preds.len(), 64);
+        let short = Split { images: split.images[..63 * IMAGE_PIXELS].to_vec(), labels: split.labels[..63].to_vec() };
+        assert_eq!(int8_predict_all_seed(&back, &short), preds[..63]);
+        let files = run_export(&p, ExportFormat::Rust, &dir.path().join("model.rs")).unwrap();
+        let rs = std::fs::read_to_string(&files[0]).unwrap();
+        assert!(rs.contains("include_bytes!(\"model.bin\")"));
+        assert_eq!(std::fs::metadata(&files[1]).unwrap().len(), SeedQMlp::BIN_BYTES as u64);
+        assert!(rs.contains(&format!("{:#010x}", q.payload_crc())));
+        run_export(&p, ExportFormat::C, &dir.path().join("model.h")).unwrap();
+        // A checkpoint-magic file gets a helpful error.
+        let mut bad = bytes.clone();
+        bad[..4].copy_from_slice(b"TLRF");
+        std::fs::write(&p, &bad).unwrap();
+        assert!(load_q8(&p).unwrap_err().to_string().contains("f32 checkpoint"));
+    }
+
+    /// Measurements for the report: `TAILOR_Q8_CKPT=path cargo test -p tailor
+    /// --lib quantize::tests::measure -- --ignored --nocapture`.
+    #[test]
+    #[ignore = "needs TAILOR_Q8_CKPT=<f32 checkpoint> and the dataset"]
+    fn measure_checkpoint() {
+        let ck = std::path::PathBuf::from(std::env::var("TAILOR_Q8_CKPT").expect("TAILOR_Q8_CKPT"));
+        let dir = tempfile::tempdir().unwrap();
+        for (method, n) in [
+            (CalibMethod::MinMax, 2000),
+            (CalibMethod::Percentile(99.9), 2000),
+            (CalibMethod::Percentile(99.99), 2000),
+            (CalibMethod::Percentile(99.999), 2000),
+            (CalibMethod::Percentile(99.999), 500),
+            (CalibMethod::MinMax, 10000),
+        ] {
+            let mut a = QuantizeArgs::new(ck.clone(), dir.path().join("m.q8"));
+            a.method = method;
+            a.calib_images = n;
+            a.threads = 1;
+            let r = run_quantize(a).unwrap();
+            eprintln!(
+                "MEASURE {method:?} n={n}: f32 {:.4} int8 {:.4} agree {:.4} bytes {}",
+                r.f32_accuracy, r.int8_accuracy, r.agreement, r.model_bytes
+            );
+        }
+    }
+
+    /// `TAILOR_Q8_CKPT=path cargo test --release -p tailor --lib quantize::tests::speed -- --ignored --nocapture`
+    #[test]
+    #[ignore = "needs TAILOR_Q8_CKPT=<f32 checkpoint> and the dataset"]
+    fn speed_int8_vs_f32() {
+        let ck = crate::checkpoint::load(std::path::Path::new(&std::env::var("TAILOR_Q8_CKPT").unwrap())).unwrap();
+        let ds = data::load(None).unwrap();
+        let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
+        let cal = calibrate(&ck.model, &ds.train, &pixels, 500);
+        let q = quantize_model(&ck.model, &cal);
+        let threads = crate::par::Threads::new(0).unwrap();
+        let mut ws = boxed::zeroed::<Ws>();
+        let kernels = crate::simd::detect();
+        let t = Instant::now();
+        let f = evaluate(&ck.model, &kernels, &threads, &mut ws, &ds.test, &pixels);
+        let f32_sps = ds.test.len() as f64 / t.elapsed().as_secs_f64();
+        drop(threads);
+        let i8_sps = int8_throughput(&q, &ds.test);
+        for kern in [tailor_core::quant::QKernels::PORTABLE, tailor_core::quant::QKernels::BEST] {
+            let t = Instant::now();
+            let mut logits = [0i32; 10];
+            for i in 0..2000 {
+                std::hint::black_box(q.classify_with(&kern, ds.test.image(i), &mut logits));
+            }
+            eprintln!("SPEED 1 thread {}: {:.1} us/sample", kern.name, t.elapsed().as_secs_f64() / 2000.0 * 1e6);
+        }
+        eprintln!(
+            "SPEED f32 {f32_sps:.0}/s ({:.4})  int8 {i8_sps:.0}/s ({:.4})",
+            f.accuracy(),
+            int8_accuracy(&*q, &ds.test)
+        );
+    }
+
+    #[test]
+    fn golden_classifies_on_host() {
+        let g = golden::model();
+        let mut logits = [0i32; 2];
+        assert_eq!(g.classify(&golden::INPUT, &mut logits), golden::EXPECTED_CLASS);
+        assert_eq!(logits, golden::EXPECTED_LOGITS);
+    }
+}
