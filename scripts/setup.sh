@@ -28,3 +28,10 @@ fi
 # target; rustup installs whatever of it is missing.
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup target list --installed 2>/dev/null | grep -q thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
+
+# The firmware links with flip-link (stack below .bss/.data: an overflow
+# faults instead of corrupting memory).
+if ! command -v flip-link >/dev/null 2>&1; then
+    echo "setup: installing flip-link (cargo install)" >&2
+    cargo install --locked flip-link >/dev/null
+fi

@@ -21,10 +21,9 @@ fi
 
 step "workspace tests (unit, proptest, gradient checks, real-data training)"
 cargo build --release -p tailor
+export TAILOR_BIN="$PWD/target/release/tailor"
 cargo test --workspace --release -- --test-threads 1
 
-if [ -x firmware-sim/run-tests.sh ]; then
-    step "on-target tests on the emulated Cortex-M4 (QEMU mps2-an386)"
-    firmware-sim/run-tests.sh
-fi
+step "firmware: format, lints, on-target tests on the emulated Cortex-M4 (QEMU mps2-an386)"
+(cd firmware-sim && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 echo; echo "all tests passed"

@@ -31,6 +31,55 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Calibrate on training images and write the int8 model (.q8).
+    Quantize {
+        /// f32 checkpoint from `tailor train`.
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Training images used for calibration.
+        #[arg(long, default_value_t = tailor::quantize::DEFAULT_CALIB_IMAGES)]
+        calib_images: usize,
+        /// Activation range: `minmax` or a percentile such as `99.999`.
+        #[arg(long, default_value = "99.999")]
+        calib: String,
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a .q8 model as Rust source, a C header, or the raw flash image.
+    Export {
+        model: PathBuf,
+        #[arg(long, value_parser = ["rust", "c", "bin"])]
+        format: String,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Run the int8 model on the emulated Cortex-M4 (QEMU) and compare with the host.
+    Device {
+        model: PathBuf,
+        /// Only the first N test images.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[arg(long, default_value = "semihosting", value_parser = ["semihosting", "uart"])]
+        transport: String,
+        /// Give up after this many seconds (QEMU hung).
+        #[arg(long, default_value_t = 300.0)]
+        timeout: f64,
+        /// Images per request (default: the device's maximum).
+        #[arg(long)]
+        batch: Option<usize>,
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Run this firmware ELF instead of building one for the model.
+        #[arg(long)]
+        firmware: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Throughput of training and inference on this machine.
     Bench {
         #[arg(long, default_value_t = 1)]
@@ -121,6 +170,48 @@ fn main() {
         Cmd::Eval { model, data, threads, json } => {
             tailor::commands::eval(&model, data.as_deref(), threads, json).map(|_| ())
         }
+        Cmd::Quantize { model, out, data, calib_images, calib, threads, json } => (|| {
+            let method = match calib.as_str() {
+                "minmax" => tailor::quantize::CalibMethod::MinMax,
+                p => match p.parse::<f64>() {
+                    Ok(v) if v > 50.0 && v <= 100.0 => tailor::quantize::CalibMethod::Percentile(v),
+                    _ => anyhow::bail!("--calib {p}: expected `minmax` or a percentile in (50, 100]"),
+                },
+            };
+            let mut a = tailor::quantize::QuantizeArgs::new(model, out);
+            a.data = data;
+            a.calib_images = calib_images;
+            a.method = method;
+            a.threads = threads;
+            a.json = json;
+            tailor::quantize::run_quantize(a).map(|_| ())
+        })(),
+        Cmd::Export { model, format, out } => format
+            .parse::<tailor::quantize::ExportFormat>()
+            .map_err(|e| anyhow::anyhow!("--format: {e}"))
+            .and_then(|f| tailor::quantize::run_export(&model, f, &out))
+            .map(|files| {
+                for f in files {
+                    println!("wrote {}", f.display());
+                }
+            }),
+        Cmd::Device { model, limit, transport, timeout, batch, data, firmware, json } => (|| {
+            let mut a = tailor::device::DeviceArgs::new(model);
+            a.limit = limit;
+            a.transport = transport.parse().map_err(|e| anyhow::anyhow!("--transport: {e}"))?;
+            a.timeout_secs = timeout;
+            a.batch = batch;
+            a.data = data;
+            a.firmware = firmware;
+            a.json = json;
+            let r = tailor::device::run_device(&a)?;
+            if json {
+                println!("{}", r.to_json());
+            } else {
+                println!("{r}");
+            }
+            Ok(())
+        })(),
         Cmd::Bench { threads, data, json, train_batches } => {
             tailor::bench::run(threads, data.as_deref(), json, train_batches).map(|_| ())
         }
