@@ -77,7 +77,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-fn accuracy(model: &Small, k: &Kernels, par: &dyn tailor_core::par::Par, ws: &mut SmallWs, split: &data::Split, px: &Pixels) -> f64 {
+fn accuracy(
+    model: &Small,
+    k: &Kernels,
+    par: &dyn tailor_core::par::Par,
+    ws: &mut SmallWs,
+    split: &data::Split,
+    px: &Pixels,
+) -> f64 {
     let mut labels = [0u8; B];
     let mut correct = 0;
     let idx: Vec<u32> = (0..split.len() as u32).collect();

@@ -52,20 +52,21 @@ fn push_tensors(out: &mut Vec<u8>, m: &SeedMlp) -> Result<()> {
     Ok(())
 }
 
-/// Encodes model, meta and optimizer state into one file image.
+/// Encodes model, meta and optimizer state into one file image. The
+/// payload is written in place after room for the header, so the file is
+/// built in one buffer (peak memory matters: see the README).
 pub fn encode(model: &SeedMlp, meta: &Meta, optim: &[Box<SeedMlp>]) -> Result<Vec<u8>> {
     let mut meta = meta.clone();
     meta.optim_buffers = optim.len() as u32;
-    let mut payload = Vec::with_capacity(std::mem::size_of::<SeedMlp>() * (1 + optim.len()) + 4096);
-    push_tensors(&mut payload, model)?;
-    postcard::to_io(&meta, &mut payload)?;
+    let mut file = Vec::with_capacity(format::HEADER_LEN + (std::mem::size_of::<SeedMlp>() + 1024) * (1 + optim.len()));
+    file.resize(format::HEADER_LEN, 0);
+    push_tensors(&mut file, model)?;
+    postcard::to_io(&meta, &mut file)?;
     for b in optim {
-        push_tensors(&mut payload, b)?;
+        push_tensors(&mut file, b)?;
     }
-    let header = Header::new(MAGIC, VERSION, &dims(), &payload);
-    let mut file = Vec::with_capacity(format::HEADER_LEN + payload.len());
-    file.extend_from_slice(&header.encode());
-    file.extend_from_slice(&payload);
+    let header = Header::new(MAGIC, VERSION, &dims(), &file[format::HEADER_LEN..]);
+    file[..format::HEADER_LEN].copy_from_slice(&header.encode());
     Ok(file)
 }
 

@@ -1,0 +1,74 @@
+//! One training step at batch 64 and the forward pass (batch 64 and 1) of
+//! the 784-512-512-10 MLP, with 1 and 2 threads, on generated data.
+//! Throughput is in samples, so criterion prints samples/s.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use tailor::checkpoint::Meta;
+use tailor::data::Split;
+use tailor::par::Threads;
+use tailor::train::{Trainer, Ws};
+use tailor_core::optim::{Optimizer, Schedule, Sgd};
+use tailor_core::par::Par;
+use tailor_core::SeedMlp;
+
+fn data(n: usize) -> Split {
+    let mut r = tailor_core::rng::Rng::new(1);
+    Split {
+        images: (0..n * 784).map(|_| r.below(256) as u8).collect(),
+        labels: (0..n).map(|_| r.below(10) as u8).collect(),
+    }
+}
+
+fn meta(opt: Optimizer) -> Meta {
+    Meta {
+        epoch: 0,
+        step: 0,
+        epochs: 1,
+        batch_size: 64,
+        seed: 0,
+        shuffle: false,
+        optimizer: opt,
+        schedule: Schedule::Constant,
+        pixel_mean: 0.0,
+        pixel_std: 1.0,
+        test_accuracy: None,
+        optim_buffers: 0,
+    }
+}
+
+fn bench(c: &mut Criterion) {
+    let split = data(64 * 8);
+    let idx: Vec<u32> = (0..64).collect();
+    let mut g = c.benchmark_group("train_step_b64");
+    g.throughput(Throughput::Elements(64)).sample_size(30).measurement_time(std::time::Duration::from_secs(3));
+    for threads in [1, 2] {
+        let par = Threads::new(threads).unwrap();
+        for (name, opt) in [("sgd", Optimizer::Sgd(Sgd::default())), ("adam", Optimizer::Adam(Default::default()))] {
+            let mut t = Trainer::new(tailor::simd::detect(), meta(opt));
+            g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
+                b.iter(|| t.step(&par, &split, &idx, 1e-3).unwrap())
+            });
+        }
+    }
+    g.finish();
+
+    let mut model = tailor::boxed::zeroed::<SeedMlp>();
+    model.init(0);
+    let mut ws = tailor::boxed::zeroed::<Ws>();
+    let k = tailor::simd::detect();
+    let mut g = c.benchmark_group("forward");
+    g.sample_size(30).measurement_time(std::time::Duration::from_secs(3));
+    for threads in [1, 2] {
+        let par = Threads::new(threads).unwrap();
+        for batch in [64usize, 1] {
+            g.throughput(Throughput::Elements(batch as u64));
+            g.bench_function(BenchmarkId::new(format!("b{batch}"), format!("{threads}t")), |b| {
+                b.iter(|| model.forward(&k, &par as &dyn Par, &mut ws, batch))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
