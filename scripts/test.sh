@@ -24,7 +24,11 @@ fi
 step "workspace tests (unit, proptest, gradient checks, real-data training)"
 cargo build --release -p tailor
 export TAILOR_BIN="$PWD/target/release/tailor"
-cargo test --workspace --release -- --test-threads 1
+cargo test --workspace --release --exclude tailor-e2e -- --test-threads 1
+
+step "end-to-end: real-data training accuracy, CLI errors, host <-> QEMU device"
+# --nocapture shows the measured accuracies and timings in the CI log.
+cargo test --release -p tailor-e2e -- --test-threads 1 --nocapture
 
 step "firmware: format, lints, on-target tests on the emulated Cortex-M4 (QEMU mps2-an386)"
 (cd firmware-sim && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
