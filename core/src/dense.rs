@@ -40,8 +40,19 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
     pub fn forward(&self, k: &Kernels, par: &dyn Par, x: &[[f32; IN]], y: &mut [[f32; OUT]], relu: bool) {
         let m = x.len();
         let (x, y) = (x.as_flattened(), y[..m].as_flattened_mut());
-        let rows = rows_per_task(m, par.width(), 4);
         let (w, b) = (self.weight.as_flattened(), &self.bias[..]);
+        if m == 1 && par.width() > 1 {
+            // One row (batch-1 inference) is bound by streaming `w`: split
+            // the outputs, so each thread reads (and keeps in its own L2)
+            // only its share of the weights. y is one contiguous row here.
+            let cols = rows_per_task(OUT, par.width(), 16);
+            par.for_chunks(y, cols, &|t, yc| {
+                let (j0, r) = (t * cols, yc.len());
+                (k.forward)(x, &w[j0 * IN..][..r * IN], &b[j0..][..r], yc, 1, r, IN, relu);
+            });
+            return;
+        }
+        let rows = rows_per_task(m, par.width(), 4);
         par.for_chunks(y, rows * OUT, &|t, yc| {
             let r = yc.len() / OUT;
             (k.forward)(&x[t * rows * IN..][..r * IN], w, b, yc, r, OUT, IN, relu);

@@ -148,6 +148,12 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
     model.init(0);
     let infer = infer_pass(kernels, &par, &model, &ds.test, 64, usize::MAX);
     let infer1 = infer_pass(kernels, &par, &model, &ds.test, 1, 2000);
+    // Int8: the same random model, quantized with 500 calibration images.
+    let qkern = crate::quantize::best_qkernels();
+    let cal = crate::quantize::calibrate(&model, &ds.train, &Pixels::TO_TENSOR, 500);
+    let qmodel = crate::quantize::quantize_model(&model, &cal);
+    let int8 = crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 64, usize::MAX);
+    let int8_1 = crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 1, 2000);
     let kb = kernel_bench(&kernels, peak1);
     let gflops = train * TRAIN_FLOP_PER_SAMPLE / 1e9;
     let rep = BenchReport {
@@ -160,7 +166,7 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
         peak_gflops: peak,
         peak_fraction: gflops / peak,
         kernel_gflops: kb,
-        int8_infer_samples_per_sec: None,
+        int8_infer_samples_per_sec: Some(int8),
     };
     if json {
         println!("{}", serde_json::to_string(&rep)?);
@@ -175,6 +181,8 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
         );
         println!("  infer 64  {:>10.0} samples/s", infer);
         println!("  infer 1   {:>10.0} samples/s", infer1);
+        println!("  int8 64   {:>10.0} samples/s  ({} int8 kernels)", int8, qkern.name);
+        println!("  int8 1    {:>10.0} samples/s  ({:.1} µs/sample)", int8_1, 1e6 / int8_1);
         println!("  kernels (1 thread, % of {:.0} GFLOP/s single-core peak):", peak1);
         for k in &rep.kernel_gflops {
             println!(

@@ -9,7 +9,13 @@
 //! - publishes a job by bumping a generation counter; workers spin briefly,
 //!   then park on a condvar (woken only if someone is parked);
 //! - lets the caller's thread work too, claiming chunks from a shared
-//!   counter, so `threads = N` means N threads compute.
+//!   counter, so `threads = N` means N threads compute;
+//! - never waits for a worker that has not started: a worker must *join* a
+//!   job (a counted CAS) before it touches it, and the caller *closes* the
+//!   job once every chunk is claimed, then waits only for the joined ones.
+//!   On a loaded machine a descheduled worker thus costs nothing: the caller
+//!   does its chunks (before, the caller spun until the worker was scheduled
+//!   again, and 2 threads ran slower than 1).
 //!
 //! Results do not depend on the thread count: each chunk is computed by
 //! exactly one thread with the same code.
@@ -39,16 +45,21 @@ struct Shared {
     generation: AtomicU64,
     job: UnsafeCell<Option<Job>>,
     next_chunk: AtomicUsize,
-    busy_workers: AtomicUsize,
+    /// Workers inside the current job, plus [`CLOSED`] once no more may join.
+    state: AtomicUsize,
     parked: AtomicUsize,
     shutdown: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
 }
 
-// SAFETY: `job` is written only by the caller while no worker reads it (all
-// workers finished the previous generation), and read by workers only after
-// observing the new generation with Acquire ordering.
+/// `state` bit: the job takes no more workers.
+const CLOSED: usize = 1 << (usize::BITS - 1);
+
+// SAFETY: `job` is written only by the caller while the previous job is
+// closed with no worker inside (so nobody reads it), and read by workers
+// only after joining the open job (an AcqRel CAS on `state`, which the
+// caller opens with a Release store after writing `job`).
 unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
@@ -109,11 +120,31 @@ fn worker(shared: Arc<Shared>) {
             drop(guard);
             spins = 0;
         }
-        // SAFETY: published before the generation bump (Release/Acquire).
-        if let Some(job) = unsafe { *shared.job.get() } {
-            shared.work(&job);
+        if shared.join() {
+            // SAFETY: joined an open job: it was published before the
+            // caller opened `state`, and stays put until we leave.
+            if let Some(job) = unsafe { *shared.job.get() } {
+                shared.work(&job);
+            }
+            shared.state.fetch_sub(1, Release);
         }
-        shared.busy_workers.fetch_sub(1, AcqRel);
+    }
+}
+
+impl Shared {
+    /// Enters the current job unless it is closed (then it is over, or it
+    /// will be: nothing to do).
+    fn join(&self) -> bool {
+        let mut s = self.state.load(Acquire);
+        loop {
+            if s & CLOSED != 0 {
+                return false;
+            }
+            match self.state.compare_exchange_weak(s, s + 1, AcqRel, Acquire) {
+                Ok(_) => return true,
+                Err(now) => s = now,
+            }
+        }
     }
 }
 
@@ -128,7 +159,7 @@ impl Threads {
             generation: AtomicU64::new(0),
             job: UnsafeCell::new(None),
             next_chunk: AtomicUsize::new(0),
-            busy_workers: AtomicUsize::new(0),
+            state: AtomicUsize::new(CLOSED),
             parked: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
             lock: Mutex::new(()),
@@ -155,15 +186,16 @@ impl Par for Threads {
             return Serial.for_chunks(out, chunk_len, f);
         };
         let _one_at_a_time = self.call.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: every worker finished the previous job (we waited for
-        // busy_workers == 0), so nobody reads `job` now. The lifetime of `f`
-        // is erased; we wait for all workers before returning.
+        // SAFETY: the previous job is closed and no worker is inside it (we
+        // waited for that), and no worker can join before `state` is opened
+        // below, so nobody reads `job` now. The lifetime of `f` is erased; we
+        // wait for every worker that joined before returning.
         let f: *const (dyn Fn(usize, &mut [f32]) + Sync + '_) = f;
         let f: *const TaskFn =
             unsafe { std::mem::transmute::<*const (dyn Fn(usize, &mut [f32]) + Sync + '_), *const TaskFn>(f) };
         unsafe { *shared.job.get() = Some(Job { f, ptr: out.as_mut_ptr(), len: out.len(), chunk_len, chunks }) };
-        shared.next_chunk.store(0, SeqCst);
-        shared.busy_workers.store(self.workers.len(), SeqCst);
+        shared.next_chunk.store(0, Relaxed);
+        shared.state.store(0, Release);
         shared.generation.fetch_add(1, SeqCst);
         if shared.parked.load(SeqCst) > 0 {
             drop(shared.lock.lock().unwrap_or_else(|e| e.into_inner()));
@@ -172,10 +204,12 @@ impl Par for Threads {
         // SAFETY: as for the workers.
         let job = unsafe { (*shared.job.get()).expect("job just published") };
         shared.work(&job);
-        // Spin first (the common case: the worker finishes within
+        // Every chunk is claimed: let no one else in, then wait for the
+        // workers still running theirs. Spin first (they finish within
         // microseconds), then yield so an oversubscribed machine still moves.
+        shared.state.fetch_or(CLOSED, AcqRel);
         let mut spins = 0u32;
-        while shared.busy_workers.load(Acquire) != 0 {
+        while shared.state.load(Acquire) != CLOSED {
             if spins < 2_000 {
                 spins += 1;
                 std::hint::spin_loop();

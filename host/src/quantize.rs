@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tailor_core::gemm::Kernels;
 use tailor_core::par::Par;
-use tailor_core::quant::{export, ActRange, Calibration, Classifier, SeedQMlp};
+use tailor_core::quant::{export, ActRange, Calibration, Classifier, QKernels, SeedQMlp, QBATCH};
 use tailor_core::SeedMlp;
 
 use crate::boxed;
@@ -99,28 +99,113 @@ pub fn quantize_model(model: &SeedMlp, calib: &Calibration) -> Box<SeedQMlp> {
     q
 }
 
-/// Int8 predictions of the seed model for every image of `split`: rayon,
-/// four images per weight pass ([`SeedQMlp::classify4`]), bit-identical to
-/// the device (and to [`int8_predict_all`]).
-pub fn int8_predict_all_seed(model: &SeedQMlp, split: &Split) -> Vec<u8> {
-    let n = split.len();
-    let mut out = vec![0u8; n];
-    out.par_chunks_mut(4).enumerate().for_each(|(c, o)| {
-        let i = 4 * c;
-        if o.len() == 4 {
-            let mut logits = [[0i32; 10]; 4];
-            let p = model.classify4(std::array::from_fn(|b| &split.image(i + b)[..]), &mut logits);
-            for (d, s) in o.iter_mut().zip(p) {
-                *d = s as u8;
-            }
-        } else {
-            let mut logits = [0i32; 10];
-            for (b, d) in o.iter_mut().enumerate() {
-                *d = model.classify(split.image(i + b), &mut logits) as u8;
+/// The environment variable that overrides [`best_qkernels`].
+pub const QKERNELS_ENV: &str = "TAILOR_QKERNELS";
+
+/// The int8 kernel set called `name` (`naive`, `portable`, `sse2`, `avx2`,
+/// `avx512vnni`), if it exists and this CPU runs it.
+pub fn qkernels_by_name(name: &str) -> Option<QKernels> {
+    match name {
+        "naive" => Some(QKernels::NAIVE),
+        "portable" => Some(QKernels::PORTABLE),
+        #[cfg(target_arch = "x86_64")]
+        "sse2" => Some(QKernels::SSE2),
+        #[cfg(target_arch = "x86_64")]
+        "avx2" if is_x86_feature_detected!("avx2") => {
+            // SAFETY: AVX2 detected.
+            Some(unsafe { tailor_core::quant::kernels::x86::avx2() })
+        }
+        #[cfg(target_arch = "x86_64")]
+        "avx512vnni"
+            if is_x86_feature_detected!("avx512f")
+                && is_x86_feature_detected!("avx512bw")
+                && is_x86_feature_detected!("avx512vl")
+                && is_x86_feature_detected!("avx512vnni") =>
+        {
+            // SAFETY: AVX-512F/BW/VL/VNNI detected.
+            Some(unsafe { tailor_core::quant::kernels::x86::avx512_vnni() })
+        }
+        _ => None,
+    }
+}
+
+/// Every int8 kernel set this CPU runs, slowest first (`naive` included).
+pub fn available_qkernels() -> Vec<QKernels> {
+    ["naive", "portable", "sse2", "avx2", "avx512vnni"].into_iter().filter_map(qkernels_by_name).collect()
+}
+
+/// The fastest int8 kernel set this CPU runs (AVX-512 VNNI → AVX2 →
+/// [`QKernels::BEST`]), or the one `TAILOR_QKERNELS` names. All of them give
+/// bit-identical results.
+pub fn best_qkernels() -> QKernels {
+    if let Ok(name) = std::env::var(QKERNELS_ENV) {
+        let name = name.trim();
+        if !name.is_empty() {
+            match qkernels_by_name(name) {
+                Some(k) => return k,
+                None => eprintln!("warning: {QKERNELS_ENV}={name} is unknown or not supported by this CPU; detecting"),
             }
         }
+    }
+    ["avx512vnni", "avx2"].into_iter().find_map(qkernels_by_name).unwrap_or(QKernels::BEST)
+}
+
+/// Images per rayon task of [`int8_predict_all_seed`].
+const RAYON_CHUNK: usize = 4 * QBATCH;
+
+/// Int8 predictions of the seed model for every image of `split`: rayon over
+/// chunks of images, each run through [`SeedQMlp::classify_batch`] with
+/// [`best_qkernels`]; bit-identical to the device (and to [`int8_predict_all`]).
+pub fn int8_predict_all_seed(model: &SeedQMlp, split: &Split) -> Vec<u8> {
+    let kern = best_qkernels();
+    let mut out = vec![0u8; split.len()];
+    out.par_chunks_mut(RAYON_CHUNK).enumerate().for_each(|(c, o)| {
+        let px = &split.images[c * RAYON_CHUNK * IMAGE_PIXELS..];
+        model.classify_batch(&kern, px, o.len(), |i, cls, _| o[i] = cls as u8);
     });
     out
+}
+
+/// Int8 predictions like the f32 inference runs them: `batch` images at a
+/// time, each batch split evenly over the threads of `par`.
+pub fn int8_predict_par(model: &SeedQMlp, kern: &QKernels, split: &Split, par: &dyn Par, batch: usize) -> Vec<u8> {
+    let n = split.len();
+    let batch = batch.max(1);
+    let mut out = vec![0u8; n];
+    // Classes travel through `Par`'s f32 chunks (exact for 0..10).
+    let mut cls = vec![0.0f32; batch];
+    let mut start = 0;
+    while start < n {
+        let b = batch.min(n - start);
+        let per = b.div_ceil(par.width().max(1));
+        par.for_chunks(&mut cls[..b], per, &|ci, c| {
+            let px = &split.images[(start + ci * per) * IMAGE_PIXELS..];
+            model.classify_batch(kern, px, c.len(), |i, k, _| c[i] = k as f32);
+        });
+        for (d, &c) in out[start..start + b].iter_mut().zip(&cls[..b]) {
+            *d = c as u8;
+        }
+        start += b;
+    }
+    out
+}
+
+/// Samples per second of int8 inference over the first `limit` images of
+/// `split`, `batch` images at a time over `par` (the int8 twin of the f32
+/// inference measurement of `tailor bench`).
+pub fn int8_infer_pass(
+    model: &SeedQMlp,
+    kern: &QKernels,
+    par: &dyn Par,
+    split: &Split,
+    batch: usize,
+    limit: usize,
+) -> f64 {
+    let n = split.len().min(limit);
+    let part = Split { images: split.images[..n * IMAGE_PIXELS].to_vec(), labels: split.labels[..n].to_vec() };
+    let t = Instant::now();
+    std::hint::black_box(int8_predict_par(model, kern, &part, par, batch));
+    n as f64 / t.elapsed().as_secs_f64()
 }
 
 /// Int8 predictions for every image of `split` (rayon, bit-identical to the
@@ -551,6 +636,54 @@ mod tests {
             f.accuracy(),
             int8_accuracy(&*q, &ds.test)
         );
+    }
+
+    /// Int8 speed of every kernel set on a random model (1 thread, batch 64
+    /// and batch 1; `TAILOR_QKERNELS=name` for one set only): `cargo test
+    /// --release -p tailor --lib quantize::tests::int8_kernel_speed --
+    /// --ignored --nocapture`.
+    #[test]
+    #[ignore = "needs the dataset; a measurement"]
+    fn int8_kernel_speed() {
+        let ds = data::load(None).unwrap();
+        let mut m = boxed::zeroed::<SeedMlp>();
+        m.init(0);
+        let cal = calibrate(&m, &ds.train, &Pixels::TO_TENSOR, 500);
+        let q = quantize_model(&m, &cal);
+        let serial = tailor_core::par::Serial;
+        let want = int8_predict_par(&q, &QKernels::BEST, &ds.test, &serial, 64);
+        let only = std::env::var(QKERNELS_ENV).ok();
+        for kern in available_qkernels().into_iter().skip(2).filter(|k| only.as_deref().is_none_or(|o| o == k.name)) {
+            assert_eq!(int8_predict_par(&q, &kern, &ds.test, &serial, 64), want, "{}", kern.name);
+            let best = |batch: usize, limit: usize| {
+                (0..5).map(|_| int8_infer_pass(&q, &kern, &serial, &ds.test, batch, limit)).fold(0.0, f64::max)
+            };
+            let (b64, b1) = (best(64, 10_000), best(1, 2000));
+            eprintln!("SPEED {:<11} batch 64: {b64:>8.0}/s   batch 1: {b1:>8.0}/s ({:.1} us)", kern.name, 1e6 / b1);
+        }
+    }
+
+    /// The batched paths (every kernel set, any thread split and batch) give
+    /// the per-image predictions.
+    #[test]
+    fn batched_int8_matches_per_image() {
+        let mut m = boxed::zeroed::<SeedMlp>();
+        m.init(3);
+        let n = 77;
+        let split = Split {
+            images: (0..n * IMAGE_PIXELS).map(|i| (i * 131 % 253) as u8).collect(),
+            labels: (0..n).map(|i| (i % 10) as u8).collect(),
+        };
+        let cal = calibrate(&m, &split, &Pixels::FASHION_MNIST, n);
+        let q = quantize_model(&m, &cal);
+        let want = int8_predict_all(&*q, &split);
+        assert_eq!(int8_predict_all_seed(&q, &split), want);
+        let threads = crate::par::Threads::new(2).unwrap();
+        for kern in available_qkernels() {
+            for batch in [1, 5, 64] {
+                assert_eq!(int8_predict_par(&q, &kern, &split, &threads, batch), want, "{} batch {batch}", kern.name);
+            }
+        }
     }
 
     #[test]

@@ -68,11 +68,37 @@ pub fn pack(row_major: &[i8], rows: usize, kdim: usize, out: &mut [i8]) {
 /// bytes. Returns the four row sums.
 pub type Block4Fn = fn(x: &[i16], wb: &[i8], k: usize) -> [i32; 4];
 
-/// A kernel choice. [`QKernels::BEST`] is what `classify` uses.
+/// Batched layer product on `u8` inputs (the host's batched path, see
+/// [`super::QMlp::classify_batch`]): for every sample `i < m` and row
+/// `r < rows`, `out[i·rows + r] = Σ_p x[i·ldx + p] · w[r][p]` (exact `i32`,
+/// no bias), `w` in the packed layout. Every implementation returns
+/// bit-identical sums.
+pub type GemmFn = fn(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]);
+
+/// Output parameters of a requantized layer (see [`RequantFn`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Requant {
+    pub zp: i32,
+    pub min: i32,
+    pub max: i32,
+}
+
+/// Requantizes one sample's accumulators of a hidden layer:
+/// `out[r] = clamp(zp + MBQM(acc[r] + bias[r], m0[r], shift[r]), min, max) as u8`
+/// for `r < out.len()`, exactly [`super::QDense::requantize`].
+pub type RequantFn = fn(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [u8]);
+
+/// A kernel choice. [`QKernels::BEST`] is what `classify` uses; on x86-64
+/// hosts `tailor::quantize::best_qkernels` picks one of [`x86`] at run time.
 #[derive(Clone, Copy)]
 pub struct QKernels {
     pub name: &'static str,
+    /// One sample, 4 rows (`classify_with`, the firmware path).
     pub block4: Block4Fn,
+    /// Many samples, all rows of a layer (`classify_batch`).
+    pub gemm: GemmFn,
+    /// Requantization of one sample's hidden layer (`classify_batch`).
+    pub requant: RequantFn,
 }
 
 impl core::fmt::Debug for QKernels {
@@ -83,15 +109,20 @@ impl core::fmt::Debug for QKernels {
 
 impl QKernels {
     /// Reads each weight through [`packed_index`]: the reference.
-    pub const NAIVE: QKernels = QKernels { name: "naive", block4: naive::block4 };
+    pub const NAIVE: QKernels =
+        QKernels { name: "naive", block4: naive::block4, gemm: naive::gemm, requant: requant_scalar };
     /// Plain Rust, lane-parallel, that LLVM vectorizes on x86-64.
-    pub const PORTABLE: QKernels = QKernels { name: "portable", block4: portable::block4 };
+    pub const PORTABLE: QKernels =
+        QKernels { name: "portable", block4: portable::block4, gemm: portable::gemm, requant: requant_scalar };
     /// Cortex-M4/M7: `SMLAD` + `SXTB16`, 4 rows per pass.
     #[cfg(all(target_arch = "arm", tailor_arm_dsp))]
-    pub const DSP: QKernels = QKernels { name: "dsp", block4: dsp::block4 };
+    /// (The device classifies one image at a time: its batched `gemm` is the
+    /// small naive one, to keep flash for what runs.)
+    pub const DSP: QKernels = QKernels { name: "dsp", block4: dsp::block4, gemm: naive::gemm, requant: requant_scalar };
     /// x86-64 baseline SIMD: `pmaddwd`, 4 rows × 4 inputs per step.
     #[cfg(target_arch = "x86_64")]
-    pub const SSE2: QKernels = QKernels { name: "sse2", block4: sse2::block4 };
+    pub const SSE2: QKernels =
+        QKernels { name: "sse2", block4: sse2::block4, gemm: sse2::gemm, requant: requant_scalar };
     /// The fastest kernel compiled in for this target.
     #[cfg(all(target_arch = "arm", tailor_arm_dsp))]
     pub const BEST: QKernels = Self::DSP;
@@ -110,18 +141,22 @@ impl Default for QKernels {
 /// Sums of the rows `nr < 4` of a final partial block (any kernel uses this:
 /// it is at most 3 rows of a layer).
 pub fn tail_rows(x: &[i16], wb: &[i8], nr: usize, k: usize, out: &mut [i32]) {
+    tail_rows_of(x, wb, nr, k, out)
+}
+
+fn tail_rows_of<T: Copy + Into<i32>>(x: &[T], wb: &[i8], nr: usize, k: usize, out: &mut [i32]) {
     let kg = k / K_GROUP * K_GROUP;
     for (r, o) in out[..nr].iter_mut().enumerate() {
         let mut s = 0i32;
         for g in 0..kg / K_GROUP {
             let w = &wb[g * nr * K_GROUP + r * K_GROUP..][..K_GROUP];
             for (j, &pos) in SWAP.iter().enumerate() {
-                s += x[g * K_GROUP + j] as i32 * w[pos] as i32;
+                s = s.wrapping_add(x[g * K_GROUP + j].into() * w[pos] as i32);
             }
         }
         let t = k - kg;
         for (i, &w) in wb[kg * nr + r * t..][..t].iter().enumerate() {
-            s += x[kg + i] as i32 * w as i32;
+            s = s.wrapping_add(x[kg + i].into() * w as i32);
         }
         *o = s;
     }
@@ -130,11 +165,17 @@ pub fn tail_rows(x: &[i16], wb: &[i8], nr: usize, k: usize, out: &mut [i32]) {
 /// `acc[r] = Σ_k x[k]·w[r][k]` for all `rows` of a packed layer, calling
 /// `emit(r, acc)` in row order. This is the layer loop every path shares.
 #[inline]
-pub fn gemv(kern: &QKernels, x: &[i16], w: &[i8], rows: usize, k: usize, mut emit: impl FnMut(usize, i32)) {
+pub fn gemv(kern: &QKernels, x: &[i16], w: &[i8], rows: usize, k: usize, emit: impl FnMut(usize, i32)) {
+    gemv_with(kern.block4, x, w, rows, k, emit)
+}
+
+/// [`gemv`] with only a block kernel.
+#[inline]
+pub fn gemv_with(block4: Block4Fn, x: &[i16], w: &[i8], rows: usize, k: usize, mut emit: impl FnMut(usize, i32)) {
     let (x, w) = (&x[..k], &w[..rows * k]);
     let full = rows / ROW_BLOCK;
     for b in 0..full {
-        let acc = (kern.block4)(x, &w[b * ROW_BLOCK * k..][..ROW_BLOCK * k], k);
+        let acc = block4(x, &w[b * ROW_BLOCK * k..][..ROW_BLOCK * k], k);
         for (r, a) in acc.into_iter().enumerate() {
             emit(b * ROW_BLOCK + r, a);
         }
@@ -149,12 +190,97 @@ pub fn gemv(kern: &QKernels, x: &[i16], w: &[i8], rows: usize, k: usize, mut emi
     }
 }
 
+/// Checks the operands of a [`GemmFn`] (panics if a slice is too short).
+pub fn check_gemm(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &[i32]) {
+    let need = |a: usize, b: usize| a.checked_mul(b).expect("gemm: size overflow");
+    assert!(w.len() >= need(rows, k) && out.len() >= need(m, rows), "gemm: w or out too short");
+    if m > 0 {
+        assert!(ldx >= k || m == 1, "gemm: ldx < k");
+        assert!(x.len() >= need(m - 1, ldx).checked_add(k).expect("gemm: size overflow"), "gemm: x too short");
+    }
+}
+
+/// Inputs per widened chunk of the block-kernel based [`GemmFn`]s.
+const GEMM_KW: usize = 1024;
+
+/// A [`GemmFn`] from a block kernel: widens each sample to `i16` (on the
+/// stack, `k ≤ 1024`; larger layers take the naive path) and runs [`gemv_with`].
+pub fn gemm_by_block4(
+    block4: Block4Fn,
+    x: &[u8],
+    ldx: usize,
+    m: usize,
+    w: &[i8],
+    rows: usize,
+    k: usize,
+    out: &mut [i32],
+) {
+    check_gemm(x, ldx, m, w, rows, k, out);
+    if k > GEMM_KW {
+        return naive::gemm(x, ldx, m, w, rows, k, out);
+    }
+    let mut buf = super::Aligned([0i16; GEMM_KW]);
+    for i in 0..m {
+        for (d, &p) in buf.0[..k].iter_mut().zip(&x[i * ldx..][..k]) {
+            *d = p as i16;
+        }
+        let o = &mut out[i * rows..][..rows];
+        gemv_with(block4, &buf.0[..k], w, rows, k, |r, a| o[r] = a);
+    }
+}
+
+/// Scalar [`RequantFn`]: [`super::QDense::requantize`] row by row.
+pub fn requant_scalar(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [u8]) {
+    let n = out.len();
+    let it = acc[..n].iter().zip(&bias[..n]).zip(m0[..n].iter().zip(&shift[..n]));
+    for (o, ((&a, &b), (&m, &s))) in out.iter_mut().zip(it) {
+        *o = q.zp.wrapping_add(super::mbqm(a.wrapping_add(b), m, s)).clamp(q.min, q.max) as u8;
+    }
+}
+
+/// Adds the `k % 4` leftover inputs of every full 4-row block of a
+/// `rows × k` layer to `out` (`m` samples at stride `ldo`; the x86 batched
+/// kernels do the 4-input groups).
+#[allow(clippy::too_many_arguments)]
+#[cfg(target_arch = "x86_64")]
+fn add_k_tail(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32], ldo: usize) {
+    let kg = k / K_GROUP * K_GROUP;
+    let t = k - kg;
+    if t == 0 {
+        return;
+    }
+    for blk in 0..rows / ROW_BLOCK {
+        let wb = &w[blk * ROW_BLOCK * k..][..ROW_BLOCK * k];
+        for r in 0..ROW_BLOCK {
+            let wt = &wb[ROW_BLOCK * kg + r * t..][..t];
+            for i in 0..m {
+                let xt = &x[i * ldx + kg..][..t];
+                let s = wt.iter().zip(xt).fold(0i32, |s, (&w, &x)| s.wrapping_add(w as i32 * x as i32));
+                let o = &mut out[i * ldo + blk * ROW_BLOCK + r];
+                *o = o.wrapping_add(s);
+            }
+        }
+    }
+}
+
 pub mod naive {
     use super::*;
 
     /// Reference: every weight read through [`packed_index`] of a 4-row layer.
     pub fn block4(x: &[i16], wb: &[i8], k: usize) -> [i32; 4] {
         core::array::from_fn(|r| (0..k).map(|p| x[p] as i32 * wb[packed_index(r, p, ROW_BLOCK, k)] as i32).sum())
+    }
+
+    /// Reference [`GemmFn`]: every weight read through [`packed_index`].
+    pub fn gemm(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        check_gemm(x, ldx, m, w, rows, k, out);
+        for i in 0..m {
+            let xi = &x[i * ldx..][..k];
+            for r in 0..rows {
+                out[i * rows + r] =
+                    (0..k).fold(0i32, |s, p| s.wrapping_add(xi[p] as i32 * w[packed_index(r, p, rows, k)] as i32));
+            }
+        }
     }
 
     /// Reference for a whole layer in PyTorch (row-major) layout.
@@ -167,6 +293,11 @@ pub mod naive {
 
 pub mod portable {
     use super::*;
+
+    /// [`GemmFn`] over [`block4`].
+    pub fn gemm(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        gemm_by_block4(block4, x, ldx, m, w, rows, k, out)
+    }
 
     /// 16 `i32` lanes (4 rows × 4 word bytes), two groups per iteration so
     /// that LLVM fills 256-bit registers: `vpmovsxbd`/`vpmulld`/`vpaddd`.
@@ -215,6 +346,11 @@ pub mod portable {
 pub mod sse2 {
     use super::*;
     use core::arch::x86_64::*;
+
+    /// [`GemmFn`] over [`block4`].
+    pub fn gemm(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        gemm_by_block4(block4, x, ldx, m, w, rows, k, out)
+    }
 
     pub fn block4(x: &[i16], wb: &[i8], k: usize) -> [i32; 4] {
         let groups = k / K_GROUP;
@@ -409,19 +545,804 @@ pub mod dsp {
     }
 }
 
+/// Explicit x86-64 kernel sets for hosts, chosen at run time (see
+/// `tailor::quantize::best_qkernels`). Their single-sample `block4` is
+/// [`sse2::block4`]; what they add is the batched [`GemmFn`]: a register
+/// tile of several 4-row blocks × several samples, so that each weight
+/// loaded from L2 feeds every sample of the tile.
+///
+/// * [`avx2`]: `vpmovsxbw` weights (16 bytes = one 4-input group of a
+///   4-row block → 16 `i16`) × the sample's inputs widened to `i16` and
+///   permuted once per layer to `[x0, x2, x1, x3]` per group, so one
+///   `vpbroadcastq` from memory matches the `[w0, w2, w1, w3]` word of every
+///   row; `vpmaddwd` + `vpaddd`. Tile: 2 blocks × 6 samples (12 of 16 ymm).
+/// * [`avx512_vnni`]: `vpdpbusd` (u8 × i8, four products summed into each
+///   `i32` lane, exact: no saturation) straight on the packed bytes: 64
+///   bytes of a block = 4 groups × 4 rows, lane `4j + r`. The sample's `u8`
+///   inputs are expanded once per layer (one `vpshufb` per 16 inputs) so
+///   that lane `4j + r` holds the 4 bytes of group `j` in word order; the 4
+///   lanes of each row are summed at the end. Tile: 4 blocks (16 rows) × 6
+///   samples = 24 zmm accumulators; per 16 inputs: 4 + 6 loads, 24
+///   `vpdpbusd` (1,536 MACs). Requantization is vectorized too (16 rows per
+///   step, exact gemmlowp arithmetic on 64-bit products).
+#[cfg(target_arch = "x86_64")]
+pub mod x86 {
+    // Register tiles index their accumulator arrays by (block, sample).
+    #![allow(clippy::needless_range_loop)]
+    use super::*;
+    use core::arch::x86_64::*;
+
+    /// AVX2 kernel set.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 (`is_x86_feature_detected!("avx2")`).
+    pub unsafe fn avx2() -> QKernels {
+        QKernels { name: "avx2", block4: sse2::block4, gemm: gemm_avx2, requant: requant_avx2 }
+    }
+
+    /// AVX-512 VNNI kernel set (AVX-512F, BW, VL and VNNI).
+    ///
+    /// # Safety
+    /// The CPU must support `avx512f`, `avx512bw`, `avx512vl` and
+    /// `avx512vnni`.
+    pub unsafe fn avx512_vnni() -> QKernels {
+        QKernels { name: "avx512vnni", block4: sse2::block4, gemm: gemm_vnni, requant: requant_avx512 }
+    }
+
+    /// Inputs per chunk of the expanded / widened input buffers (the layer's
+    /// `k` is processed in chunks of this many; a multiple of 16).
+    const KC: usize = 1024;
+    /// Samples per register tile.
+    const MT: usize = 6;
+
+    #[repr(C, align(64))]
+    struct A64<T>(T);
+
+    // ------------------------------------------------------------------
+    // AVX2
+
+    /// The full-block part of a batched kernel: adds the sums over the
+    /// 4-input groups of every full 4-row block into `out` (stride `rows`).
+    type Blocks = unsafe fn(x: *const u8, ldx: usize, m: usize, w: *const i8, rows: usize, k: usize, out: *mut i32);
+
+    /// Largest `k` whose last partial row block is padded to a full block on
+    /// the stack (larger layers compute those ≤ 3 rows with scalar code).
+    const PAD_K: usize = 2048;
+
+    /// A [`GemmFn`] from a full-block kernel: zeroes `out`, runs `blocks`,
+    /// adds the `k % 4` leftovers, and computes the rows of a final partial
+    /// block by padding them with zero rows to one full block.
+    ///
+    /// # Safety
+    /// `blocks` must be safe to call on this CPU.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm_with(
+        blocks: Blocks,
+        x: &[u8],
+        ldx: usize,
+        m: usize,
+        w: &[i8],
+        rows: usize,
+        k: usize,
+        out: &mut [i32],
+    ) {
+        check_gemm(x, ldx, m, w, rows, k, out);
+        out[..m * rows].fill(0);
+        // SAFETY: lengths checked above; `blocks` runs on this CPU.
+        unsafe { blocks(x.as_ptr(), ldx, m, w.as_ptr(), rows, k, out.as_mut_ptr()) };
+        let full = rows / ROW_BLOCK;
+        add_k_tail(x, ldx, m, w, full * ROW_BLOCK, k, out, rows);
+        let nr = rows - full * ROW_BLOCK;
+        if nr == 0 {
+            return;
+        }
+        let wt = &w[full * ROW_BLOCK * k..][..nr * k];
+        if k > PAD_K {
+            for i in 0..m {
+                tail_rows_of(&x[i * ldx..][..k], wt, nr, k, &mut out[i * rows + full * ROW_BLOCK..]);
+            }
+            return;
+        }
+        let mut pad = [0i8; ROW_BLOCK * PAD_K];
+        let pad = &mut pad[..ROW_BLOCK * k];
+        // Same words at a 4-row stride (see `packed_index`), then the leftovers.
+        let (groups, t) = (k / K_GROUP, k % K_GROUP);
+        for g in 0..groups {
+            let n = nr * K_GROUP;
+            pad[g * ROW_BLOCK * K_GROUP..][..n].copy_from_slice(&wt[g * n..][..n]);
+        }
+        let kg = groups * K_GROUP;
+        pad[ROW_BLOCK * kg..][..nr * t].copy_from_slice(&wt[nr * kg..][..nr * t]);
+        const MB: usize = 16;
+        let mut tmp = [0i32; ROW_BLOCK * MB];
+        let mut i0 = 0;
+        while i0 < m {
+            let mb = MB.min(m - i0);
+            let tmp = &mut tmp[..ROW_BLOCK * mb];
+            tmp.fill(0);
+            let xs = &x[i0 * ldx..];
+            // SAFETY: samples i0..i0+mb of `x` (checked above), a 4-row block
+            // of `k` inputs, `mb·4` outputs; `blocks` runs on this CPU.
+            unsafe { blocks(xs.as_ptr(), ldx, mb, pad.as_ptr(), ROW_BLOCK, k, tmp.as_mut_ptr()) };
+            add_k_tail(xs, ldx, mb, pad, ROW_BLOCK, k, tmp, ROW_BLOCK);
+            for i in 0..mb {
+                out[(i0 + i) * rows + full * ROW_BLOCK..][..nr].copy_from_slice(&tmp[i * ROW_BLOCK..][..nr]);
+            }
+            i0 += mb;
+        }
+    }
+
+    fn gemm_avx2(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        // SAFETY: the constructor's caller promised AVX2.
+        unsafe { gemm_with(gemm_avx2_tf, x, ldx, m, w, rows, k, out) }
+    }
+
+    /// # Safety
+    /// AVX2; `x` holds `m` samples of `k` bytes at stride `ldx`, `w` `rows·k`
+    /// bytes, `out` `m·rows` zeroed `i32`s.
+    #[target_feature(enable = "avx2")]
+    unsafe fn gemm_avx2_tf(x: *const u8, ldx: usize, m: usize, w: *const i8, rows: usize, k: usize, out: *mut i32) {
+        let groups = k / K_GROUP;
+        let full = rows / ROW_BLOCK;
+        if groups == 0 || full == 0 {
+            return;
+        }
+        // Written before it is read, for the samples and groups in use.
+        let mut xp = core::mem::MaybeUninit::<A64<[[i16; KC]; MT]>>::uninit();
+        let xb = xp.as_mut_ptr() as *mut i16;
+        // Within each 128-bit lane (8 i16 = 2 groups): [0, 2, 1, 3, 4, 6, 5, 7].
+        let perm = _mm256_setr_epi8(
+            0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15, 0, 1, 4, 5, 2, 3, 6, 7, 8, 9, 12, 13, 10, 11, 14, 15,
+        );
+        let bstride = ROW_BLOCK * k;
+        let mut i0 = 0;
+        while i0 < m {
+            let mt = MT.min(m - i0);
+            let mut g0 = 0;
+            while g0 < groups {
+                let ng = (KC / K_GROUP).min(groups - g0);
+                for mi in 0..mt {
+                    // SAFETY: sample i0+mi < m, inputs 4·g0 .. 4·(g0+ng) ≤ k;
+                    // row mi < MT of the scratch.
+                    let (src, xr) = unsafe { (x.add((i0 + mi) * ldx + K_GROUP * g0), xb.add(mi * KC)) };
+                    let n = K_GROUP * ng;
+                    let mut p = 0;
+                    while p + 16 <= n {
+                        // SAFETY: 16 bytes inside the chunk; 32 bytes into `xr` (p + 16 ≤ n ≤ KC).
+                        unsafe {
+                            let v = _mm256_cvtepu8_epi16(_mm_loadu_si128(src.add(p) as *const __m128i));
+                            _mm256_storeu_si256(xr.add(p) as *mut __m256i, _mm256_shuffle_epi8(v, perm));
+                        }
+                        p += 16;
+                    }
+                    while p < n {
+                        for j in 0..K_GROUP {
+                            // SAFETY: p + SWAP[j] < n ≤ KC.
+                            unsafe { *xr.add(p + j) = *src.add(p + SWAP[j]) as i16 };
+                        }
+                        p += K_GROUP;
+                    }
+                }
+                let mut blk = 0;
+                while blk < full {
+                    let nb = 2.min(full - blk);
+                    // SAFETY: blocks blk..blk+nb < full, groups g0..g0+ng of each;
+                    // samples i0..i0+mt; out rows 4·blk.. of those samples.
+                    unsafe {
+                        let wb = w.add(blk * bstride + 16 * g0);
+                        let o = out.add(i0 * rows + blk * ROW_BLOCK);
+                        macro_rules! go {
+                            ($($b:literal, $m:literal);*) => {
+                                match (nb, mt) {
+                                    $(($b, $m) => tile_avx2::<$b, $m>(xb, KC, wb, bstride, ng, o, rows),)*
+                                    _ => unreachable!(),
+                                }
+                            };
+                        }
+                        go!(1,1; 1,2; 1,3; 1,4; 1,5; 1,6; 2,1; 2,2; 2,3; 2,4; 2,5; 2,6);
+                    }
+                    blk += nb;
+                }
+                g0 += ng;
+            }
+            i0 += mt;
+        }
+    }
+
+    /// `B` blocks × `M` samples over `ng` groups; adds the sums into `out`.
+    ///
+    /// # Safety
+    /// AVX2; `xp` holds `M` rows of `4·ng` permuted `i16` at stride `ldxp`,
+    /// block `b`'s weights are `16·ng` bytes at `w + b·bstride`, `out` has
+    /// `B·4` `i32` at `i·ldo` for each sample `i < M`.
+    #[target_feature(enable = "avx2")]
+    #[inline(never)]
+    unsafe fn tile_avx2<const B: usize, const M: usize>(
+        xp: *const i16,
+        ldxp: usize,
+        w: *const i8,
+        bstride: usize,
+        ng: usize,
+        out: *mut i32,
+        ldo: usize,
+    ) {
+        let mut acc = [[_mm256_setzero_si256(); M]; B];
+        let mut wv = [_mm256_setzero_si256(); B];
+        for g in 0..ng {
+            for b in 0..B {
+                // SAFETY: group g < ng of block b.
+                wv[b] = _mm256_cvtepi8_epi16(unsafe { _mm_loadu_si128(w.add(b * bstride + 16 * g) as *const __m128i) });
+            }
+            for i in 0..M {
+                // SAFETY: 4 i16 of sample i, group g.
+                let q = unsafe { (xp.add(i * ldxp + K_GROUP * g) as *const i64).read_unaligned() };
+                let xv = _mm256_set1_epi64x(q);
+                for b in 0..B {
+                    acc[b][i] = _mm256_add_epi32(acc[b][i], _mm256_madd_epi16(wv[b], xv));
+                }
+            }
+        }
+        for b in 0..B {
+            for i in 0..M {
+                // Lanes [r0 r0' r1 r1' | r2 r2' r3 r3'] → [r0 r1 r2 r3].
+                let h = _mm256_hadd_epi32(acc[b][i], acc[b][i]);
+                let s = _mm_unpacklo_epi64(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h));
+                // SAFETY: 4 i32 of sample i, block b.
+                unsafe {
+                    let p = out.add(i * ldo + ROW_BLOCK * b) as *mut __m128i;
+                    _mm_storeu_si128(p, _mm_add_epi32(_mm_loadu_si128(p), s));
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // AVX-512 VNNI
+
+    /// `vpshufb` control: 128-bit lane `j` gets bytes `4j + [0, 2, 1, 3]`
+    /// four times (the word of group `j` for each of the 4 rows).
+    const EXPAND: [u8; 64] = {
+        let mut c = [0u8; 64];
+        let mut i = 0;
+        while i < 64 {
+            let (j, b) = (i / 16, i % 4);
+            c[i] = (4 * j + SWAP[b]) as u8;
+            i += 1;
+        }
+        c
+    };
+
+    fn gemm_vnni(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        // SAFETY: the constructor's caller promised the features.
+        unsafe { gemm_with(gemm_vnni_tf, x, ldx, m, w, rows, k, out) }
+    }
+
+    /// # Safety
+    /// As [`gemm_avx2_tf`], with AVX-512F/BW/VL/VNNI.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    unsafe fn gemm_vnni_tf(x: *const u8, ldx: usize, m: usize, w: *const i8, rows: usize, k: usize, out: *mut i32) {
+        let groups = k / K_GROUP;
+        let full = rows / ROW_BLOCK;
+        if groups == 0 || full == 0 {
+            return;
+        }
+        let sgs = groups.div_ceil(4);
+        let remg = groups % 4;
+        const SPC: usize = KC / 16;
+        // Written before it is read, for the samples and supergroups in use.
+        let mut xe = core::mem::MaybeUninit::<A64<[[u8; 4 * KC]; MT]>>::uninit();
+        let xb = xe.as_mut_ptr() as *mut u8;
+        // SAFETY: EXPAND is 64 bytes.
+        let shuf = unsafe { _mm512_loadu_si512(EXPAND.as_ptr() as *const __m512i) };
+        let bstride = ROW_BLOCK * k;
+        let mut i0 = 0;
+        while i0 < m {
+            let mt = MT.min(m - i0);
+            let mut s0 = 0;
+            while s0 < sgs {
+                let ns = SPC.min(sgs - s0);
+                let partial = s0 + ns == sgs && remg != 0;
+                for mi in 0..mt {
+                    // SAFETY: sample i0+mi < m; row mi < MT of the scratch.
+                    let (src, xr) = unsafe { (x.add((i0 + mi) * ldx), xb.add(mi * 4 * KC)) };
+                    for s in s0..s0 + ns {
+                        let nbytes = if partial && s + 1 == sgs { 4 * remg } else { 16 };
+                        let mask = ((1u32 << nbytes) - 1) as __mmask16;
+                        // SAFETY: the masked load reads bytes 16s .. 16s+nbytes ≤ 4·groups ≤ k
+                        // of the sample; the store writes 64 bytes at 64·(s−s0) < 4·KC.
+                        unsafe {
+                            let v = _mm_maskz_loadu_epi8(mask, src.add(16 * s) as *const i8);
+                            let e = _mm512_shuffle_epi8(_mm512_broadcast_i32x4(v), shuf);
+                            _mm512_store_si512(xr.add(64 * (s - s0)) as *mut __m512i, e);
+                        }
+                    }
+                }
+                let nfull = ns - partial as usize;
+                let wmask: u64 = if partial { (1u64 << (16 * remg)) - 1 } else { 0 };
+                let mut blk = 0;
+                while blk < full {
+                    let nb = 4.min(full - blk);
+                    // SAFETY: blocks blk..blk+nb < full; supergroups s0.. of each
+                    // (the partial one masked to its 16·remg bytes); samples
+                    // i0..i0+mt; out rows 4·blk.. of those samples.
+                    unsafe {
+                        let wb = w.add(blk * bstride + 64 * s0);
+                        let o = out.add(i0 * rows + blk * ROW_BLOCK);
+                        macro_rules! go {
+                            ($($b:literal, $m:literal);*) => {
+                                match (nb, mt) {
+                                    $(($b, $m) => tile_vnni::<$b, $m>(xb, 4 * KC, wb, bstride, nfull, wmask, o, rows),)*
+                                    _ => unreachable!(),
+                                }
+                            };
+                        }
+                        go!(1,1; 1,2; 1,3; 1,4; 1,5; 1,6; 2,1; 2,2; 2,3; 2,4; 2,5; 2,6;
+                            3,1; 3,2; 3,3; 3,4; 3,5; 3,6; 4,1; 4,2; 4,3; 4,4; 4,5; 4,6);
+                    }
+                    blk += nb;
+                }
+                s0 += ns;
+            }
+            i0 += mt;
+        }
+    }
+
+    /// Sum of the four 128-bit lanes: `[r0 r1 r2 r3]` of one block.
+    #[target_feature(enable = "avx512f,avx512vl")]
+    #[inline]
+    fn lanes4(v: __m512i) -> __m128i {
+        let h = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64::<1>(v));
+        _mm_add_epi32(_mm256_castsi256_si128(h), _mm256_extracti128_si256::<1>(h))
+    }
+
+    /// `B` blocks × `M` samples over `nfull` supergroups of 16 inputs (plus
+    /// one partial one if `wmask ≠ 0`); adds the sums into `out`.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL/VNNI; `xe` holds `M` expanded rows (64 bytes per
+    /// supergroup, zero past the inputs) at stride `ldxe`; block `b`'s weights
+    /// are at `w + b·bstride` (64 bytes per full supergroup, then the bytes
+    /// of `wmask`); `out` has `B·4` `i32` at `i·ldo` for each sample `i < M`.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,avx512vnni")]
+    #[inline(never)]
+    unsafe fn tile_vnni<const B: usize, const M: usize>(
+        xe: *const u8,
+        ldxe: usize,
+        w: *const i8,
+        bstride: usize,
+        nfull: usize,
+        wmask: u64,
+        out: *mut i32,
+        ldo: usize,
+    ) {
+        let mut acc = [[_mm512_setzero_si512(); M]; B];
+        let mut wv = [_mm512_setzero_si512(); B];
+        for s in 0..nfull {
+            for b in 0..B {
+                // SAFETY: full supergroup s of block b.
+                wv[b] = unsafe { _mm512_loadu_si512(w.add(b * bstride + 64 * s) as *const __m512i) };
+            }
+            for i in 0..M {
+                // SAFETY: expanded supergroup s of sample i (64-byte aligned).
+                let xv = unsafe { _mm512_load_si512(xe.add(i * ldxe + 64 * s) as *const __m512i) };
+                for b in 0..B {
+                    acc[b][i] = _mm512_dpbusd_epi32(acc[b][i], xv, wv[b]);
+                }
+            }
+        }
+        if wmask != 0 {
+            let s = nfull;
+            for b in 0..B {
+                // SAFETY: the masked bytes are the partial supergroup's groups.
+                wv[b] = unsafe { _mm512_maskz_loadu_epi8(wmask, w.add(b * bstride + 64 * s)) };
+            }
+            for i in 0..M {
+                // SAFETY: as above.
+                let xv = unsafe { _mm512_load_si512(xe.add(i * ldxe + 64 * s) as *const __m512i) };
+                for b in 0..B {
+                    acc[b][i] = _mm512_dpbusd_epi32(acc[b][i], xv, wv[b]);
+                }
+            }
+        }
+        if B == 4 {
+            for i in 0..M {
+                // 4×4 transpose-and-add of 128-bit lanes: lane b of the result
+                // is the lane sum of block b, i.e. rows 4b..4b+4.
+                let (a0, a1, a2, a3) = (acc[0][i], acc[1 % B][i], acc[2 % B][i], acc[3 % B][i]);
+                let s01 = _mm512_add_epi32(
+                    _mm512_shuffle_i32x4::<0b01_00_01_00>(a0, a1),
+                    _mm512_shuffle_i32x4::<0b11_10_11_10>(a0, a1),
+                );
+                let s23 = _mm512_add_epi32(
+                    _mm512_shuffle_i32x4::<0b01_00_01_00>(a2, a3),
+                    _mm512_shuffle_i32x4::<0b11_10_11_10>(a2, a3),
+                );
+                let s = _mm512_add_epi32(
+                    _mm512_shuffle_i32x4::<0b10_00_10_00>(s01, s23),
+                    _mm512_shuffle_i32x4::<0b11_01_11_01>(s01, s23),
+                );
+                // SAFETY: 16 i32 of sample i.
+                unsafe {
+                    let p = out.add(i * ldo) as *mut __m512i;
+                    _mm512_storeu_si512(p, _mm512_add_epi32(_mm512_loadu_si512(p), s));
+                }
+            }
+        } else {
+            for b in 0..B {
+                for i in 0..M {
+                    let s = lanes4(acc[b][i]);
+                    // SAFETY: 4 i32 of sample i, block b.
+                    unsafe {
+                        let p = out.add(i * ldo + ROW_BLOCK * b) as *mut __m128i;
+                        _mm_storeu_si128(p, _mm_add_epi32(_mm_loadu_si128(p), s));
+                    }
+                }
+            }
+        }
+    }
+
+    fn requant_avx2(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [u8]) {
+        let n = out.len();
+        assert!(acc.len() >= n && bias.len() >= n && m0.len() >= n && shift.len() >= n);
+        // SAFETY: lengths checked; the constructor's caller promised AVX2.
+        unsafe { requant_avx2_tf(acc, bias, m0, shift, q, out) }
+    }
+
+    /// [`requant_avx512_tf`] with 8 rows per step. AVX2 has no 64-bit
+    /// arithmetic shift, but bits 31..62 of `a·b + 2^30` are the same after
+    /// a logical one.
+    ///
+    /// # Safety
+    /// AVX2; every slice has at least `out.len()` elements.
+    #[target_feature(enable = "avx2")]
+    unsafe fn requant_avx2_tf(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [u8]) {
+        let n = out.len();
+        let (zero, one) = (_mm256_setzero_si256(), _mm256_set1_epi32(1));
+        let half = _mm256_set1_epi64x(1 << 30);
+        let (zp, lo, hi) = (_mm256_set1_epi32(q.zp), _mm256_set1_epi32(q.min), _mm256_set1_epi32(q.max));
+        let (minv, m31) = (_mm256_set1_epi32(i32::MIN), _mm256_set1_epi32(-32));
+        // Byte 0 of each i32 to bytes 0..4 of each 128-bit lane.
+        let pick = _mm256_setr_epi8(
+            0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, -1, 0, 4, 8, 12, -1, -1, -1, -1, -1, -1, -1, -1,
+            -1, -1, -1, -1,
+        );
+        let mut r = 0;
+        while r + 8 <= n {
+            // SAFETY: r + 8 ≤ n ≤ every slice's length.
+            let (a, b, m, s) = unsafe {
+                (
+                    _mm256_loadu_si256(acc.as_ptr().add(r) as *const __m256i),
+                    _mm256_loadu_si256(bias.as_ptr().add(r) as *const __m256i),
+                    _mm256_loadu_si256(m0.as_ptr().add(r) as *const __m256i),
+                    _mm256_loadu_si256(shift.as_ptr().add(r) as *const __m256i),
+                )
+            };
+            let bad = _mm256_or_si256(
+                _mm256_or_si256(_mm256_cmpgt_epi32(s, zero), _mm256_cmpgt_epi32(m31, s)),
+                _mm256_cmpeq_epi32(m, minv),
+            );
+            if _mm256_testz_si256(bad, bad) == 0 {
+                requant_scalar(&acc[r..r + 8], &bias[r..r + 8], &m0[r..r + 8], &shift[r..r + 8], q, &mut out[r..r + 8]);
+                r += 8;
+                continue;
+            }
+            let x = _mm256_add_epi32(a, b);
+            let pe = _mm256_mul_epi32(x, m);
+            let po = _mm256_mul_epi32(_mm256_srli_epi64::<32>(x), _mm256_srli_epi64::<32>(m));
+            let re = _mm256_srli_epi64::<31>(_mm256_add_epi64(pe, half));
+            let ro = _mm256_slli_epi64::<1>(_mm256_add_epi64(po, half));
+            let h = _mm256_blend_epi32::<0b1010_1010>(re, ro);
+            let e = _mm256_sub_epi32(zero, s);
+            let mask = _mm256_sub_epi32(_mm256_sllv_epi32(one, e), one);
+            let rem = _mm256_and_si256(h, mask);
+            let thr = _mm256_sub_epi32(_mm256_srai_epi32::<1>(mask), _mm256_srai_epi32::<31>(h));
+            // cmpgt is −1 where true: subtracting it adds 1.
+            let v = _mm256_sub_epi32(_mm256_srav_epi32(h, e), _mm256_cmpgt_epi32(rem, thr));
+            let v = _mm256_min_epi32(_mm256_max_epi32(_mm256_add_epi32(v, zp), lo), hi);
+            let p = _mm256_shuffle_epi8(v, pick);
+            let bytes = _mm_unpacklo_epi32(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p));
+            // SAFETY: 8 bytes at r < n.
+            unsafe { _mm_storel_epi64(out.as_mut_ptr().add(r) as *mut __m128i, bytes) };
+            r += 8;
+        }
+        requant_scalar(&acc[r..n], &bias[r..n], &m0[r..n], &shift[r..n], q, &mut out[r..n]);
+    }
+
+    fn requant_avx512(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [u8]) {
+        let n = out.len();
+        assert!(acc.len() >= n && bias.len() >= n && m0.len() >= n && shift.len() >= n);
+        // SAFETY: lengths checked; the constructor's caller promised the features.
+        unsafe { requant_avx512_tf(acc, bias, m0, shift, q, out) }
+    }
+
+    /// 16 rows per step: `SRDHM(a, b) = (a·b + 2^30) >> 31` (floor; equal to
+    /// gemmlowp's nudged truncating division for every `(a, b)` but
+    /// `(MIN, MIN)`), then `RDBP`, zero point and clamp. Rows with a left
+    /// shift, a shift below −31 or `M0 = i32::MIN` go through the scalar code.
+    ///
+    /// # Safety
+    /// AVX-512F/BW/VL; every slice has at least `out.len()` elements.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl")]
+    unsafe fn requant_avx512_tf(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [u8]) {
+        let n = out.len();
+        let (zero, one) = (_mm512_setzero_si512(), _mm512_set1_epi32(1));
+        let half = _mm512_set1_epi64(1 << 30);
+        let (zp, lo, hi) = (_mm512_set1_epi32(q.zp), _mm512_set1_epi32(q.min), _mm512_set1_epi32(q.max));
+        let mut r = 0;
+        while r + 16 <= n {
+            // SAFETY: r + 16 ≤ n ≤ every slice's length.
+            let (a, b, m, s) = unsafe {
+                (
+                    _mm512_loadu_si512(acc.as_ptr().add(r) as *const __m512i),
+                    _mm512_loadu_si512(bias.as_ptr().add(r) as *const __m512i),
+                    _mm512_loadu_si512(m0.as_ptr().add(r) as *const __m512i),
+                    _mm512_loadu_si512(shift.as_ptr().add(r) as *const __m512i),
+                )
+            };
+            let bad = _mm512_cmpgt_epi32_mask(s, zero)
+                | _mm512_cmplt_epi32_mask(s, _mm512_set1_epi32(-31))
+                | _mm512_cmpeq_epi32_mask(m, _mm512_set1_epi32(i32::MIN));
+            if bad != 0 {
+                requant_scalar(
+                    &acc[r..r + 16],
+                    &bias[r..r + 16],
+                    &m0[r..r + 16],
+                    &shift[r..r + 16],
+                    q,
+                    &mut out[r..r + 16],
+                );
+                r += 16;
+                continue;
+            }
+            let x = _mm512_add_epi32(a, b);
+            let pe = _mm512_mul_epi32(x, m);
+            let po = _mm512_mul_epi32(_mm512_srli_epi64::<32>(x), _mm512_srli_epi64::<32>(m));
+            let re = _mm512_srai_epi64::<31>(_mm512_add_epi64(pe, half));
+            let ro = _mm512_slli_epi64::<1>(_mm512_add_epi64(po, half));
+            let h = _mm512_mask_blend_epi32(0xAAAA, re, ro);
+            let e = _mm512_sub_epi32(zero, s);
+            let mask = _mm512_sub_epi32(_mm512_sllv_epi32(one, e), one);
+            let rem = _mm512_and_si512(h, mask);
+            let thr = _mm512_sub_epi32(_mm512_srai_epi32::<1>(mask), _mm512_srai_epi32::<31>(h));
+            let v = _mm512_srav_epi32(h, e);
+            let v = _mm512_mask_add_epi32(v, _mm512_cmpgt_epi32_mask(rem, thr), v, one);
+            let v = _mm512_min_epi32(_mm512_max_epi32(_mm512_add_epi32(v, zp), lo), hi);
+            // SAFETY: 16 bytes at r < n.
+            unsafe { _mm_storeu_si128(out.as_mut_ptr().add(r) as *mut __m128i, _mm512_cvtepi32_epi8(v)) };
+            r += 16;
+        }
+        requant_scalar(&acc[r..n], &bias[r..n], &m0[r..n], &shift[r..n], q, &mut out[r..n]);
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
     use super::*;
     use proptest::prelude::*;
+    use std::vec::Vec;
+
+    /// Every kernel set this target (and CPU) runs.
+    pub(crate) fn all_kernels() -> Vec<QKernels> {
+        #[allow(unused_mut)]
+        let mut v = std::vec![QKernels::NAIVE, QKernels::PORTABLE, QKernels::BEST];
+        #[cfg(target_arch = "x86_64")]
+        {
+            v.push(QKernels::SSE2);
+            if std::is_x86_feature_detected!("avx2") {
+                // SAFETY: feature checked.
+                v.push(unsafe { x86::avx2() });
+            } else {
+                std::eprintln!("skipping avx2 int8 kernels");
+            }
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("avx512bw")
+                && std::is_x86_feature_detected!("avx512vl")
+                && std::is_x86_feature_detected!("avx512vnni")
+            {
+                // SAFETY: features checked.
+                v.push(unsafe { x86::avx512_vnni() });
+            } else {
+                std::eprintln!("skipping avx512vnni int8 kernels");
+            }
+        }
+        v
+    }
+
+    /// Every batched kernel against the naive one: `m` samples of `k` u8
+    /// inputs at stride `ldx`, a `rows × k` layer.
+    fn check_gemm_all(rows: usize, k: usize, m: usize, pad: usize, seed: u64) {
+        let mut rng = crate::rng::Rng::new(seed);
+        let ldx = k + pad;
+        let x: Vec<u8> = (0..m * ldx).map(|_| rng.next_u32() as u8).collect();
+        let ws: Vec<i8> = (0..rows * k).map(|_| rng.next_u32() as i8).collect();
+        let mut packed = std::vec![0i8; rows * k];
+        pack(&ws, rows, k, &mut packed);
+        let mut want = std::vec![0i32; m * rows];
+        for i in 0..m {
+            let xi: Vec<i16> = x[i * ldx..][..k].iter().map(|&v| v as i16).collect();
+            naive::gemv_row_major(&xi, &ws, rows, k, &mut want[i * rows..]);
+        }
+        for kern in all_kernels() {
+            // A canary past the outputs, and garbage in them.
+            let mut got = std::vec![0x5a5a_5a5ai32; m * rows + 1];
+            (kern.gemm)(&x, ldx, m, &packed, rows, k, &mut got);
+            assert_eq!(&got[..m * rows], &want[..], "{} rows={rows} k={k} m={m}", kern.name);
+            assert_eq!(got[m * rows], 0x5a5a_5a5a, "{} wrote past out", kern.name);
+        }
+    }
+
+    #[test]
+    fn gemm_seed_shapes() {
+        check_gemm_all(512, 784, 13, 0, 1);
+        check_gemm_all(512, 512, 7, 0, 2);
+        check_gemm_all(10, 512, 12, 0, 3);
+        // More inputs than one chunk of the x86 kernels (1024).
+        check_gemm_all(9, 2100, 3, 5, 4);
+    }
+
+    #[test]
+    fn gemm_extremes_do_not_overflow() {
+        let (rows, k, m) = (9, 787, 7);
+        let x = std::vec![255u8; m * k];
+        let ws = std::vec![-128i8; rows * k];
+        let mut packed = std::vec![0i8; rows * k];
+        pack(&ws, rows, k, &mut packed);
+        for kern in all_kernels() {
+            let mut got = std::vec![0i32; m * rows];
+            (kern.gemm)(&x, k, m, &packed, rows, k, &mut got);
+            assert!(got.iter().all(|&v| v == -(255 * 128 * k as i32)), "{}", kern.name);
+        }
+    }
+
+    fn check_requant(n: usize, seed: u64, any_params: bool) {
+        let mut rng = crate::rng::Rng::new(seed);
+        let mut r = || rng.next_u32() as i32;
+        let acc: Vec<i32> = (0..n).map(|_| r() >> (r() & 31)).collect();
+        let bias: Vec<i32> = (0..n).map(|_| r() >> 8).collect();
+        let m0: Vec<i32> = (0..n)
+            .map(|_| match r() & 15 {
+                0 if any_params => i32::MIN,
+                1 => 0,
+                2 => i32::MAX,
+                _ => (1 << 30) + (r() & 0x3fff_ffff),
+            })
+            .collect();
+        let shift: Vec<i32> =
+            (0..n).map(|_| if any_params { (r() & 63).min(54) - 31 } else { -((r() & 31).min(31)) }).collect();
+        let zp = (r() & 255).min(200);
+        let q = Requant { zp, min: zp, max: 255 };
+        let mut want = std::vec![0u8; n];
+        requant_scalar(&acc, &bias, &m0, &shift, q, &mut want);
+        for kern in all_kernels() {
+            let mut got = std::vec![0u8; n];
+            (kern.requant)(&acc, &bias, &m0, &shift, q, &mut got);
+            assert_eq!(got, want, "{} n={n}", kern.name);
+        }
+    }
+
+    #[test]
+    fn requant_matches_scalar_on_edges() {
+        // Exact ties of SRDHM and RDBP, both signs, and the (MIN, MIN) case.
+        let acc =
+            [1 << 30, -(1 << 30), (1 << 30) + 1, -(1 << 30) - 1, 5, -5, 6, -6, 7, -7, i32::MIN, i32::MAX, 0, 3, -3, 1];
+        let bias = [0; 16];
+        let m0 = [
+            1 << 30,
+            1 << 30,
+            1 << 30,
+            1 << 30,
+            i32::MAX,
+            i32::MAX,
+            i32::MAX,
+            i32::MAX,
+            1 << 30,
+            1 << 30,
+            1 << 30,
+            1 << 30,
+            1 << 30,
+            i32::MAX,
+            i32::MAX,
+            i32::MAX,
+        ];
+        for sh in [0, -1, -2, -31] {
+            let shift = [sh; 16];
+            let q = Requant { zp: 100, min: 0, max: 255 };
+            let mut want = [0u8; 16];
+            requant_scalar(&acc, &bias, &m0, &shift, q, &mut want);
+            for kern in all_kernels() {
+                let mut got = [0u8; 16];
+                (kern.requant)(&acc, &bias, &m0, &shift, q, &mut got);
+                assert_eq!(got, want, "{} shift {sh}", kern.name);
+            }
+        }
+    }
+
+    /// A seed-shape (784-512-512-10) model with random weights and
+    /// requantization parameters that spread the hidden outputs over 0..=255.
+    fn random_seed_model(seed: u64) -> std::boxed::Box<crate::quant::SeedQMlp> {
+        use crate::quant::{QDense, SeedQMlp};
+        // SAFETY: all-zero is a valid SeedQMlp (see its `Zeroed` impl);
+        // the layout is that of the box.
+        let mut q: std::boxed::Box<SeedQMlp> = unsafe {
+            let layout = std::alloc::Layout::new::<SeedQMlp>();
+            std::boxed::Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut SeedQMlp)
+        };
+        let mut rng = crate::rng::Rng::new(seed);
+        fn fill<const I: usize, const O: usize>(l: &mut QDense<I, O>, rng: &mut crate::rng::Rng, hidden: bool) {
+            for w in l.weight.as_flattened_mut() {
+                *w = (rng.next_u32() % 255) as i8;
+            }
+            for o in 0..O {
+                l.bias[o] = (rng.next_u32() % 200_001) as i32 - 100_000;
+                if hidden {
+                    l.multiplier[o] = (1 << 30) + (rng.next_u32() >> 2) as i32;
+                    l.shift[o] = -10 - (rng.next_u32() % 3) as i32;
+                }
+            }
+            if hidden {
+                l.out_zp = (rng.next_u32() % 3) as i32;
+                (l.out_min, l.out_max) = (l.out_zp, 255);
+            }
+        }
+        fill(&mut q.l1, &mut rng, true);
+        fill(&mut q.l2, &mut rng, true);
+        fill(&mut q.l3, &mut rng, false);
+        q
+    }
+
+    #[test]
+    fn seed_model_identical_on_every_kernel() {
+        let mut q = random_seed_model(7);
+        let n = 2 * crate::quant::QBATCH + 5;
+        let mut rng = crate::rng::Rng::new(8);
+        let pixels: Vec<u8> = (0..n * 784).map(|_| rng.next_u32() as u8).collect();
+        // Hidden activations really use the whole u8 range (the test would
+        // be weak if they were all 0 or all 255).
+        let mut x = [0i16; 784];
+        crate::quant::widen(&pixels[..784], &mut x);
+        let mut h = [0i16; 512];
+        q.l1.forward_hidden(&QKernels::NAIVE, &x, &mut h);
+        let mid = h.iter().filter(|&&v| v > 0 && v < 255).count();
+        assert!(mid > 100, "only {mid} hidden values strictly inside 0..255");
+        for round in 0..2 {
+            if round == 1 {
+                // Outside the u8 path's domain: classify_batch falls back.
+                q.l2.out_min = -1;
+            }
+            let want: Vec<(usize, [i32; 10])> = (0..n)
+                .map(|i| {
+                    let mut l = [0i32; 10];
+                    (q.classify_with(&QKernels::NAIVE, &pixels[i * 784..][..784], &mut l), l)
+                })
+                .collect();
+            for kern in all_kernels() {
+                let mut seen = 0;
+                q.classify_batch(&kern, &pixels, n, |i, c, l| {
+                    assert_eq!(i, seen);
+                    seen += 1;
+                    assert_eq!((c, *l), want[i], "{} batch image {i}", kern.name);
+                });
+                assert_eq!(seen, n);
+                q.classify_batch(&kern, &pixels[5 * 784..], 1, |i, c, l| {
+                    assert_eq!((i, c, *l), (0, want[5].0, want[5].1), "{} single image", kern.name)
+                });
+                for (i, w) in want.iter().enumerate().step_by(7) {
+                    let mut l = [0i32; 10];
+                    let c = q.classify_with(&kern, &pixels[i * 784..][..784], &mut l);
+                    assert_eq!((c, l), *w, "{} image {i}", kern.name);
+                }
+            }
+        }
+    }
 
     fn check(rows: usize, k: usize, xs: &[i16], ws: &[i8]) {
         let mut packed = [0i8; 4096];
         pack(ws, rows, k, &mut packed);
         let mut want = [0i32; 64];
         naive::gemv_row_major(xs, ws, rows, k, &mut want);
-        for kern in [QKernels::NAIVE, QKernels::PORTABLE, QKernels::BEST] {
-            #[cfg(target_arch = "x86_64")]
-            let _ = QKernels::SSE2;
+        for kern in all_kernels() {
             let mut got = [0i32; 64];
             gemv(&kern, xs, &packed, rows, k, |r, a| got[r] = a);
             assert_eq!(&got[..rows], &want[..rows], "{} rows={rows} k={k}", kern.name);
@@ -466,6 +1387,16 @@ mod tests {
             for x in xs.iter_mut() { *x = (rng.next_u32() % 256) as i16; }
             for w in ws.iter_mut() { *w = rng.next_u32() as i8; }
             check(rows, k, &xs[..k], &ws[..rows * k]);
+        }
+
+        #[test]
+        fn gemm_kernels_match_naive(rows in 1usize..=37, k in 1usize..=150, m in 1usize..=14, pad in 0usize..3, seed in any::<u64>()) {
+            check_gemm_all(rows, k, m, pad, seed);
+        }
+
+        #[test]
+        fn requant_kernels_match_scalar(n in 0usize..=70, seed in any::<u64>(), any_params in any::<bool>()) {
+            check_requant(n, seed, any_params);
         }
     }
 }

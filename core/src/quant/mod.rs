@@ -503,6 +503,92 @@ impl<const IN: usize, const H1: usize, const H2: usize, const OUT: usize> QMlp<I
     }
 }
 
+/// Samples per pass of [`QMlp::classify_batch`] (its stack scratch holds
+/// this many samples' activations and accumulators: about 62 KB for the
+/// seed model).
+pub const QBATCH: usize = 12;
+
+impl<const I: usize, const O: usize> QDense<I, O> {
+    /// Whether the requantized outputs always fit a `u8` (`0 ≤ out_min ≤
+    /// out_max ≤ 255`; true for every calibrated model), which the batched
+    /// `u8` path needs.
+    pub fn u8_outputs(&self) -> bool {
+        0 <= self.out_min && self.out_min <= self.out_max && self.out_max <= 255
+    }
+
+    fn requant_params(&self) -> kernels::Requant {
+        kernels::Requant { zp: self.out_zp, min: self.out_min, max: self.out_max }
+    }
+}
+
+impl<const IN: usize, const H1: usize, const H2: usize, const OUT: usize> QMlp<IN, H1, H2, OUT> {
+    /// Classifies `n` images stored back to back in `pixels` (`IN` bytes
+    /// each), calling `emit(i, class, logits)` for each in order. Bit-identical
+    /// to `n` calls of [`Classifier::classify`] with any kernel: the kernel's
+    /// batched [`kernels::GemmFn`] processes up to [`QBATCH`] images per
+    /// weight pass on `u8` activations. Models whose hidden outputs could
+    /// leave `0..=255` (not produced by [`QMlp::quantize`]) take the
+    /// per-image path. For hosts: uses about 62 KB of stack (seed model).
+    pub fn classify_batch(
+        &self,
+        kern: &QKernels,
+        pixels: &[u8],
+        n: usize,
+        mut emit: impl FnMut(usize, usize, &[i32; OUT]),
+    ) {
+        assert!(pixels.len() >= n * IN, "need {n}·{IN} pixels");
+        if !(self.l1.u8_outputs() && self.l2.u8_outputs()) {
+            let mut logits = [0i32; OUT];
+            for i in 0..n {
+                let c = self.classify_with(kern, &pixels[i * IN..][..IN], &mut logits);
+                emit(i, c, &logits);
+            }
+            return;
+        }
+        // One image (latency): scratch for one, not QBATCH, to zero.
+        if n == 1 {
+            self.batch_passes::<1>(kern, pixels, n, emit)
+        } else {
+            self.batch_passes::<QBATCH>(kern, pixels, n, emit)
+        }
+    }
+
+    fn batch_passes<const B: usize>(
+        &self,
+        kern: &QKernels,
+        pixels: &[u8],
+        n: usize,
+        mut emit: impl FnMut(usize, usize, &[i32; OUT]),
+    ) {
+        let mut acc1 = [[0i32; H1]; B];
+        let mut h1 = [[0u8; H1]; B];
+        let mut acc2 = [[0i32; H2]; B];
+        let mut h2 = [[0u8; H2]; B];
+        let mut logits = [[0i32; OUT]; B];
+        let (q1, q2) = (self.l1.requant_params(), self.l2.requant_params());
+        let mut start = 0;
+        while start < n {
+            let m = B.min(n - start);
+            (kern.gemm)(&pixels[start * IN..], IN, m, self.l1.packed(), H1, IN, acc1.as_flattened_mut());
+            for (a, h) in acc1[..m].iter().zip(h1[..m].iter_mut()) {
+                (kern.requant)(a, &self.l1.bias, &self.l1.multiplier, &self.l1.shift, q1, h);
+            }
+            (kern.gemm)(h1.as_flattened(), H1, m, self.l2.packed(), H2, H1, acc2.as_flattened_mut());
+            for (a, h) in acc2[..m].iter().zip(h2[..m].iter_mut()) {
+                (kern.requant)(a, &self.l2.bias, &self.l2.multiplier, &self.l2.shift, q2, h);
+            }
+            (kern.gemm)(h2.as_flattened(), H2, m, self.l3.packed(), OUT, H2, logits.as_flattened_mut());
+            for (i, l) in logits[..m].iter_mut().enumerate() {
+                for (v, &b) in l.iter_mut().zip(&self.l3.bias) {
+                    *v = v.wrapping_add(b);
+                }
+                emit(start + i, argmax(l), l);
+            }
+            start += m;
+        }
+    }
+}
+
 impl<const IN: usize, const H1: usize, const H2: usize, const OUT: usize> Classifier for QMlp<IN, H1, H2, OUT> {
     const IN: usize = IN;
     const OUT: usize = OUT;
