@@ -4,13 +4,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/setup.sh
+# defmt-print decodes the firmware's defmt log (about 3 minutes to build once).
+command -v defmt-print >/dev/null 2>&1 || cargo install --locked defmt-print
 mkdir -p runs
 cargo build --release -p tailor
 T=target/release/tailor
 
 $T train --recipe default --out runs/default.ckpt --json > runs/train.json
 $T quantize runs/default.ckpt --out runs/default.q8 --json > runs/quantize.json
-$T device runs/default.q8 --json > runs/device.json
+$T device runs/default.q8 --log --json > runs/device.json
 
 python3 - <<'PY'
 import json
@@ -27,6 +29,8 @@ rows = [
     ("instructions per inference", f"{d['instructions_per_inference']:.0f}"),
     ("device images/s (wall)", f"{d['images_per_sec']:.0f}"),
 ]
+if d.get("log"):
+    print("\nfirmware log (defmt, decoded by defmt-print):\n" + d["log"].rstrip())
 w = max(len(r[0]) for r in rows)
 print()
 print("| " + "what".ljust(w) + " | result |")

@@ -83,6 +83,8 @@ pub struct DeviceArgs {
     pub firmware: Option<PathBuf>,
     /// Print the report as JSON (for the CLI; [`run_device`] only returns it).
     pub json: bool,
+    /// Keep the firmware's defmt log (decoded with `defmt-print`) in the report.
+    pub log: bool,
 }
 
 impl DeviceArgs {
@@ -96,6 +98,7 @@ impl DeviceArgs {
             data: None,
             firmware: None,
             json: false,
+            log: false,
         }
     }
 }
@@ -128,6 +131,9 @@ pub struct DeviceReport {
     pub wall_secs: f64,
     pub batch: usize,
     pub device_stats: DeviceStats,
+    /// The firmware's decoded defmt log, with `--log`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// The device's own counters (from its `Bye`).
@@ -170,7 +176,11 @@ impl fmt::Display for DeviceReport {
             "instructions     {:.0} per inference, {:.3} per MAC",
             self.instructions_per_inference, self.instructions_per_mac
         )?;
-        write!(f, "speed            {:.0} images/s ({:.1} s wall)", self.images_per_sec, self.wall_secs)
+        write!(f, "speed            {:.0} images/s ({:.1} s wall)", self.images_per_sec, self.wall_secs)?;
+        if let Some(log) = &self.log {
+            write!(f, "\nfirmware log (defmt):\n{log}")?;
+        }
+        Ok(())
     }
 }
 
@@ -682,7 +692,12 @@ impl Qemu {
     }
 
     /// Sends `Shutdown`, waits for `Bye` and for QEMU to exit with status 0.
-    pub fn finish(mut self) -> Result<Stats> {
+    pub fn finish(self) -> Result<Stats> {
+        self.finish_with_log().map(|(stats, _)| stats)
+    }
+
+    /// [`Self::finish`], also returning the firmware's whole defmt log.
+    pub fn finish_with_log(mut self) -> Result<(Stats, String)> {
         self.send(&Message::Shutdown)?;
         let stats = match self.recv()? {
             Reply::Bye(s) => s,
@@ -701,7 +716,9 @@ impl Qemu {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        Ok(stats)
+        // QEMU has exited: its stdout reader sees EOF shortly.
+        std::thread::sleep(Duration::from_millis(20));
+        Ok((stats, self.log()))
     }
 
     /// Seconds since QEMU was started.
@@ -798,7 +815,7 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
         device.extend_from_slice(&r.classes);
     }
     let stream_secs = t_stream.elapsed().as_secs_f64();
-    let stats = q.finish()?;
+    let (stats, log) = q.finish_with_log()?;
     let wall_secs = t0.elapsed().as_secs_f64();
 
     let acc = |p: &[u8]| p.iter().zip(&test.labels).filter(|(a, b)| a == b).count() as f64 / n as f64;
@@ -822,6 +839,7 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
         wall_secs,
         batch,
         device_stats: stats.into(),
+        log: args.log.then_some(log),
     })
 }
 

@@ -77,6 +77,9 @@ enum Cmd {
         /// Run this firmware ELF instead of building one for the model.
         #[arg(long)]
         firmware: Option<PathBuf>,
+        /// Show the firmware's defmt log (decoded with defmt-print).
+        #[arg(long)]
+        log: bool,
         #[arg(long)]
         json: bool,
     },
@@ -195,7 +198,7 @@ fn main() {
                     println!("wrote {}", f.display());
                 }
             }),
-        Cmd::Device { model, limit, transport, timeout, batch, data, firmware, json } => (|| {
+        Cmd::Device { model, limit, transport, timeout, batch, data, firmware, log, json } => (|| {
             let mut a = tailor::device::DeviceArgs::new(model);
             a.limit = limit;
             a.transport = transport.parse().map_err(|e| anyhow::anyhow!("--transport: {e}"))?;
@@ -204,6 +207,7 @@ fn main() {
             a.data = data;
             a.firmware = firmware;
             a.json = json;
+            a.log = log;
             let r = tailor::device::run_device(&a)?;
             if json {
                 println!("{}", r.to_json());
