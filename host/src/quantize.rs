@@ -416,7 +416,7 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
         out: args.out.clone(),
     };
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        println!("{}", serde_json::to_string(&report)?);
     } else {
         print_report(&report);
     }

@@ -52,6 +52,31 @@ fn default_recipe_reaches_89_5_percent() {
     let total: u64 = conf.iter().flat_map(|r| r.as_array().unwrap()).map(|x| x.as_u64().unwrap()).sum();
     assert_eq!(total, 10_000);
     assert_eq!(e["per_class_accuracy"].as_array().unwrap().len(), 10);
+
+    // The same trained model through the rest of the pipeline: int8 within
+    // 0.5 points of f32, at most 690,000 bytes, and the emulated Cortex-M4
+    // agreeing with the host on every test image at <= 1.5 instructions/MAC.
+    let q8 = dir.path().join("default.q8");
+    let q = tailor_json(&["quantize", out.to_str().unwrap(), "--out", q8.to_str().unwrap()]);
+    let (f32_acc, int8_acc) = (q["f32_accuracy"].as_f64().unwrap(), q["int8_accuracy"].as_f64().unwrap());
+    eprintln!("quantized: f32 {:.2}%, int8 {:.2}%, {} bytes", 100.0 * f32_acc, 100.0 * int8_acc, q["model_bytes"]);
+    assert_eq!(f32_acc, a);
+    assert!((f32_acc - int8_acc).abs() <= 0.005, "int8 {int8_acc} vs f32 {f32_acc}");
+    assert!(q["model_bytes"].as_u64().unwrap() <= 690_000);
+    let d = tailor_json(&["device", q8.to_str().unwrap()]);
+    eprintln!(
+        "device: {}/{} agree, accuracy {:.2}%, {:.3} instructions/MAC, {:.0} images/s",
+        d["agree"],
+        d["total"],
+        100.0 * d["device_accuracy"].as_f64().unwrap(),
+        d["instructions_per_mac"].as_f64().unwrap(),
+        d["images_per_sec"].as_f64().unwrap()
+    );
+    assert_eq!(d["total"], 10_000);
+    assert_eq!(d["agree"], 10_000);
+    assert_eq!(d["device_accuracy"], d["host_accuracy"]);
+    assert_eq!(d["host_accuracy"].as_f64().unwrap(), int8_acc);
+    assert!(d["instructions_per_mac"].as_f64().unwrap() <= 1.5);
 }
 
 /// Stopping after epoch 1 and resuming gives exactly the weights of an
