@@ -41,22 +41,28 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         let m = x.len();
         let (x, y) = (x.as_flattened(), y[..m].as_flattened_mut());
         let (w, b) = (self.weight.as_flattened(), &self.bias[..]);
-        if m == 1 && par.width() > 1 {
-            // One row (batch-1 inference) is bound by streaming `w`: split
-            // the outputs, so each thread reads (and keeps in its own L2)
-            // only its share of the weights. y is one contiguous row here.
-            let cols = rows_per_task(OUT, par.width(), 16);
-            par.for_chunks(y, cols, &|t, yc| {
-                let (j0, r) = (t * cols, yc.len());
-                (k.forward)(x, &w[j0 * IN..][..r * IN], &b[j0..][..r], yc, 1, r, IN, relu);
+        if par.width() > 1 {
+            // Split the outputs: each thread streams (and keeps in its own
+            // L2) only its share of the weights, packed once for all rows.
+            // Every task sees all rows, so the kernel (chosen from the
+            // batch and the layer's width) is the same for any split.
+            let cols = rows_per_task(OUT, par.width().min(MAX_TASKS), 16);
+            let tasks = OUT.div_ceil(cols);
+            let mut ids = [0.0f32; MAX_TASKS];
+            let yp = SyncMut(y.as_mut_ptr());
+            par.for_chunks(&mut ids[..tasks], 1, &|t, _| {
+                let yp = &yp;
+                let j0 = t * cols;
+                let r = cols.min(OUT - j0);
+                // SAFETY: columns j0..j0 + r of y[m][OUT]; tasks own disjoint
+                // column blocks and nothing else touches y during the call.
+                unsafe {
+                    (k.forward_cols)(x, &w[j0 * IN..][..r * IN], &b[j0..][..r], yp.0.add(j0), OUT, m, r, IN, relu)
+                };
             });
             return;
         }
-        let rows = rows_per_task(m, par.width(), 4);
-        par.for_chunks(y, rows * OUT, &|t, yc| {
-            let r = yc.len() / OUT;
-            (k.forward)(&x[t * rows * IN..][..r * IN], w, b, yc, r, OUT, IN, relu);
-        });
+        (k.forward)(x, w, b, y, m, OUT, IN, relu);
     }
 
     /// Given `dy = ∂L/∂y` for `m = dy.len()` rows, writes this layer's
@@ -95,6 +101,83 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
     }
 }
 
+/// `update(offset, params, grads)`: an elementwise optimizer step on the
+/// parameters at `offset..offset + params.len()` of a layer's flat
+/// parameters (weight rows, then bias), given their gradients.
+pub type UpdateFn<'a> = &'a (dyn Fn(usize, &mut [f32], &[f32]) + Sync);
+
+/// Rows of `dw` per fused weight-grad + update block: small enough that the
+/// block (and its weights) is still in cache for the update, large enough
+/// to amortize the kernel's copy of `x` per call.
+const UPDATE_ROWS: usize = 64;
+
+/// Most tasks a forward is split into (column blocks of at least 16).
+const MAX_TASKS: usize = 64;
+
+/// A pointer into a buffer whose tasks write disjoint parts (rows of the
+/// weights in `backward_update`, column blocks of `y` in `forward`).
+struct SyncMut(*mut f32);
+// SAFETY: each task derives a disjoint range (see the users).
+unsafe impl Sync for SyncMut {}
+
+impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
+    /// [`Self::backward`], then `update` on every parameter, fused: each
+    /// block of weight gradient is applied to its weights right after it is
+    /// computed, while both are in cache. The parameters end up as with
+    /// `backward` followed by one `update` over all of them (bit for bit,
+    /// given an elementwise `update`), and so do `dx` and `grad.bias`.
+    /// `grad.weight` does too if `keep_weight_grad`; otherwise it is scratch
+    /// (each task reuses its first block of rows, which stays in cache, and
+    /// the rest is left as it was).
+    #[allow(clippy::too_many_arguments)]
+    pub fn backward_update(
+        &mut self,
+        k: &Kernels,
+        par: &dyn Par,
+        x: &[[f32; IN]],
+        dy: &[[f32; OUT]],
+        grad: &mut Self,
+        dx: Option<&mut [[f32; IN]]>,
+        relu_input: bool,
+        update: UpdateFn<'_>,
+        keep_weight_grad: bool,
+    ) {
+        let m = dy.len();
+        let (xf, dyf) = (x[..m].as_flattened(), dy.as_flattened());
+        // dx first: it needs the weights before they change.
+        if let Some(dx) = dx {
+            let dxf = dx[..m].as_flattened_mut();
+            let rows = rows_per_task(m, par.width(), 4);
+            let w = self.weight.as_flattened();
+            par.for_chunks(dxf, rows * IN, &|t, dxc| {
+                let r = dxc.len() / IN;
+                let mask = relu_input.then(|| &xf[t * rows * IN..][..r * IN]);
+                (k.input_grad)(&dyf[t * rows * OUT..][..r * OUT], w, dxc, mask, r, OUT, IN);
+            });
+        }
+        bias_grad(dyf, &mut grad.bias, m, OUT);
+        let rows = rows_per_task(OUT, par.width(), 4);
+        let w = SyncMut(self.weight.as_flattened_mut().as_mut_ptr());
+        par.for_chunks(grad.weight.as_flattened_mut(), rows * IN, &|t, dw| {
+            let w = &w;
+            let r0 = t * rows;
+            let rows = dw.len() / IN;
+            for b in 0..rows.div_ceil(UPDATE_ROWS) {
+                let (j0, r) = (r0 + b * UPDATE_ROWS, UPDATE_ROWS.min(rows - b * UPDATE_ROWS));
+                let at = if keep_weight_grad { (j0 - r0) * IN } else { 0 };
+                let dwb = &mut dw[at..][..r * IN];
+                (k.weight_grad)(&dyf[j0..], OUT, xf, dwb, m, r, IN);
+                // SAFETY: rows j0..j0 + r of the weights, inside the layer;
+                // tasks own disjoint row ranges (as of dw), and nothing else
+                // reads the weights during this call.
+                let wb = unsafe { core::slice::from_raw_parts_mut(w.0.add(j0 * IN), r * IN) };
+                update(j0 * IN, wb, dwb);
+            }
+        });
+        update(OUT * IN, &mut self.bias, &grad.bias);
+    }
+}
+
 /// ReLU on its own, for models that need it outside a fused product.
 pub fn relu_forward(x: &mut [f32]) {
     for v in x {
@@ -108,5 +191,90 @@ pub fn relu_backward(y: &[f32], dy: &mut [f32]) {
         if a <= 0.0 {
             *d = 0.0;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::par::Serial;
+
+    /// Splits like a 2-thread pool but runs in order.
+    struct Two;
+    impl Par for Two {
+        fn width(&self) -> usize {
+            2
+        }
+        fn for_chunks(&self, out: &mut [f32], chunk_len: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
+            Serial.for_chunks(out, chunk_len, f)
+        }
+    }
+
+    fn kernels() -> [Kernels; 2] {
+        #[cfg(target_arch = "x86_64")]
+        {
+            extern crate std;
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+                // SAFETY: features checked (AVX-512F/VL imply AVX2 and FMA on
+                // every CPU that has them).
+                return [Kernels::PORTABLE, unsafe { crate::gemm::x86::avx512() }];
+            }
+        }
+        [Kernels::PORTABLE, Kernels::NAIVE]
+    }
+
+    fn fused_matches<const IN: usize, const OUT: usize>(m: usize) {
+        let mut rng = Rng::new(7);
+        let mut layer = Dense::<IN, OUT>::ZERO;
+        layer.init(&mut rng);
+        let x: [[f32; IN]; 5] = core::array::from_fn(|_| core::array::from_fn(|_| rng.uniform(-1.0, 1.0)));
+        let dy: [[f32; OUT]; 5] = core::array::from_fn(|_| core::array::from_fn(|_| rng.uniform(-1.0, 1.0)));
+        // A stateful, nonlinear elementwise update (like momentum SGD).
+        let update = |_: usize, p: &mut [f32], g: &[f32]| {
+            for (p, &g) in p.iter_mut().zip(g) {
+                *p -= 0.1 * g + 0.01 * *p * *p;
+            }
+        };
+        for k in kernels() {
+            for par in [&Serial as &dyn Par, &Two] {
+                let a = layer.clone();
+                let (mut ga, mut dxa) = (Dense::<IN, OUT>::ZERO, [[0.0; IN]; 5]);
+                a.backward(&k, par, &x[..m], &dy[..m], &mut ga, Some(&mut dxa[..m]), true);
+                let len = a.flat().len();
+                let mut pa = a.flat().to_owned_array();
+                update(0, &mut pa[..len], ga.flat());
+                let mut b = layer.clone();
+                let (mut gb, mut dxb) = (Dense::<IN, OUT>::ZERO, [[0.0; IN]; 5]);
+                b.backward_update(&k, par, &x[..m], &dy[..m], &mut gb, Some(&mut dxb[..m]), true, &update, true);
+                assert!(ga == gb, "{}: gradients differ", k.name);
+                assert!(dxa == dxb, "{}: dx differs", k.name);
+                assert!(pa[..len] == *b.flat(), "{}: parameters differ", k.name);
+                let mut c = layer.clone();
+                let (mut gc, mut dxc) = (Dense::<IN, OUT>::ZERO, [[0.0; IN]; 5]);
+                c.backward_update(&k, par, &x[..m], &dy[..m], &mut gc, Some(&mut dxc[..m]), true, &update, false);
+                assert!(ga.bias == gc.bias, "{}: bias gradients differ", k.name);
+                assert!(dxa == dxc, "{}: dx differs", k.name);
+                assert!(pa[..len] == *c.flat(), "{}: parameters differ (scratch)", k.name);
+            }
+        }
+    }
+
+    trait ToArray {
+        fn to_owned_array(&self) -> [f32; 4096];
+    }
+    impl ToArray for [f32] {
+        fn to_owned_array(&self) -> [f32; 4096] {
+            let mut a = [0.0; 4096];
+            a[..self.len()].copy_from_slice(self);
+            a
+        }
+    }
+
+    #[test]
+    fn backward_update_matches_backward_then_update() {
+        fused_matches::<17, 3>(5);
+        fused_matches::<9, 70>(3);
+        fused_matches::<33, 100>(4);
+        fused_matches::<16, 130>(1);
     }
 }

@@ -31,10 +31,6 @@ pub struct Trainer {
     labels: [u8; MAX_BATCH],
 }
 
-/// Parameters per optimizer task: large enough to amortize the hand-off,
-/// small enough to balance two threads.
-const OPT_CHUNK: usize = 1 << 16;
-
 /// Optimizer state pointers shared with the pool's tasks.
 struct SyncPtrs([*mut f32; 3], usize);
 // SAFETY: tasks touch disjoint ranges (see `Trainer::step`).
@@ -97,10 +93,13 @@ impl Trainer {
 
     /// One optimizer step on the samples `idx` of `split`. Returns the loss.
     ///
-    /// The same math as `loss_and_grad` followed by one optimizer update,
-    /// but each layer is updated right after its gradient is computed (once
-    /// its weights are no longer needed), while the gradient and weights are
-    /// still in cache, instead of one more pass over all 2.7 MB afterwards.
+    /// The same math as `loss_and_grad` followed by one optimizer update
+    /// (bit for bit), but fused (`Dense::backward_update`): each block of
+    /// weight-gradient rows is applied to its weights as soon as it is
+    /// computed, in a small reused buffer that stays in cache, instead of one
+    /// more pass over all 2.7 MB of weights and gradients afterwards. So
+    /// `self.grad` holds only scratch (and the bias gradients) afterwards.
+    /// Plain SGD runs through the kernels' vectorized update.
     pub fn step(&mut self, par: &dyn Par, split: &Split, idx: &[u32], lr: f32) -> Result<f32> {
         let n = idx.len();
         let pixels = self.pixels();
@@ -117,37 +116,39 @@ impl Trainer {
         let bufs = SyncPtrs(bufs, self.optim_bufs.len());
         let (opt, step) = (self.meta.optimizer, self.meta.step);
         // Flat offsets of the layers (Mlp is repr(C): l1, l2, l3).
-        let l1 = 0..std::mem::size_of_val(&self.model.l1) / 4;
-        let l2 = l1.end..l1.end + std::mem::size_of_val(&self.model.l2) / 4;
-        let l3 = l2.end..l2.end + std::mem::size_of_val(&self.model.l3) / 4;
-        // The update is elementwise, so disjoint chunks of the parameters
-        // (with the same ranges of gradients and state) go to the threads.
-        let update = |model: &mut SeedMlp, grad: &SeedMlp, range: std::ops::Range<usize>| {
-            let base = range.start;
-            let grads = &grad.flat()[range.clone()];
-            par.for_chunks(&mut model.flat_mut()[range], OPT_CHUNK, &|i, params| {
-                let off = i * OPT_CHUNK;
+        let l1 = 0;
+        let l2 = l1 + std::mem::size_of_val(&self.model.l1) / 4;
+        let l3 = l2 + std::mem::size_of_val(&self.model.l2) / 4;
+        // The update is elementwise, so each block of a layer's parameters
+        // is updated (with the same range of gradients and state) as soon as
+        // its gradient is computed, on whichever thread computed it.
+        let update = |base: usize| {
+            let bufs = &bufs;
+            move |off: usize, params: &mut [f32], grads: &[f32]| {
+                if let Optimizer::Sgd(o) = opt {
+                    if o.momentum == 0.0 {
+                        // Stateless: the same math as `Sgd::step`, in SIMD.
+                        return (k.sgd)(params, grads, lr, o.weight_decay);
+                    }
+                }
                 let n = params.len();
-                let bufs = &bufs;
-                // SAFETY: each chunk index is handed out once, so the state
-                // ranges [base+off, base+off+n) of different tasks are
-                // disjoint; the buffers are parameter-sized and outlive the
-                // call.
+                // SAFETY: `backward_update` hands out disjoint parameter
+                // ranges [off, off+n) of the layer, so the state ranges
+                // [base+off, base+off+n) of different calls are disjoint; the
+                // buffers are parameter-sized and outlive the call.
                 let mut slots: [&mut [f32]; 3] = [&mut [], &mut [], &mut []];
                 for (s, &p) in slots.iter_mut().zip(&bufs.0[..bufs.1]) {
                     *s = unsafe { std::slice::from_raw_parts_mut(p.add(base + off), n) };
                 }
-                opt.step(lr, step, params, &grads[off..off + n], &mut slots[..bufs.1]);
-            });
+                opt.step(lr, step, params, grads, &mut slots[..bufs.1]);
+            }
         };
         let (model, grad) = (&mut *self.model, &mut *self.grad);
-        model.l3.backward(k, par, &ws.h2[..n], &ws.dlogits[..n], &mut grad.l3, Some(&mut ws.dh2[..n]), true);
-        update(model, grad, l3);
-        model.l2.backward(k, par, &ws.h1[..n], &ws.dh2[..n], &mut grad.l2, Some(&mut ws.dh1[..n]), true);
-        update(model, grad, l2);
+        let (dh2, dh1) = (Some(&mut ws.dh2[..n]), Some(&mut ws.dh1[..n]));
+        model.l3.backward_update(k, par, &ws.h2[..n], &ws.dlogits[..n], &mut grad.l3, dh2, true, &update(l3), false);
+        model.l2.backward_update(k, par, &ws.h1[..n], &ws.dh2[..n], &mut grad.l2, dh1, true, &update(l2), false);
         // The input needs no gradient: skip layer 1's dx.
-        model.l1.backward(k, par, &ws.x[..n], &ws.dh1[..n], &mut grad.l1, None, false);
-        update(model, grad, l1);
+        model.l1.backward_update(k, par, &ws.x[..n], &ws.dh1[..n], &mut grad.l1, None, false, &update(l1), false);
         Ok(loss)
     }
 

@@ -5,7 +5,7 @@
 //!
 //! | product | shape | form |
 //! |---|---|---|
-//! | forward `y = x·wᵀ + b` (ReLU fused) | `[m][n]` | dot products along `k` |
+//! | forward `y = x·wᵀ + b` (ReLU fused) | `[m][n]` | dot products along `k` (SIMD: broadcast-axpy over `k` on packed `wᵀ`) |
 //! | input grad `dx = dy·w` (ReLU mask fused) | `[m][k]` | broadcast-axpy over `n` |
 //! | weight grad `dw = dyᵀ·x` | `[n][k]` | broadcast-axpy over `m` |
 //!
@@ -18,6 +18,17 @@
 
 /// `y[m][n] = x[m][k]·w[n][k]ᵀ + b[n]`, then `max(0, ·)` if `relu`.
 pub type ForwardFn = fn(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool);
+/// [`ForwardFn`] for a block of `n` columns of a wider output: `y` points at
+/// element `[0][j0]` of a matrix with row stride `ldy >= n`, so that tasks
+/// can each compute a column block (reading only their rows of `w`) of the
+/// same rows. Kernels pick their method from `(m, ldy)`, never from the
+/// block, so results do not depend on the split.
+///
+/// # Safety
+/// `y.add(i·ldy + c)` must be valid for writes for `i < m`, `c < n`, and not
+/// accessed by anyone else during the call.
+pub type ForwardColsFn =
+    unsafe fn(x: &[f32], w: &[f32], b: &[f32], y: *mut f32, ldy: usize, m: usize, n: usize, k: usize, relu: bool);
 /// `dx[m][k] = dy[m][n]·w[n][k]`, then zeroed where `mask[m][k] <= 0` (the
 /// ReLU that produced the layer's input) if a mask is given.
 pub type InputGradFn = fn(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize);
@@ -25,13 +36,20 @@ pub type InputGradFn = fn(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[
 /// caller can hand a task the column block `dy[:, j0..j0+n]` by offsetting.
 pub type WeightGradFn = fn(dy: &[f32], ldy: usize, x: &[f32], dw: &mut [f32], m: usize, n: usize, k: usize);
 
+/// `params -= lr·(grads + wd·params)` elementwise: plain SGD (no momentum),
+/// rounded exactly like `optim::Sgd::step` (a multiply, an add, a multiply
+/// and a subtract per element, never fused).
+pub type SgdFn = fn(params: &mut [f32], grads: &[f32], lr: f32, wd: f32);
+
 /// A set of kernels. Choosing one is the only run-time dispatch in the math.
 #[derive(Clone, Copy)]
 pub struct Kernels {
     pub name: &'static str,
     pub forward: ForwardFn,
+    pub forward_cols: ForwardColsFn,
     pub input_grad: InputGradFn,
     pub weight_grad: WeightGradFn,
+    pub sgd: SgdFn,
 }
 
 impl core::fmt::Debug for Kernels {
@@ -45,15 +63,19 @@ impl Kernels {
     pub const PORTABLE: Kernels = Kernels {
         name: "portable",
         forward: portable::forward,
+        forward_cols: portable::forward_cols,
         input_grad: portable::input_grad,
         weight_grad: portable::weight_grad,
+        sgd: portable::sgd,
     };
     /// The reference loops: slow, obviously right.
     pub const NAIVE: Kernels = Kernels {
         name: "naive",
         forward: naive::forward,
+        forward_cols: naive::forward_cols,
         input_grad: naive::input_grad,
         weight_grad: naive::weight_grad,
+        sgd: naive::sgd,
     };
 }
 
@@ -73,7 +95,60 @@ pub fn bias_grad(dy: &[f32], db: &mut [f32], m: usize, n: usize) {
     }
 }
 
+/// A [`ForwardColsFn`] from a [`ForwardFn`] whose results do not depend on
+/// `m`: one row at a time.
+///
+/// # Safety
+/// As [`ForwardColsFn`].
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn forward_cols_by_rows(
+    f: ForwardFn,
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: *mut f32,
+    ldy: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    relu: bool,
+) {
+    assert!(ldy >= n && x.len() >= m * k);
+    for i in 0..m {
+        // SAFETY: row i of the block, valid and exclusive by contract.
+        let yr = unsafe { core::slice::from_raw_parts_mut(y.add(i * ldy), n) };
+        f(&x[i * k..][..k], w, b, yr, 1, n, k, relu);
+    }
+}
+
 pub mod naive {
+    /// # Safety
+    /// See [`super::ForwardColsFn`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn forward_cols(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: *mut f32,
+        ldy: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        relu: bool,
+    ) {
+        // SAFETY: forwarded.
+        unsafe { super::forward_cols_by_rows(forward, x, w, b, y, ldy, m, n, k, relu) }
+    }
+
+    pub fn sgd(params: &mut [f32], grads: &[f32], lr: f32, wd: f32) {
+        assert_eq!(params.len(), grads.len(), "sgd: params and grads differ in length");
+        for (p, &g) in params.iter_mut().zip(grads) {
+            let g = g + wd * *p;
+            *p -= lr * g;
+        }
+    }
+
     pub fn forward(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
         for i in 0..m {
             for j in 0..n {
@@ -119,6 +194,27 @@ pub mod naive {
 pub mod portable {
     //! Register-tiled loops written so that LLVM's vectorizers map the lane
     //! arrays onto SIMD registers (SSE/AVX/NEON) or FPU registers (M4F).
+
+    pub use super::naive::sgd;
+
+    /// # Safety
+    /// See [`super::ForwardColsFn`].
+    #[allow(clippy::too_many_arguments)]
+    pub unsafe fn forward_cols(
+        x: &[f32],
+        w: &[f32],
+        b: &[f32],
+        y: *mut f32,
+        ldy: usize,
+        m: usize,
+        n: usize,
+        k: usize,
+        relu: bool,
+    ) {
+        // SAFETY: forwarded; the portable forward's per-element arithmetic
+        // does not depend on the row tile.
+        unsafe { super::forward_cols_by_rows(forward, x, w, b, y, ldy, m, n, k, relu) }
+    }
 
     /// Lanes per accumulator vector in the dot-product kernel.
     const L: usize = 8;
@@ -359,6 +455,18 @@ mod tests {
             (kern.forward)(&x, &w, &b, &mut y1, m, n, k, relu);
             close(&y1[..m * n], &y0[..m * n], k);
         }
+        // forward_cols over two column blocks equals forward.
+        for relu in [false, true] {
+            (kern.forward)(&x, &w, &b, &mut y0, m, n, k, relu);
+            y1[..m * n].fill(7.0);
+            let j0 = n / 2;
+            // SAFETY: both blocks lie inside y1[m][n]; calls are sequential.
+            unsafe {
+                (kern.forward_cols)(&x, &w, &b, y1.as_mut_ptr(), n, m, j0, k, relu);
+                (kern.forward_cols)(&x, &w[j0 * k..], &b[j0..], y1.as_mut_ptr().add(j0), n, m, n - j0, k, relu);
+            }
+            assert!(y0[..m * n] == y1[..m * n], "{}: forward_cols differs from forward", kern.name);
+        }
         for mask in [None, Some(&x[..m * k])] {
             naive::input_grad(&dy, &w, &mut y0, mask, m, n, k);
             (kern.input_grad)(&dy, &w, &mut y1, mask, m, n, k);
@@ -388,6 +496,27 @@ mod tests {
     fn odd_sizes() {
         for &(m, n, k) in &[(1, 1, 1), (3, 17, 63), (5, 3, 65), (1, 7, 513), (17, 1, 33), (4, 4, 16)] {
             check(&Kernels::PORTABLE, m, n, k, 9);
+        }
+    }
+
+    /// Every kernel set's SGD matches `optim::Sgd` bit for bit.
+    pub fn check_sgd(kern: &Kernels, n: usize, seed: u64) {
+        let p0 = fill(seed, n);
+        let g = fill(seed + 1, n);
+        for (lr, wd) in [(1e-3, 0.0), (0.1, 1e-2), (0.7, -0.3)] {
+            let o = crate::optim::Sgd { lr, weight_decay: wd, ..Default::default() };
+            let (mut a, mut b) = (p0, p0);
+            o.step(lr, 3, &mut a[..n], &g[..n], &mut []);
+            (kern.sgd)(&mut b[..n], &g[..n], lr, wd);
+            assert!(a[..n].iter().zip(&b[..n]).all(|(x, y)| x.to_bits() == y.to_bits()), "{} sgd n={n}", kern.name);
+        }
+    }
+
+    #[test]
+    fn sgd_matches_optimizer() {
+        for n in [0, 1, 7, 15, 16, 17, 63, 100, 4096] {
+            check_sgd(&Kernels::PORTABLE, n, n as u64);
+            check_sgd(&Kernels::NAIVE, n, n as u64);
         }
     }
 

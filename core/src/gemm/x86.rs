@@ -9,20 +9,24 @@
 //! `fn`s in the returned [`Kernels`] check slice lengths, then run on raw
 //! pointers.
 //!
-//! * **forward** (`y = x·wᵀ + b`): dot products along `k`. A tile of
-//!   `MR` rows of `x` × `NR` rows of `w` keeps `MR·NR` vector accumulators;
-//!   each step loads `MR + NR` vectors for `MR·NR` FMAs. The last partial
-//!   vector of `k` is a masked (zero-filling) load. Four accumulators at a
-//!   time are reduced horizontally, then bias and ReLU are applied. For a
-//!   thin layer (`n ≤ 12`, e.g. 512→10) one tile spans all `n` outputs, so
-//!   each row of `x` is read once.
+//! * **forward** (`y = x·wᵀ + b`), batches of `m ≥ 8` rows and `n > 12`
+//!   outputs: the same broadcast-FMA tiles as input grad (below) over
+//!   `wᵀ`: output column blocks of `NV` vectors, the sum over `k` in blocks
+//!   whose `k × NV·W` slice of `w` is transposed (`W × W` register
+//!   transposes) into a stack buffer; bias on the first block, ReLU on the
+//!   last. Otherwise (one row, or a thin layer such as 512→10) dot products
+//!   along `k`: a tile of `MR` rows of `x` × `NR` rows of `w` keeps `MR·NR`
+//!   vector accumulators, reduced horizontally four at a time at the end.
 //! * **input grad** (`dx = dy·w`) and **weight grad** (`dw = dyᵀ·x`): both
 //!   are `out[r][p..] = Σ_t a(r, t) · b[t][p..]` with different strides for
 //!   the coefficients `a`, computed by one broadcast-FMA ("axpy") tile of
 //!   `MR` output rows × `NV` vectors. Column blocks of `b` are sized to stay
 //!   in L1 while all row tiles sweep them; for input grad the reduction over
 //!   `n` is blocked too (partial sums go through `dx`), the block of `w` is
-//!   packed, and the ReLU mask is applied when the last block is stored.
+//!   packed, and the ReLU mask is applied when the last block is stored; for
+//!   weight grad the block of `x` is copied to a contiguous buffer (in place,
+//!   a power-of-two `k` maps its rows onto a few L1 sets).
+//! * **sgd** (`p -= lr·(g + wd·p)`): vectorized, with the scalar rounding.
 //!
 //! Each micro-kernel is compiled as its own small function (see
 //! [`Isa::run`]): inlined into one big function, LLVM's register allocator
@@ -37,7 +41,14 @@ use core::arch::x86_64::*;
 /// The CPU must support AVX2 and FMA (`is_x86_feature_detected!("avx2")`
 /// and `("fma")`); the kernels execute those instructions unconditionally.
 pub unsafe fn avx2_fma() -> Kernels {
-    Kernels { name: "avx2", forward: forward_avx2, input_grad: input_grad_avx2, weight_grad: weight_grad_avx2 }
+    Kernels {
+        name: "avx2",
+        forward: forward_avx2,
+        forward_cols: forward_cols_avx2,
+        input_grad: input_grad_avx2,
+        weight_grad: weight_grad_avx2,
+        sgd: sgd_avx2,
+    }
 }
 
 /// The AVX-512 kernel set (AVX-512F and VL, plus AVX2 and FMA instructions).
@@ -47,7 +58,14 @@ pub unsafe fn avx2_fma() -> Kernels {
 /// speed: without it, values touched by 256-bit instructions are confined to
 /// 16 registers and the accumulators spill.)
 pub unsafe fn avx512() -> Kernels {
-    Kernels { name: "avx512", forward: forward_avx512, input_grad: input_grad_avx512, weight_grad: weight_grad_avx512 }
+    Kernels {
+        name: "avx512",
+        forward: forward_avx512,
+        forward_cols: forward_cols_avx512,
+        input_grad: input_grad_avx512,
+        weight_grad: weight_grad_avx512,
+        sgd: sgd_avx512,
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -75,21 +93,53 @@ fn check_weight_grad(dy: &[f32], ldy: usize, x: &[f32], dw: &[f32], m: usize, n:
 }
 
 macro_rules! entry_points {
-    ($feat:literal, $S:ty, $fwd:ident, $ig:ident, $wg:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident,
-     fwd = ($MR:literal, $NR:literal, $TMR:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal)) => {
+    ($feat:literal, $S:ty, $fwd:ident, $fwdc:ident, $ig:ident, $wg:ident, $sgd:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident, $sgd_tf:ident,
+     fwd = ($MR:literal, $NR:literal, $TMR:literal, $FKB:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal)) => {
         #[allow(clippy::too_many_arguments)]
         fn $fwd(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
             check_forward(x, w, b, y, m, n, k);
-            let f = Fwd { x: x.as_ptr(), w: w.as_ptr(), b: b.as_ptr(), y: y.as_mut_ptr(), m, n, k, relu };
+            let f = Fwd { x: x.as_ptr(), w: w.as_ptr(), b: b.as_ptr(), y: y.as_mut_ptr(), ldy: n, m, n, k, relu };
             // SAFETY: lengths checked above; the features are promised by
             // the caller of the constructor that handed out this fn.
             unsafe { $fwd_tf(f) }
         }
 
+        /// # Safety
+        /// See `gemm::ForwardColsFn`.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $fwdc(
+            x: &[f32],
+            w: &[f32],
+            b: &[f32],
+            y: *mut f32,
+            ldy: usize,
+            m: usize,
+            n: usize,
+            k: usize,
+            relu: bool,
+        ) {
+            check_forward(x, w, b, &[], 0, n, k);
+            assert!(x.len() >= prod(m, k) && ldy >= n);
+            let f = Fwd { x: x.as_ptr(), w: w.as_ptr(), b: b.as_ptr(), y, ldy, m, n, k, relu };
+            // SAFETY: x, w, b checked; y is the caller's contract.
+            unsafe { $fwd_tf(f) }
+        }
+
         #[target_feature(enable = $feat)]
         unsafe fn $fwd_tf(f: Fwd) {
-            // SAFETY: forwarded from the wrapper.
-            unsafe { forward_impl::<$S, $MR, $NR, $TMR>(f) }
+            // SAFETY: forwarded from the wrapper. The choice depends on the
+            // whole layer (ldy, m), not on a column block, so that results
+            // do not depend on how the outputs are split.
+            unsafe {
+                if f.n == 0 {
+                    return;
+                }
+                if f.ldy > 12 && f.m >= FWD_PACK_MIN_M {
+                    forward_packed::<$S, $AMR, $ANV>(f, $FKB)
+                } else {
+                    forward_impl::<$S, $MR, $NR, $TMR>(f)
+                }
+            }
         }
 
         fn $ig(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize) {
@@ -116,6 +166,18 @@ macro_rules! entry_points {
             // SAFETY: forwarded from the wrapper.
             unsafe { weight_grad_impl::<$S, $AMR, $ANV>(dy, ldy, x, dw, m, n, k) }
         }
+
+        fn $sgd(params: &mut [f32], grads: &[f32], lr: f32, wd: f32) {
+            assert_eq!(params.len(), grads.len(), "sgd: params and grads differ in length");
+            // SAFETY: as for forward.
+            unsafe { $sgd_tf(params.as_mut_ptr(), grads.as_ptr(), params.len(), lr, wd) }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn $sgd_tf(p: *mut f32, g: *const f32, n: usize, lr: f32, wd: f32) {
+            // SAFETY: forwarded from the wrapper.
+            unsafe { sgd_impl::<$S>(p, g, n, lr, wd) }
+        }
     };
 }
 
@@ -123,24 +185,30 @@ entry_points!(
     "avx2,fma",
     Avx2,
     forward_avx2,
+    forward_cols_avx2,
     input_grad_avx2,
     weight_grad_avx2,
+    sgd_avx2,
     forward_avx2_tf,
     input_grad_avx2_tf,
     weight_grad_avx2_tf,
-    fwd = (2, 6, 1),
+    sgd_avx2_tf,
+    fwd = (2, 6, 1, 64),
     axpy = (4, 3, 64)
 );
 entry_points!(
     "avx512f,avx512vl,avx2,fma",
     Avx512,
     forward_avx512,
+    forward_cols_avx512,
     input_grad_avx512,
     weight_grad_avx512,
+    sgd_avx512,
     forward_avx512_tf,
     input_grad_avx512_tf,
     weight_grad_avx512_tf,
-    fwd = (4, 6, 2),
+    sgd_avx512_tf,
+    fwd = (4, 6, 2, 64),
     axpy = (4, 6, 64)
 );
 
@@ -166,10 +234,16 @@ trait Isa {
     unsafe fn splat(p: *const f32) -> Self::V;
     /// `a·b + c`
     unsafe fn fma(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+    unsafe fn set1(x: f32) -> Self::V;
+    unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
     /// `v` with lanes zeroed where `mask <= 0` (NaN keeps, like the naive loop).
     unsafe fn mask_le0(v: Self::V, mask: Self::V) -> Self::V;
     /// The horizontal sums of four vectors.
     unsafe fn hsum4(a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
+    /// `dst[c·ldd + r] = src[r·lds + c]` for a `W × W` block.
+    unsafe fn transpose(src: *const f32, lds: usize, dst: *mut f32, ldd: usize);
     /// Runs `f` inside a separate (not inlined) function compiled with this
     /// ISA's features. Each micro-kernel goes through it, so that it gets a
     /// small function of its own: inlined into one huge function, the
@@ -256,6 +330,26 @@ impl Isa for Avx2 {
         unsafe { _mm256_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
+    unsafe fn set1(x: f32) -> __m256 {
+        // SAFETY: register-only op; caller has the features.
+        unsafe { _mm256_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: register-only op; caller has the features.
+        unsafe { _mm256_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: register-only op; caller has the features.
+        unsafe { _mm256_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: register-only op; caller has the features.
+        unsafe { _mm256_mul_ps(a, b) }
+    }
+    #[inline(always)]
     unsafe fn mask_le0(v: __m256, mask: __m256) -> __m256 {
         // SAFETY: caller has AVX.
         unsafe { _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_NLE_UQ>(mask, _mm256_setzero_ps())) }
@@ -264,6 +358,36 @@ impl Isa for Avx2 {
     unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
         // SAFETY: caller has AVX.
         unsafe { hsum4_256(a, b, c, d) }
+    }
+    #[inline(always)]
+    unsafe fn transpose(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        // SAFETY: caller guarantees the 8 × 8 blocks are accessible.
+        unsafe {
+            let r: [__m256; 8] = core::array::from_fn(|i| _mm256_loadu_ps(src.add(i * lds)));
+            let t: [__m256; 8] = core::array::from_fn(|i| {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                if i & 1 == 0 {
+                    _mm256_unpacklo_ps(a, b)
+                } else {
+                    _mm256_unpackhi_ps(a, b)
+                }
+            });
+            // s[4h + q]: from t[4h + {0,2}] (q < 2) or t[4h + {1,3}].
+            let s: [__m256; 8] = core::array::from_fn(|i| {
+                let (h, q) = (i / 4 * 4, i % 4);
+                let (a, b) = (t[h + q / 2], t[h + q / 2 + 2]);
+                if q % 2 == 0 {
+                    _mm256_shuffle_ps::<0x44>(a, b)
+                } else {
+                    _mm256_shuffle_ps::<0xEE>(a, b)
+                }
+            });
+            for i in 0..8 {
+                let (a, b) = (s[i % 4], s[i % 4 + 4]);
+                let v = if i < 4 { _mm256_permute2f128_ps::<0x20>(a, b) } else { _mm256_permute2f128_ps::<0x31>(a, b) };
+                _mm256_storeu_ps(dst.add(i * ldd), v);
+            }
+        }
     }
     #[inline(always)]
     unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
@@ -311,6 +435,26 @@ impl Isa for Avx512 {
         unsafe { _mm512_fmadd_ps(a, b, c) }
     }
     #[inline(always)]
+    unsafe fn set1(x: f32) -> __m512 {
+        // SAFETY: register-only op; caller has the features.
+        unsafe { _mm512_set1_ps(x) }
+    }
+    #[inline(always)]
+    unsafe fn add(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: register-only op; caller has the features.
+        unsafe { _mm512_add_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sub(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: register-only op; caller has the features.
+        unsafe { _mm512_sub_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn mul(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: register-only op; caller has the features.
+        unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
     unsafe fn mask_le0(v: __m512, mask: __m512) -> __m512 {
         // SAFETY: caller has AVX-512F.
         unsafe { _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NLE_UQ>(mask, _mm512_setzero_ps()), v) }
@@ -341,6 +485,42 @@ impl Isa for Avx512 {
         }
     }
     #[inline(always)]
+    unsafe fn transpose(src: *const f32, lds: usize, dst: *mut f32, ldd: usize) {
+        // SAFETY: caller guarantees the 16 × 16 blocks are accessible.
+        unsafe {
+            let r: [__m512; 16] = core::array::from_fn(|i| _mm512_loadu_ps(src.add(i * lds)));
+            // Pairs of rows interleaved (32-bit), then pairs of pairs (64-bit).
+            let t: [__m512; 16] = core::array::from_fn(|i| {
+                let (a, b) = (r[i & !1], r[i | 1]);
+                if i & 1 == 0 {
+                    _mm512_unpacklo_ps(a, b)
+                } else {
+                    _mm512_unpackhi_ps(a, b)
+                }
+            });
+            let u: [__m512; 16] = core::array::from_fn(|i| {
+                let (h, q) = (i / 4 * 4, i % 4);
+                let (a, b) = (_mm512_castps_pd(t[h + q / 2]), _mm512_castps_pd(t[h + q / 2 + 2]));
+                _mm512_castpd_ps(if q % 2 == 0 { _mm512_unpacklo_pd(a, b) } else { _mm512_unpackhi_pd(a, b) })
+            });
+            // 128-bit lanes: first across groups of 4 rows, then of 8.
+            let v: [__m512; 16] = core::array::from_fn(|i| {
+                let (h, q) = (i / 8 * 8, i % 8);
+                let (a, b) = (u[h + q % 4], u[h + q % 4 + 4]);
+                if q < 4 {
+                    _mm512_shuffle_f32x4::<0x88>(a, b)
+                } else {
+                    _mm512_shuffle_f32x4::<0xDD>(a, b)
+                }
+            });
+            for i in 0..16 {
+                let (a, b) = (v[i % 8], v[i % 8 + 8]);
+                let o = if i < 8 { _mm512_shuffle_f32x4::<0x88>(a, b) } else { _mm512_shuffle_f32x4::<0xDD>(a, b) };
+                _mm512_storeu_ps(dst.add(i * ldd), o);
+            }
+        }
+    }
+    #[inline(always)]
     unsafe fn run<R>(f: impl FnOnce() -> R) -> R {
         // SAFETY: the caller has the features.
         unsafe { run_avx512(f) }
@@ -356,6 +536,9 @@ struct Fwd {
     w: *const f32,
     b: *const f32,
     y: *mut f32,
+    /// Row stride of `y` (`>= n`): the whole layer's width when `n` is a
+    /// column block of it.
+    ldy: usize,
     m: usize,
     n: usize,
     k: usize,
@@ -508,7 +691,7 @@ unsafe fn fwd_tile<S: Isa, const MR: usize, const NR: usize>(f: Fwd, i: usize, j
             }
         }
         for (r, row) in sums.iter().enumerate() {
-            let y = f.y.add((i + r) * f.n + j);
+            let y = f.y.add((i + r) * f.ldy + j);
             for (c, &s) in row.iter().enumerate() {
                 let v = s + *f.b.add(j + c);
                 *y.add(c) = if f.relu && v < 0.0 { 0.0 } else { v };
@@ -536,6 +719,11 @@ struct Axpy {
     ldo: usize,
     mask: *const f32,
     acc_in: bool,
+    /// Initial value of every row (`cols` floats), unless `acc_in`; null
+    /// for zero.
+    bias: *const f32,
+    /// Zero lanes `<= 0` before storing.
+    relu: bool,
 }
 
 #[inline(always)]
@@ -550,6 +738,14 @@ unsafe fn axpy_tile<S: Isa, const MR: usize, const NV: usize, const TAIL: bool>(
                 let o = t.out.add(r * t.ldo);
                 for (c, v) in row.iter_mut().enumerate() {
                     *v = if last(c) { S::load_n(o.add(c * S::W), tail) } else { S::load(o.add(c * S::W)) };
+                }
+            }
+        } else if !t.bias.is_null() {
+            for c in 0..NV {
+                let bp = t.bias.add(c * S::W);
+                let v = if last(c) { S::load_n(bp, tail) } else { S::load(bp) };
+                for row in acc.iter_mut() {
+                    row[c] = v;
                 }
             }
         }
@@ -579,6 +775,7 @@ unsafe fn axpy_tile<S: Isa, const MR: usize, const NV: usize, const TAIL: bool>(
                     let mp = t.mask.add(r * t.ldo + c * S::W);
                     S::mask_le0(v, if last(c) { S::load_n(mp, tail) } else { S::load(mp) })
                 };
+                let v = if t.relu { S::mask_le0(v, v) } else { v };
                 if last(c) {
                     S::store_n(o.add(c * S::W), v, tail);
                 } else {
@@ -635,6 +832,13 @@ unsafe fn axpy_rows<S: Isa, const MR: usize, const NV: usize>(rows: usize, cols:
     }
 }
 
+/// Below this many rows, forward uses dot products: the packed `wᵀ` block
+/// would serve too few rows to repay its transpose.
+const FWD_PACK_MIN_M: usize = 8;
+
+/// From this many rows of `dw` on, weight grad copies blocks of `x`.
+const WG_PACK_MIN_N: usize = 32;
+
 /// Rows and columns of the packed block of `w` in input grad (24 KB).
 const PACK_ROWS: usize = 64;
 const PACK_COLS: usize = 96;
@@ -679,6 +883,8 @@ unsafe fn input_grad_impl<S: Isa, const MR: usize, const NV: usize>(
                     ldo: k,
                     mask: if mask.is_null() { mask } else { mask.add(i * k + p) },
                     acc_in: false,
+                    bias: core::ptr::null(),
+                    relu: false,
                 });
             }
             let mut j = 0;
@@ -702,10 +908,88 @@ unsafe fn input_grad_impl<S: Isa, const MR: usize, const NV: usize>(
                     ldo: k,
                     mask: if mask.is_null() || !last { core::ptr::null() } else { mask.add(i * k + p) },
                     acc_in: j > 0,
+                    bias: core::ptr::null(),
+                    relu: false,
                 });
                 j += jb;
             }
             p += cols;
+        }
+    }
+}
+
+/// `pack[t][c] = src[c·lds + t]` for `c < cols`, `t < rows` (row stride
+/// `PACK_COLS`): a block of `w` transposed, `W × W` at a time.
+#[inline(always)]
+unsafe fn pack_t<S: Isa>(src: *const f32, lds: usize, pack: *mut f32, cols: usize, rows: usize) {
+    // SAFETY: the caller keeps cols ≤ PACK_COLS, rows ≤ PACK_ROWS and the
+    // source block inside w.
+    unsafe {
+        let (cf, rf) = (cols / S::W * S::W, rows / S::W * S::W);
+        let mut c = 0;
+        while c < cf {
+            let mut t = 0;
+            while t < rf {
+                S::transpose(src.add(c * lds + t), lds, pack.add(t * PACK_COLS + c), PACK_COLS);
+                t += S::W;
+            }
+            for cc in c..c + S::W {
+                for tt in rf..rows {
+                    *pack.add(tt * PACK_COLS + cc) = *src.add(cc * lds + tt);
+                }
+            }
+            c += S::W;
+        }
+        for cc in cf..cols {
+            for tt in 0..rows {
+                *pack.add(tt * PACK_COLS + cc) = *src.add(cc * lds + tt);
+            }
+        }
+    }
+}
+
+/// Forward as broadcast-FMA tiles: `y[i][j..j+NV·W] = b + Σ_p x[i][p] ·
+/// wᵀ[p][j..]`. Output column blocks of `NV·W`; the sum over `k` in blocks
+/// of `kb`, each `kb × NV·W` block of `wᵀ` transposed into a stack buffer
+/// that stays in L1 while all row tiles use it; partial sums go through `y`,
+/// bias on the first block, ReLU on the last.
+#[inline(always)]
+unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize>(f: Fwd, kb: usize) {
+    let mut pack = [core::mem::MaybeUninit::<f32>::uninit(); PACK_ROWS * PACK_COLS];
+    // SAFETY: all tiles lie inside x[m][k], w[n][k], b[n], y[m][n]; the
+    // packed block is pb ≤ PACK_ROWS rows of cols ≤ PACK_COLS.
+    unsafe {
+        let nc = NV * S::W;
+        debug_assert!(nc <= PACK_COLS && kb <= PACK_ROWS);
+        let pk = pack.as_mut_ptr().cast::<f32>();
+        let mut j = 0;
+        while j < f.n {
+            let cols = nc.min(f.n - j);
+            let mut p = 0;
+            loop {
+                let pb = kb.min(f.k - p);
+                let last = p + pb == f.k;
+                pack_t::<S>(f.w.add(j * f.k + p), f.k, pk, cols, pb);
+                axpy_rows::<S, MR, NV>(f.m, cols, |i| Axpy {
+                    a: f.x.add(i * f.k + p),
+                    ars: f.k,
+                    ats: 1,
+                    b: pk,
+                    ldb: PACK_COLS,
+                    t_len: pb,
+                    out: f.y.add(i * f.ldy + j),
+                    ldo: f.ldy,
+                    mask: core::ptr::null(),
+                    acc_in: p > 0,
+                    bias: if p == 0 { f.b.add(j) } else { core::ptr::null() },
+                    relu: f.relu && last,
+                });
+                p += pb;
+                if last {
+                    break;
+                }
+            }
+            j += cols;
         }
     }
 }
@@ -724,25 +1008,85 @@ unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize>(
     n: usize,
     k: usize,
 ) {
-    // SAFETY: all tiles lie inside dy (stride ldy), x[m][k], dw[n][k].
+    let mut pack = [core::mem::MaybeUninit::<f32>::uninit(); PACK_ROWS * PACK_COLS];
+    // SAFETY: all tiles lie inside dy (stride ldy), x[m][k], dw[n][k]; the
+    // packed block is ib ≤ PACK_ROWS rows of cols ≤ kc ≤ PACK_COLS.
     unsafe {
         let kc = NV * S::W;
+        debug_assert!(kc <= PACK_COLS);
+        let pk = pack.as_mut_ptr().cast::<f32>();
         let mut p = 0;
         while p < k {
             let cols = kc.min(k - p);
-            axpy_rows::<S, MR, NV>(n, cols, |j| Axpy {
-                a: dy.add(j),
-                ars: 1,
-                ats: ldy,
-                b: x.add(p),
-                ldb: k,
-                t_len: m,
-                out: dw.add(j * k + p),
-                ldo: k,
-                mask: core::ptr::null(),
-                acc_in: false,
-            });
+            // Rows of x in blocks, each copied to a contiguous buffer (in
+            // place, rows k floats apart alias onto few L1 sets when k is a
+            // power of two); partial sums over blocks go through dw.
+            // A thin dw (few rows) would not repay the copy.
+            let mut i = 0;
+            loop {
+                let (ib, b, ldb) = if n >= WG_PACK_MIN_N {
+                    let ib = PACK_ROWS.min(m - i);
+                    for t in 0..ib {
+                        core::ptr::copy_nonoverlapping(x.add((i + t) * k + p), pk.add(t * PACK_COLS), cols);
+                    }
+                    (ib, pk.cast_const(), PACK_COLS)
+                } else {
+                    (m, x.add(p), k)
+                };
+                axpy_rows::<S, MR, NV>(n, cols, |j| Axpy {
+                    a: dy.add(i * ldy + j),
+                    ars: 1,
+                    ats: ldy,
+                    b,
+                    ldb,
+                    t_len: ib,
+                    out: dw.add(j * k + p),
+                    ldo: k,
+                    mask: core::ptr::null(),
+                    acc_in: i > 0,
+                    bias: core::ptr::null(),
+                    relu: false,
+                });
+                i += ib;
+                if i >= m {
+                    break;
+                }
+            }
             p += cols;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SGD update.
+
+/// `p -= lr·(g + wd·p)` for `n` elements, with the scalar loop's rounding
+/// (separate multiply, add, multiply, subtract).
+#[inline(always)]
+unsafe fn sgd_impl<S: Isa>(p: *mut f32, g: *const f32, n: usize, lr: f32, wd: f32) {
+    // SAFETY: p and g hold n floats; the tail is masked.
+    unsafe {
+        let (vlr, vwd) = (S::set1(lr), S::set1(wd));
+        let step = |i: usize, len: usize| {
+            let (pv, gv) = if len == S::W {
+                (S::load(p.add(i)), S::load(g.add(i)))
+            } else {
+                (S::load_n(p.add(i), len), S::load_n(g.add(i), len))
+            };
+            let v = S::sub(pv, S::mul(vlr, S::add(gv, S::mul(vwd, pv))));
+            if len == S::W {
+                S::store(p.add(i), v)
+            } else {
+                S::store_n(p.add(i), v, len)
+            }
+        };
+        let mut i = 0;
+        while i + S::W <= n {
+            step(i, S::W);
+            i += S::W;
+        }
+        if i < n {
+            step(i, n - i);
         }
     }
 }
@@ -853,11 +1197,27 @@ mod tests {
     }
 
     #[test]
+    fn sgd_matches_optimizer() {
+        for kern in available() {
+            for n in [0, 1, 7, 15, 16, 17, 63, 100, 4096] {
+                super::super::tests::check_sgd(&kern, n, n as u64);
+            }
+        }
+    }
+
+    #[test]
     fn model_shapes() {
         for kern in available() {
-            for &(m, n, k) in
-                &[(64, 512, 784), (64, 512, 512), (64, 10, 512), (1, 512, 784), (32, 256, 784), (5, 13, 100)]
-            {
+            for &(m, n, k) in &[
+                (64, 512, 784),
+                (64, 512, 512),
+                (64, 10, 512),
+                (1, 512, 784),
+                (32, 256, 784),
+                (5, 13, 100),
+                (130, 40, 100),
+                (9, 100, 17),
+            ] {
                 check_big(&kern, m, n, k, 3);
             }
         }
