@@ -86,27 +86,69 @@ impl Adam {
     /// `bufs = [exp_avg, exp_avg_sq]`.
     pub fn step(&self, lr: f32, step: u64, params: &mut [f32], grads: &[f32], bufs: &mut [&mut [f32]]) {
         let [m, v] = bufs else { panic!("Adam needs 2 state buffers") };
-        assert!(m.len() == params.len() && v.len() == params.len(), "Adam state buffer length");
+        adam_update(&self.coefs(lr, step), params, grads, m, v);
+    }
+
+    /// The per-step scalars of the update (bias corrections for `step`).
+    pub fn coefs(&self, lr: f32, step: u64) -> AdamStep {
         let t = step.max(1) as i32;
         let (b1, b2) = (self.beta1, self.beta2);
         let bc1 = 1.0 - libm::powf(b1, t as f32);
         let bc2 = 1.0 - libm::powf(b2, t as f32);
-        let step_size = lr / bc1;
-        let bc2_sqrt = libm::sqrtf(bc2);
-        let wd = self.weight_decay;
-        let decay = 1.0 - lr * wd;
-        for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
-            let g = if self.decoupled {
-                *p *= decay;
-                g
-            } else {
-                g + wd * *p
-            };
-            *m = b1 * *m + (1.0 - b1) * g;
-            *v = b2 * *v + (1.0 - b2) * g * g;
-            let denom = libm::sqrtf(*v) / bc2_sqrt + self.eps;
-            *p -= step_size * *m / denom;
+        AdamStep {
+            beta1: b1,
+            beta2: b2,
+            one_minus_beta1: 1.0 - b1,
+            one_minus_beta2: 1.0 - b2,
+            step_size: lr / bc1,
+            bc2_sqrt: libm::sqrtf(bc2),
+            eps: self.eps,
+            weight_decay: self.weight_decay,
+            decay: 1.0 - lr * self.weight_decay,
+            decoupled: self.decoupled,
         }
+    }
+}
+
+/// One Adam step's scalars, so that a SIMD kernel (`gemm::Kernels::adam`)
+/// can apply exactly the arithmetic of [`adam_update`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct AdamStep {
+    pub beta1: f32,
+    pub beta2: f32,
+    pub one_minus_beta1: f32,
+    pub one_minus_beta2: f32,
+    pub step_size: f32,
+    pub bc2_sqrt: f32,
+    pub eps: f32,
+    pub weight_decay: f32,
+    /// `1 - lr·wd`, for AdamW.
+    pub decay: f32,
+    pub decoupled: bool,
+}
+
+/// The elementwise Adam/AdamW update, in this exact order of operations
+/// (each a separately rounded f32 operation, never fused), which every
+/// vectorized twin reproduces bit for bit:
+/// ```text
+/// g  = decoupled ? g : g + wd·p        p = decoupled ? p·decay : p
+/// m  = b1·m + (1−b1)·g
+/// v  = b2·v + ((1−b2)·g)·g
+/// p  = p − (step_size·m) / (sqrt(v)/sqrt(bc2) + eps)
+/// ```
+pub fn adam_update(c: &AdamStep, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+    assert!(m.len() == params.len() && v.len() == params.len() && grads.len() == params.len(), "Adam buffer length");
+    for (((p, &g), m), v) in params.iter_mut().zip(grads).zip(m.iter_mut()).zip(v.iter_mut()) {
+        let g = if c.decoupled {
+            *p *= c.decay;
+            g
+        } else {
+            g + c.weight_decay * *p
+        };
+        *m = c.beta1 * *m + c.one_minus_beta1 * g;
+        *v = c.beta2 * *v + c.one_minus_beta2 * g * g;
+        let denom = libm::sqrtf(*v) / c.bc2_sqrt + c.eps;
+        *p -= c.step_size * *m / denom;
     }
 }
 

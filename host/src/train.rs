@@ -122,6 +122,10 @@ impl Trainer {
         // The update is elementwise, so each block of a layer's parameters
         // is updated (with the same range of gradients and state) as soon as
         // its gradient is computed, on whichever thread computed it.
+        let adam = match opt {
+            Optimizer::Adam(a) => Some(a.coefs(lr, step)),
+            _ => None,
+        };
         let update = |base: usize| {
             let bufs = &bufs;
             move |off: usize, params: &mut [f32], grads: &[f32]| {
@@ -132,6 +136,17 @@ impl Trainer {
                     }
                 }
                 let n = params.len();
+                if let Some(c) = &adam {
+                    // SAFETY: as below; Adam has exactly two state buffers.
+                    let (m, v) = unsafe {
+                        (
+                            std::slice::from_raw_parts_mut(bufs.0[0].add(base + off), n),
+                            std::slice::from_raw_parts_mut(bufs.0[1].add(base + off), n),
+                        )
+                    };
+                    // The same math as `Adam::step`, in SIMD, bit for bit.
+                    return (k.adam)(c, params, grads, m, v);
+                }
                 // SAFETY: `backward_update` hands out disjoint parameter
                 // ranges [off, off+n) of the layer, so the state ranges
                 // [base+off, base+off+n) of different calls are disjoint; the

@@ -40,6 +40,9 @@ pub type WeightGradFn = fn(dy: &[f32], ldy: usize, x: &[f32], dw: &mut [f32], m:
 /// rounded exactly like `optim::Sgd::step` (a multiply, an add, a multiply
 /// and a subtract per element, never fused).
 pub type SgdFn = fn(params: &mut [f32], grads: &[f32], lr: f32, wd: f32);
+/// One Adam/AdamW step over `params` with state `m`, `v`, bit-identical to
+/// [`crate::optim::adam_update`].
+pub type AdamFn = fn(c: &crate::optim::AdamStep, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]);
 
 /// A set of kernels. Choosing one is the only run-time dispatch in the math.
 #[derive(Clone, Copy)]
@@ -50,6 +53,7 @@ pub struct Kernels {
     pub input_grad: InputGradFn,
     pub weight_grad: WeightGradFn,
     pub sgd: SgdFn,
+    pub adam: AdamFn,
 }
 
 impl core::fmt::Debug for Kernels {
@@ -67,6 +71,7 @@ impl Kernels {
         input_grad: portable::input_grad,
         weight_grad: portable::weight_grad,
         sgd: portable::sgd,
+        adam: crate::optim::adam_update,
     };
     /// The reference loops: slow, obviously right.
     pub const NAIVE: Kernels = Kernels {
@@ -76,6 +81,7 @@ impl Kernels {
         input_grad: naive::input_grad,
         weight_grad: naive::weight_grad,
         sgd: naive::sgd,
+        adam: crate::optim::adam_update,
     };
 }
 
@@ -509,6 +515,38 @@ mod tests {
             o.step(lr, 3, &mut a[..n], &g[..n], &mut []);
             (kern.sgd)(&mut b[..n], &g[..n], lr, wd);
             assert!(a[..n].iter().zip(&b[..n]).all(|(x, y)| x.to_bits() == y.to_bits()), "{} sgd n={n}", kern.name);
+        }
+    }
+
+    /// Every kernel set's Adam/AdamW matches `optim::Adam` bit for bit over
+    /// several steps (state carried between them).
+    pub fn check_adam(kern: &Kernels, n: usize, seed: u64) {
+        for opt in [
+            crate::optim::Adam::default(),
+            crate::optim::Adam { weight_decay: 0.01, ..Default::default() },
+            crate::optim::Adam::adamw(),
+        ] {
+            let (mut pa, mut pb) = (fill(seed, n), fill(seed, n));
+            let (mut ma, mut va) = ([0.0f32; 4096], [0.0f32; 4096]);
+            let (mut mb, mut vb) = ([0.0f32; 4096], [0.0f32; 4096]);
+            for step in 1..=4u64 {
+                let g = fill(seed + step, n);
+                opt.step(3e-3, step, &mut pa[..n], &g[..n], &mut [&mut ma[..n], &mut va[..n]]);
+                (kern.adam)(&opt.coefs(3e-3, step), &mut pb[..n], &g[..n], &mut mb[..n], &mut vb[..n]);
+                let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same(&pa[..n], &pb[..n]) && same(&ma[..n], &mb[..n]) && same(&va[..n], &vb[..n]),
+                    "{} adam n={n} {opt:?}",
+                    kern.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn adam_matches_optimizer() {
+        for n in [0, 1, 7, 16, 17, 100, 4096] {
+            check_adam(&Kernels::PORTABLE, n, n as u64);
         }
     }
 

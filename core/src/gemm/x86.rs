@@ -35,6 +35,8 @@
 use super::Kernels;
 use core::arch::x86_64::*;
 
+use crate::optim::AdamStep;
+
 /// The AVX2+FMA kernel set.
 ///
 /// # Safety
@@ -48,6 +50,7 @@ pub unsafe fn avx2_fma() -> Kernels {
         input_grad: input_grad_avx2,
         weight_grad: weight_grad_avx2,
         sgd: sgd_avx2,
+        adam: adam_avx2,
     }
 }
 
@@ -65,6 +68,7 @@ pub unsafe fn avx512() -> Kernels {
         input_grad: input_grad_avx512,
         weight_grad: weight_grad_avx512,
         sgd: sgd_avx512,
+        adam: adam_avx512,
     }
 }
 
@@ -238,6 +242,9 @@ trait Isa {
     unsafe fn add(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn sub(a: Self::V, b: Self::V) -> Self::V;
     unsafe fn mul(a: Self::V, b: Self::V) -> Self::V;
+    /// Correctly rounded, like the scalar operations.
+    unsafe fn div(a: Self::V, b: Self::V) -> Self::V;
+    unsafe fn sqrt(a: Self::V) -> Self::V;
     /// `v` with lanes zeroed where `mask <= 0` (NaN keeps, like the naive loop).
     unsafe fn mask_le0(v: Self::V, mask: Self::V) -> Self::V;
     /// The horizontal sums of four vectors.
@@ -350,6 +357,16 @@ impl Isa for Avx2 {
         unsafe { _mm256_mul_ps(a, b) }
     }
     #[inline(always)]
+    unsafe fn div(a: __m256, b: __m256) -> __m256 {
+        // SAFETY: register-only op; the caller has the features.
+        unsafe { _mm256_div_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sqrt(a: __m256) -> __m256 {
+        // SAFETY: register-only op; the caller has the features.
+        unsafe { _mm256_sqrt_ps(a) }
+    }
+    #[inline(always)]
     unsafe fn mask_le0(v: __m256, mask: __m256) -> __m256 {
         // SAFETY: caller has AVX.
         unsafe { _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_NLE_UQ>(mask, _mm256_setzero_ps())) }
@@ -453,6 +470,16 @@ impl Isa for Avx512 {
     unsafe fn mul(a: __m512, b: __m512) -> __m512 {
         // SAFETY: register-only op; caller has the features.
         unsafe { _mm512_mul_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn div(a: __m512, b: __m512) -> __m512 {
+        // SAFETY: register-only op; the caller has the features.
+        unsafe { _mm512_div_ps(a, b) }
+    }
+    #[inline(always)]
+    unsafe fn sqrt(a: __m512) -> __m512 {
+        // SAFETY: register-only op; the caller has the features.
+        unsafe { _mm512_sqrt_ps(a) }
     }
     #[inline(always)]
     unsafe fn mask_le0(v: __m512, mask: __m512) -> __m512 {
@@ -1091,6 +1118,111 @@ unsafe fn sgd_impl<S: Isa>(p: *mut f32, g: *const f32, n: usize, lr: f32, wd: f3
     }
 }
 
+/// Vectorized [`crate::optim::adam_update`]: the same operations in the same
+/// order, each correctly rounded (no FMA), so the results are bit-identical.
+/// (Plain `#[inline(always)]` functions, not closures: closures are not
+/// inlined into the `#[target_feature]` caller and lose its features.)
+#[inline(always)]
+unsafe fn adam_impl<S: Isa>(c: &AdamStep, p: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, n: usize) {
+    // SAFETY: p, g, m, v hold n floats; the tail is masked.
+    unsafe {
+        let k = AdamV::<S> {
+            b1: S::set1(c.beta1),
+            b2: S::set1(c.beta2),
+            ob1: S::set1(c.one_minus_beta1),
+            ob2: S::set1(c.one_minus_beta2),
+            ss: S::set1(c.step_size),
+            bc2s: S::set1(c.bc2_sqrt),
+            eps: S::set1(c.eps),
+            wd: S::set1(c.weight_decay),
+            decay: S::set1(c.decay),
+            decoupled: c.decoupled,
+        };
+        let mut i = 0;
+        while i + S::W <= n {
+            let (pv, mv, vv) =
+                adam_lanes::<S>(&k, S::load(p.add(i)), S::load(g.add(i)), S::load(m.add(i)), S::load(v.add(i)));
+            S::store(m.add(i), mv);
+            S::store(v.add(i), vv);
+            S::store(p.add(i), pv);
+            i += S::W;
+        }
+        if i < n {
+            let l = n - i;
+            let (pv, mv, vv) = adam_lanes::<S>(
+                &k,
+                S::load_n(p.add(i), l),
+                S::load_n(g.add(i), l),
+                S::load_n(m.add(i), l),
+                S::load_n(v.add(i), l),
+            );
+            S::store_n(m.add(i), mv, l);
+            S::store_n(v.add(i), vv, l);
+            S::store_n(p.add(i), pv, l);
+        }
+    }
+}
+
+struct AdamV<S: Isa> {
+    b1: S::V,
+    b2: S::V,
+    ob1: S::V,
+    ob2: S::V,
+    ss: S::V,
+    bc2s: S::V,
+    eps: S::V,
+    wd: S::V,
+    decay: S::V,
+    decoupled: bool,
+}
+
+/// One vector of the update: returns the new (p, m, v).
+#[inline(always)]
+unsafe fn adam_lanes<S: Isa>(k: &AdamV<S>, pv: S::V, gv: S::V, mv: S::V, vv: S::V) -> (S::V, S::V, S::V) {
+    // SAFETY: register-only ops; the caller has the features.
+    unsafe {
+        let (mut pv, mut gv) = (pv, gv);
+        if k.decoupled {
+            pv = S::mul(pv, k.decay);
+        } else {
+            gv = S::add(gv, S::mul(k.wd, pv));
+        }
+        let mv = S::add(S::mul(k.b1, mv), S::mul(k.ob1, gv));
+        let vv = S::add(S::mul(k.b2, vv), S::mul(S::mul(k.ob2, gv), gv));
+        let denom = S::add(S::div(S::sqrt(vv), k.bc2s), k.eps);
+        (S::sub(pv, S::div(S::mul(k.ss, mv), denom)), mv, vv)
+    }
+}
+
+fn check_adam(params: &[f32], grads: &[f32], m: &[f32], v: &[f32]) {
+    let n = params.len();
+    assert!(grads.len() == n && m.len() == n && v.len() == n, "adam: buffers differ in length");
+}
+
+fn adam_avx2(c: &AdamStep, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+    check_adam(params, grads, m, v);
+    // SAFETY: lengths checked; AVX2 promised by the constructor's caller.
+    unsafe { adam_avx2_tf(c, params.as_mut_ptr(), grads.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), params.len()) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+unsafe fn adam_avx2_tf(c: &AdamStep, p: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, n: usize) {
+    // SAFETY: forwarded from the wrapper.
+    unsafe { adam_impl::<Avx2>(c, p, g, m, v, n) }
+}
+
+fn adam_avx512(c: &AdamStep, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]) {
+    check_adam(params, grads, m, v);
+    // SAFETY: lengths checked; AVX-512 promised by the constructor's caller.
+    unsafe { adam_avx512_tf(c, params.as_mut_ptr(), grads.as_ptr(), m.as_mut_ptr(), v.as_mut_ptr(), params.len()) }
+}
+
+#[target_feature(enable = "avx512f,avx512vl,avx2,fma")]
+unsafe fn adam_avx512_tf(c: &AdamStep, p: *mut f32, g: *const f32, m: *mut f32, v: *mut f32, n: usize) {
+    // SAFETY: forwarded from the wrapper.
+    unsafe { adam_impl::<Avx512>(c, p, g, m, v, n) }
+}
+
 #[cfg(test)]
 mod tests {
     extern crate std;
@@ -1201,6 +1333,7 @@ mod tests {
         for kern in available() {
             for n in [0, 1, 7, 15, 16, 17, 63, 100, 4096] {
                 super::super::tests::check_sgd(&kern, n, n as u64);
+                super::super::tests::check_adam(&kern, n, n as u64);
             }
         }
     }
