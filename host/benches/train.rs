@@ -7,7 +7,7 @@ use tailor::checkpoint::Meta;
 use tailor::data::Split;
 use tailor::par::Threads;
 use tailor::train::{Trainer, Ws};
-use tailor_core::optim::{Optimizer, Schedule, Sgd};
+use tailor_core::optim::{Optimizer, Sgd};
 use tailor_core::par::Par;
 use tailor_core::SeedMlp;
 
@@ -20,20 +20,7 @@ fn data(n: usize) -> Split {
 }
 
 fn meta(opt: Optimizer) -> Meta {
-    Meta {
-        epoch: 0,
-        step: 0,
-        epochs: 1,
-        batch_size: 64,
-        seed: 0,
-        shuffle: false,
-        optimizer: opt,
-        schedule: Schedule::Constant,
-        pixel_mean: 0.0,
-        pixel_std: 1.0,
-        test_accuracy: None,
-        optim_buffers: 0,
-    }
+    Meta::new(opt)
 }
 
 fn bench(c: &mut Criterion) {

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde::Serialize;
 use tailor_core::gemm::Kernels;
-use tailor_core::optim::{Optimizer, Schedule, Sgd};
+use tailor_core::optim::{Optimizer, Sgd};
 use tailor_core::par::Par;
 use tailor_core::SeedMlp;
 
@@ -46,20 +46,7 @@ pub struct BenchReport {
 }
 
 fn train_pass(kernels: Kernels, par: &dyn Par, split: &data::Split, batches: usize) -> Result<f64> {
-    let meta = Meta {
-        epoch: 0,
-        step: 0,
-        epochs: 1,
-        batch_size: 64,
-        seed: 0,
-        shuffle: false,
-        optimizer: Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }),
-        schedule: Schedule::Constant,
-        pixel_mean: 0.0,
-        pixel_std: 1.0,
-        test_accuracy: None,
-        optim_buffers: 0,
-    };
+    let meta = Meta::new(Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }));
     let mut t = Trainer::new(kernels, meta);
     let order = EpochOrder::new(split.len(), None, 0);
     // Warm up caches and the thread pool.

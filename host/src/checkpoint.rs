@@ -42,6 +42,27 @@ pub struct Meta {
     pub optim_buffers: u32,
 }
 
+impl Meta {
+    /// A fresh run: batch 64, no shuffle, one epoch, ToTensor pixels,
+    /// constant learning rate. Callers override fields as needed.
+    pub fn new(optimizer: Optimizer) -> Self {
+        Meta {
+            epoch: 0,
+            step: 0,
+            epochs: 1,
+            batch_size: 64,
+            seed: 0,
+            shuffle: false,
+            optimizer,
+            schedule: Schedule::Constant,
+            pixel_mean: 0.0,
+            pixel_std: 1.0,
+            test_accuracy: None,
+            optim_buffers: 0,
+        }
+    }
+}
+
 fn dims() -> [u32; 4] {
     SeedMlp::DIMS.map(|d| d as u32)
 }

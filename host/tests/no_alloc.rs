@@ -9,7 +9,7 @@ use tailor::checkpoint::Meta;
 use tailor::data::{EpochOrder, Split};
 use tailor::par::Threads;
 use tailor::train::Trainer;
-use tailor_core::optim::{Adam, Optimizer, Schedule, Sgd};
+use tailor_core::optim::{Adam, Optimizer, Sgd};
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
@@ -44,20 +44,7 @@ fn split(n: usize) -> Split {
 }
 
 fn meta(optimizer: Optimizer) -> Meta {
-    Meta {
-        epoch: 0,
-        step: 0,
-        epochs: 1,
-        batch_size: 64,
-        seed: 1,
-        shuffle: true,
-        optimizer,
-        schedule: Schedule::Constant,
-        pixel_mean: 0.0,
-        pixel_std: 1.0,
-        test_accuracy: None,
-        optim_buffers: 0,
-    }
+    Meta { seed: 1, shuffle: true, ..Meta::new(optimizer) }
 }
 
 #[test]

@@ -7,7 +7,7 @@ use tailor::checkpoint::Meta;
 use tailor::data::{EpochOrder, Split};
 use tailor::par::Threads;
 use tailor::train::Trainer;
-use tailor_core::optim::{Adam, Optimizer, Schedule};
+use tailor_core::optim::{Adam, Optimizer};
 use tailor_core::Flat;
 
 fn split(n: usize) -> Split {
@@ -20,18 +20,12 @@ fn split(n: usize) -> Split {
 
 fn train(threads: usize, data: &Split) -> Trainer {
     let meta = Meta {
-        epoch: 0,
-        step: 0,
-        epochs: 1,
         batch_size: 50, // not a multiple of the 4-row tiles: exercises the split edges
         seed: 8,
         shuffle: true,
-        optimizer: Optimizer::Adam(Adam::default()),
-        schedule: Schedule::Constant,
         pixel_mean: 0.2860,
         pixel_std: 0.3530,
-        test_accuracy: None,
-        optim_buffers: 0,
+        ..Meta::new(Optimizer::Adam(Adam::default()))
     };
     let par = Threads::new(threads).unwrap();
     let mut t = Trainer::new(tailor::simd::detect(), meta);
