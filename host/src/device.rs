@@ -777,10 +777,6 @@ pub fn decode_defmt(elf: &Path, raw: &[u8]) -> String {
 pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let info = q8_info(&bytes, &args.model)?;
-    let elf = match &args.firmware {
-        Some(f) => f.clone(),
-        None => build_firmware(&args.model)?,
-    };
     let data = crate::data::load(args.data.as_deref())?;
     let mut test = data.test;
     let n = args.limit.unwrap_or(test.len()).min(test.len());
@@ -789,7 +785,13 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
     }
     test.images.truncate(n * 784);
     test.labels.truncate(n);
+    // Decoding the whole model on the host first checks it (checksum,
+    // shape, truncation) with a clear error before any firmware build.
     let host = host_predictions(&bytes, &args.model, &test)?;
+    let elf = match &args.firmware {
+        Some(f) => f.clone(),
+        None => build_firmware(&args.model)?,
+    };
 
     let t0 = Instant::now();
     let mut q = Qemu::start(&elf, args.transport, Duration::from_secs_f64(args.timeout_secs))?;
