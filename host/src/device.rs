@@ -211,10 +211,7 @@ pub fn q8_info(bytes: &[u8], path: &Path) -> Result<Q8Info> {
     Ok(Q8Info { dims: (0..n).map(|i| u32_at(8 + 4 * i)).collect(), payload_crc: u32_at(28) })
 }
 
-fn zeroed<T: tailor_core::Zeroed>() -> Box<T> {
-    // SAFETY: `Zeroed` promises all-zero bytes are a valid T.
-    unsafe { Box::<T>::new_zeroed().assume_init() }
-}
+use crate::boxed::zeroed;
 
 fn predict<M: Classifier + Sync>(
     mut m: Box<M>,

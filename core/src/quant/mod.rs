@@ -201,16 +201,8 @@ pub fn mbqm(x: i32, m0: i32, shift: i32) -> i32 {
     rdbp(srdhm(x.saturating_mul(1 << left), m0), right)
 }
 
-/// Index of the first maximum (0 for an empty slice).
-pub fn argmax(xs: &[i32]) -> usize {
-    let mut best = 0;
-    for (i, &x) in xs.iter().enumerate() {
-        if x > xs[best] {
-            best = i;
-        }
-    }
-    best
-}
+/// Index of the first maximum of the int32 logits (0 for an empty slice).
+pub use crate::loss::argmax;
 
 /// Word-aligned stack buffer (the DSP kernel loads activation pairs with `LDRD`).
 #[repr(C, align(4))]
