@@ -89,14 +89,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         });
         bias_grad(dyf, &mut grad.bias, m, OUT);
         if let Some(dx) = dx {
-            let dxf = dx[..m].as_flattened_mut();
-            let rows = rows_per_task(m, par.width(), 4);
-            let w = self.weight.as_flattened();
-            par.for_chunks(dxf, rows * IN, &|t, dxc| {
-                let r = dxc.len() / IN;
-                let mask = relu_input.then(|| &xf[t * rows * IN..][..r * IN]);
-                (k.input_grad)(&dyf[t * rows * OUT..][..r * OUT], w, dxc, mask, r, OUT, IN);
-            });
+            self.input_grad(k, par, xf, dyf, &mut dx[..m], relu_input);
         }
     }
 }
@@ -146,14 +139,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         let (xf, dyf) = (x[..m].as_flattened(), dy.as_flattened());
         // dx first: it needs the weights before they change.
         if let Some(dx) = dx {
-            let dxf = dx[..m].as_flattened_mut();
-            let rows = rows_per_task(m, par.width(), 4);
-            let w = self.weight.as_flattened();
-            par.for_chunks(dxf, rows * IN, &|t, dxc| {
-                let r = dxc.len() / IN;
-                let mask = relu_input.then(|| &xf[t * rows * IN..][..r * IN]);
-                (k.input_grad)(&dyf[t * rows * OUT..][..r * OUT], w, dxc, mask, r, OUT, IN);
-            });
+            self.input_grad(k, par, xf, dyf, &mut dx[..m], relu_input);
         }
         bias_grad(dyf, &mut grad.bias, m, OUT);
         let rows = rows_per_task(OUT, par.width(), 4);
@@ -175,6 +161,18 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
             }
         });
         update(OUT * IN, &mut self.bias, &grad.bias);
+    }
+    /// `dx = dy·W`, masked by the ReLU that produced `x` when `relu_input`;
+    /// split over rows of the batch.
+    fn input_grad(&self, k: &Kernels, par: &dyn Par, xf: &[f32], dyf: &[f32], dx: &mut [[f32; IN]], relu_input: bool) {
+        let m = dx.len();
+        let rows = rows_per_task(m, par.width(), 4);
+        let w = self.weight.as_flattened();
+        par.for_chunks(dx.as_flattened_mut(), rows * IN, &|t, dxc| {
+            let r = dxc.len() / IN;
+            let mask = relu_input.then(|| &xf[t * rows * IN..][..r * IN]);
+            (k.input_grad)(&dyf[t * rows * OUT..][..r * OUT], w, dxc, mask, r, OUT, IN);
+        });
     }
 }
 
