@@ -4,7 +4,7 @@
 //! only the caller's activation buffers. The batch is a slice of rows; its
 //! length (≤ the workspace's compile-time maximum) is the live batch size.
 
-use crate::gemm::{bias_grad, Kernels};
+use crate::gemm::{bias_grad, Kernels, Rule};
 use crate::par::{rows_per_task, Par};
 use crate::rng::Rng;
 use crate::{Flat, Zeroed};
@@ -99,6 +99,19 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
 /// parameters (weight rows, then bias), given their gradients.
 pub type UpdateFn<'a> = &'a (dyn Fn(usize, &mut [f32], &[f32]) + Sync);
 
+/// The optimizer step that [`Dense::backward_update`] applies.
+pub enum Update<'a> {
+    /// Plain SGD or Adam, applied by the weight-gradient kernel to each tile
+    /// of gradients while it is still in registers
+    /// ([`Kernels::weight_grad_step`]): the gradient never goes to memory.
+    /// `state` is Adam's `m` and `v` over the layer's flat parameters
+    /// (weights, then bias); empty slices for SGD.
+    Fused(Rule<'a>, [&'a mut [f32]; 2]),
+    /// Any elementwise rule, applied to each block of gradients right after
+    /// the kernel has written it.
+    Each(UpdateFn<'a>),
+}
+
 /// Rows of `dw` per fused weight-grad + update block: small enough that the
 /// block (and its weights) is still in cache for the update, large enough
 /// to amortize the kernel's copy of `x` per call.
@@ -132,7 +145,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         grad: &mut Self,
         dx: Option<&mut [[f32; IN]]>,
         relu_input: bool,
-        update: UpdateFn<'_>,
+        update: Update<'_>,
         keep_weight_grad: bool,
     ) {
         let m = dy.len();
@@ -142,25 +155,75 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
             self.input_grad(k, par, xf, dyf, &mut dx[..m], relu_input);
         }
         bias_grad(dyf, &mut grad.bias, m, OUT);
+        let (each, rule, state) = match update {
+            Update::Fused(rule, state) => (None, Some(rule), state),
+            Update::Each(f) => (Some(f), None, [&mut [][..], &mut []]),
+        };
+        let stateful = matches!(rule, Some(Rule::Adam(_)));
+        let need = if stateful { OUT * (IN + 1) } else { 0 };
+        assert!(state.iter().all(|s| s.len() >= need), "backward_update: optimizer state is smaller than the layer");
+        let [sm, sv] = state;
+        let (smp, svp) = (SyncMut(sm.as_mut_ptr()), SyncMut(sv.as_mut_ptr()));
+        // One elementwise step on `len` flat parameters at `off`, unfused.
+        // SAFETY (callers): [off, off + len) lies inside the layer, and no
+        // other task touches that range of the parameters or state.
+        let (smr, svr) = (&smp, &svp);
+        let step_at = |off: usize, p: &mut [f32], g: &[f32]| match (each, rule) {
+            (Some(f), _) => f(off, p, g),
+            (None, Some(r)) => {
+                let st: [&mut [f32]; 2] = if stateful {
+                    // SAFETY: see above; the state is as long as the layer.
+                    unsafe {
+                        [
+                            core::slice::from_raw_parts_mut(smr.0.add(off), p.len()),
+                            core::slice::from_raw_parts_mut(svr.0.add(off), p.len()),
+                        ]
+                    }
+                } else {
+                    [&mut [], &mut []]
+                };
+                r.apply(k.sgd, k.adam, p, g, st)
+            }
+            (None, None) => unreachable!(),
+        };
         let rows = rows_per_task(OUT, par.width(), 4);
         let w = SyncMut(self.weight.as_flattened_mut().as_mut_ptr());
         par.for_chunks(grad.weight.as_flattened_mut(), rows * IN, &|t, dw| {
-            let w = &w;
+            let (w, smp, svp) = (&w, &smp, &svp);
             let r0 = t * rows;
             let rows = dw.len() / IN;
             for b in 0..rows.div_ceil(UPDATE_ROWS) {
                 let (j0, r) = (r0 + b * UPDATE_ROWS, UPDATE_ROWS.min(rows - b * UPDATE_ROWS));
                 let at = if keep_weight_grad { (j0 - r0) * IN } else { 0 };
                 let dwb = &mut dw[at..][..r * IN];
-                (k.weight_grad)(&dyf[j0..], OUT, xf, dwb, m, r, IN);
-                // SAFETY: rows j0..j0 + r of the weights, inside the layer;
-                // tasks own disjoint row ranges (as of dw), and nothing else
-                // reads the weights during this call.
+                // SAFETY: rows j0..j0 + r of the weights (and of the state
+                // when stateful), inside the layer; tasks own disjoint row
+                // ranges (as of dw), and nothing else reads them during this
+                // call.
                 let wb = unsafe { core::slice::from_raw_parts_mut(w.0.add(j0 * IN), r * IN) };
-                update(j0 * IN, wb, dwb);
+                match rule {
+                    Some(rule) if !keep_weight_grad => {
+                        let st: [&mut [f32]; 2] = if stateful {
+                            // SAFETY: as for wb.
+                            unsafe {
+                                [
+                                    core::slice::from_raw_parts_mut(smp.0.add(j0 * IN), r * IN),
+                                    core::slice::from_raw_parts_mut(svp.0.add(j0 * IN), r * IN),
+                                ]
+                            }
+                        } else {
+                            [&mut [], &mut []]
+                        };
+                        (k.weight_grad_step)(&dyf[j0..], OUT, xf, dwb, wb, st, rule, m, r, IN);
+                    }
+                    _ => {
+                        (k.weight_grad)(&dyf[j0..], OUT, xf, dwb, m, r, IN);
+                        step_at(j0 * IN, wb, dwb);
+                    }
+                }
             }
         });
-        update(OUT * IN, &mut self.bias, &grad.bias);
+        step_at(OUT * IN, &mut self.bias, &grad.bias);
     }
     /// `dx = dy·W`, masked by the ReLU that produced `x` when `relu_input`;
     /// split over rows of the batch.
@@ -243,18 +306,98 @@ mod tests {
                 update(0, &mut pa[..len], ga.flat());
                 let mut b = layer.clone();
                 let (mut gb, mut dxb) = (Dense::<IN, OUT>::ZERO, [[0.0; IN]; 5]);
-                b.backward_update(&k, par, &x[..m], &dy[..m], &mut gb, Some(&mut dxb[..m]), true, &update, true);
+                b.backward_update(
+                    &k,
+                    par,
+                    &x[..m],
+                    &dy[..m],
+                    &mut gb,
+                    Some(&mut dxb[..m]),
+                    true,
+                    Update::Each(&update),
+                    true,
+                );
                 assert!(ga == gb, "{}: gradients differ", k.name);
                 assert!(dxa == dxb, "{}: dx differs", k.name);
                 assert!(pa[..len] == *b.flat(), "{}: parameters differ", k.name);
                 let mut c = layer.clone();
                 let (mut gc, mut dxc) = (Dense::<IN, OUT>::ZERO, [[0.0; IN]; 5]);
-                c.backward_update(&k, par, &x[..m], &dy[..m], &mut gc, Some(&mut dxc[..m]), true, &update, false);
+                c.backward_update(
+                    &k,
+                    par,
+                    &x[..m],
+                    &dy[..m],
+                    &mut gc,
+                    Some(&mut dxc[..m]),
+                    true,
+                    Update::Each(&update),
+                    false,
+                );
                 assert!(ga.bias == gc.bias, "{}: bias gradients differ", k.name);
                 assert!(dxa == dxc, "{}: dx differs", k.name);
                 assert!(pa[..len] == *c.flat(), "{}: parameters differ (scratch)", k.name);
             }
         }
+    }
+
+    /// The kernel-fused SGD and Adam steps give the parameters and state of
+    /// `backward` followed by the optimizer over all parameters, bit for bit.
+    fn fused_rules_match<const IN: usize, const OUT: usize>(m: usize) {
+        let mut rng = Rng::new(8);
+        let mut layer = Dense::<IN, OUT>::ZERO;
+        layer.init(&mut rng);
+        let x: [[f32; IN]; 5] = core::array::from_fn(|_| core::array::from_fn(|_| rng.uniform(-1.0, 1.0)));
+        let dy: [[f32; OUT]; 5] = core::array::from_fn(|_| core::array::from_fn(|_| rng.uniform(-1.0, 1.0)));
+        let len = OUT * (IN + 1);
+        let adam = crate::optim::Adam { weight_decay: 0.01, ..Default::default() };
+        let c = adam.coefs(1e-2, 2);
+        let rules = [Rule::Sgd { lr: 0.1, weight_decay: 0.01 }, Rule::Adam(&c)];
+        for k in kernels() {
+            for par in [&Serial as &dyn Par, &Two] {
+                for rule in rules {
+                    for keep in [false, true] {
+                        let a = layer.clone();
+                        let mut ga = Dense::<IN, OUT>::ZERO;
+                        a.backward(&k, par, &x[..m], &dy[..m], &mut ga, None, false);
+                        let mut pa = a.flat().to_owned_array();
+                        let (mut ma, mut va) = ([0.5f32; 4096], [0.25f32; 4096]);
+                        rule.apply(k.sgd, k.adam, &mut pa[..len], ga.flat(), [&mut ma[..len], &mut va[..len]]);
+                        let mut b = layer.clone();
+                        let mut gb = Dense::<IN, OUT>::ZERO;
+                        let (mut mb, mut vb) = ([0.5f32; 4096], [0.25f32; 4096]);
+                        let state: [&mut [f32]; 2] = match rule {
+                            Rule::Adam(_) => [&mut mb[..len], &mut vb[..len]],
+                            Rule::Sgd { .. } => [&mut [], &mut []],
+                        };
+                        b.backward_update(
+                            &k,
+                            par,
+                            &x[..m],
+                            &dy[..m],
+                            &mut gb,
+                            None,
+                            false,
+                            Update::Fused(rule, state),
+                            keep,
+                        );
+                        assert!(pa[..len] == *b.flat(), "{}: parameters differ ({rule:?}, keep {keep})", k.name);
+                        if let Rule::Adam(_) = rule {
+                            assert!(ma[..len] == mb[..len] && va[..len] == vb[..len], "{}: Adam state differs", k.name);
+                        }
+                        if keep {
+                            assert!(ga == gb, "{}: kept gradients differ", k.name);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn fused_rules_match_backward_then_step() {
+        fused_rules_match::<17, 3>(5);
+        fused_rules_match::<33, 100>(4);
+        fused_rules_match::<16, 130>(1);
     }
 
     trait ToArray {

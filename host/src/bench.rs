@@ -5,7 +5,7 @@ use std::path::Path;
 
 use anyhow::Result;
 use serde::Serialize;
-use tailor_core::gemm::Kernels;
+use tailor_core::gemm::{Kernels, Rule};
 use tailor_core::optim::{Optimizer, Sgd};
 use tailor_core::par::Par;
 use tailor_core::SeedMlp;
@@ -85,7 +85,7 @@ fn infer_pass(
 }
 
 fn kernel_bench(k: &Kernels, peak1: f64) -> Vec<KernelBench> {
-    let shapes: [(&str, usize, usize, usize); 8] = [
+    let shapes: [(&str, usize, usize, usize); 10] = [
         ("forward", 64, 512, 784),
         ("forward", 64, 512, 512),
         ("forward", 64, 10, 512),
@@ -94,6 +94,8 @@ fn kernel_bench(k: &Kernels, peak1: f64) -> Vec<KernelBench> {
         ("weight_grad", 64, 512, 784),
         ("weight_grad", 64, 512, 512),
         ("weight_grad", 64, 10, 512),
+        ("wgrad+sgd", 64, 512, 784),
+        ("wgrad+adam", 64, 512, 784),
     ];
     let mut rng = tailor_core::rng::Rng::new(1);
     let mut buf = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
@@ -102,9 +104,21 @@ fn kernel_bench(k: &Kernels, peak1: f64) -> Vec<KernelBench> {
         .map(|&(product, m, n, kk)| {
             let (x, w, b, dy) = (buf(m * kk), buf(n * kk), buf(n), buf(m * n));
             let mut out = vec![0.0f32; (m * kk).max(n * kk).max(m * n)];
+            // The fused steps update weights and state in place; tiny
+            // learning rates keep them from drifting far.
+            let (mut wm, mut sm, mut sv) = (w.clone(), vec![0.0f32; n * kk], vec![0.0f32; n * kk]);
+            let adam = tailor_core::optim::Adam::default().coefs(1e-9, 1);
             let mut run = || match product {
                 "forward" => (k.forward)(&x, &w, &b, &mut out, m, n, kk, true),
                 "input_grad" => (k.input_grad)(&dy, &w, &mut out, Some(&x), m, n, kk),
+                "wgrad+sgd" => {
+                    let rule = Rule::Sgd { lr: 1e-9, weight_decay: 0.0 };
+                    (k.weight_grad_step)(&dy, n, &x, &mut out, &mut wm, [&mut [], &mut []], rule, m, n, kk)
+                }
+                "wgrad+adam" => {
+                    let st = [&mut sm[..], &mut sv[..]];
+                    (k.weight_grad_step)(&dy, n, &x, &mut out, &mut wm, st, Rule::Adam(&adam), m, n, kk)
+                }
                 _ => (k.weight_grad)(&dy, n, &x, &mut out, m, n, kk),
             };
             for _ in 0..3 {

@@ -3,7 +3,9 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
+use tailor_core::dense::Update;
 use tailor_core::gemm::Kernels;
+use tailor_core::gemm::Rule;
 use tailor_core::loss;
 use tailor_core::optim::{Optimizer, Schedule};
 use tailor_core::par::Par;
@@ -99,7 +101,8 @@ impl Trainer {
     /// computed, in a small reused buffer that stays in cache, instead of one
     /// more pass over all 2.7 MB of weights and gradients afterwards. So
     /// `self.grad` holds only scratch (and the bias gradients) afterwards.
-    /// Plain SGD runs through the kernels' vectorized update.
+    /// Plain SGD and Adam go further: the weight-gradient kernel applies them
+    /// to each tile of gradients still in registers (`Update::Fused`).
     pub fn step(&mut self, par: &dyn Par, split: &Split, idx: &[u32], lr: f32) -> Result<f32> {
         let n = idx.len();
         let pixels = self.pixels();
@@ -129,24 +132,7 @@ impl Trainer {
         let update = |base: usize| {
             let bufs = &bufs;
             move |off: usize, params: &mut [f32], grads: &[f32]| {
-                if let Optimizer::Sgd(o) = opt {
-                    if o.momentum == 0.0 {
-                        // Stateless: the same math as `Sgd::step`, in SIMD.
-                        return (k.sgd)(params, grads, lr, o.weight_decay);
-                    }
-                }
                 let n = params.len();
-                if let Some(c) = &adam {
-                    // SAFETY: as below; Adam has exactly two state buffers.
-                    let (m, v) = unsafe {
-                        (
-                            std::slice::from_raw_parts_mut(bufs.0[0].add(base + off), n),
-                            std::slice::from_raw_parts_mut(bufs.0[1].add(base + off), n),
-                        )
-                    };
-                    // The same math as `Adam::step`, in SIMD, bit for bit.
-                    return (k.adam)(c, params, grads, m, v);
-                }
                 // SAFETY: `backward_update` hands out disjoint parameter
                 // ranges [off, off+n) of the layer, so the state ranges
                 // [base+off, base+off+n) of different calls are disjoint; the
@@ -158,12 +144,29 @@ impl Trainer {
                 opt.step(lr, step, params, grads, &mut slots[..bufs.1]);
             }
         };
+        // Plain SGD and Adam run inside the weight-gradient kernel.
+        let rule = match (opt, &adam) {
+            (Optimizer::Sgd(o), _) if o.momentum == 0.0 => Some(Rule::Sgd { lr, weight_decay: o.weight_decay }),
+            (_, Some(c)) => Some(Rule::Adam(c)),
+            _ => None,
+        };
+        let (u1, u2, u3) = (update(l1), update(l2), update(l3));
+        let [mut s1, mut s2, mut s3]: [[&mut [f32]; 2]; 3] = Default::default();
+        // (Only for the fused Adam: the unfused rules use `bufs`.)
+        if let (Some(Rule::Adam(_)), [m, v]) = (rule, &mut self.optim_bufs[..]) {
+            (s1, s2, s3) = (
+                [m.l1.flat_mut(), v.l1.flat_mut()],
+                [m.l2.flat_mut(), v.l2.flat_mut()],
+                [m.l3.flat_mut(), v.l3.flat_mut()],
+            );
+        }
         let (model, grad) = (&mut *self.model, &mut *self.grad);
+        let pick = |u, st| rule.map_or(Update::Each(u), |r| Update::Fused(r, st));
         let (dh2, dh1) = (Some(&mut ws.dh2[..n]), Some(&mut ws.dh1[..n]));
-        model.l3.backward_update(k, par, &ws.h2[..n], &ws.dlogits[..n], &mut grad.l3, dh2, true, &update(l3), false);
-        model.l2.backward_update(k, par, &ws.h1[..n], &ws.dh2[..n], &mut grad.l2, dh1, true, &update(l2), false);
+        model.l3.backward_update(k, par, &ws.h2[..n], &ws.dlogits[..n], &mut grad.l3, dh2, true, pick(&u3, s3), false);
+        model.l2.backward_update(k, par, &ws.h1[..n], &ws.dh2[..n], &mut grad.l2, dh1, true, pick(&u2, s2), false);
         // The input needs no gradient: skip layer 1's dx.
-        model.l1.backward_update(k, par, &ws.x[..n], &ws.dh1[..n], &mut grad.l1, None, false, &update(l1), false);
+        model.l1.backward_update(k, par, &ws.x[..n], &ws.dh1[..n], &mut grad.l1, None, false, pick(&u1, s1), false);
         Ok(loss)
     }
 

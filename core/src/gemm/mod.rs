@@ -44,6 +44,70 @@ pub type SgdFn = fn(params: &mut [f32], grads: &[f32], lr: f32, wd: f32);
 /// [`crate::optim::adam_update`].
 pub type AdamFn = fn(c: &crate::optim::AdamStep, params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32]);
 
+/// The optimizer rule that [`WeightGradStepFn`] applies to each tile of
+/// weight gradients while the tile is still in registers.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule<'a> {
+    /// Plain SGD, exactly as [`SgdFn`].
+    Sgd { lr: f32, weight_decay: f32 },
+    /// Adam/AdamW, exactly as [`AdamFn`]; the state is `m`, then `v`.
+    Adam(&'a crate::optim::AdamStep),
+}
+
+impl Rule<'_> {
+    /// The rule over whole slices, with a kernel set's `sgd`/`adam`.
+    pub fn apply(self, sgd: SgdFn, adam: AdamFn, w: &mut [f32], g: &[f32], state: [&mut [f32]; 2]) {
+        match self {
+            Rule::Sgd { lr, weight_decay } => sgd(w, g, lr, weight_decay),
+            Rule::Adam(c) => {
+                let [m, v] = state;
+                adam(c, w, g, m, v)
+            }
+        }
+    }
+}
+
+/// [`WeightGradFn`] fused with one optimizer step: `w` (`[n][k]`) is updated
+/// by `rule` with `dyᵀ·x` as its gradient, bit for bit as [`WeightGradFn`]
+/// followed by [`Rule::apply`], but without storing the gradient. `state`
+/// (`m`, `v` for Adam, shaped like `w`; empty for SGD) is updated too.
+/// `scratch` (`n·k`) holds partial sums when the kernel splits the sum over
+/// `m`; its contents afterwards are unspecified.
+pub type WeightGradStepFn = fn(
+    dy: &[f32],
+    ldy: usize,
+    x: &[f32],
+    scratch: &mut [f32],
+    w: &mut [f32],
+    state: [&mut [f32]; 2],
+    rule: Rule<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+);
+
+/// A [`WeightGradStepFn`] from separate kernels: the gradient goes to
+/// `scratch`, then the rule runs over it.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn weight_grad_then_step(
+    (wg, sgd, adam): (WeightGradFn, SgdFn, AdamFn),
+    dy: &[f32],
+    ldy: usize,
+    x: &[f32],
+    scratch: &mut [f32],
+    w: &mut [f32],
+    state: [&mut [f32]; 2],
+    rule: Rule<'_>,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    let g = &mut scratch[..n * k];
+    wg(dy, ldy, x, g, m, n, k);
+    rule.apply(sgd, adam, &mut w[..n * k], g, state);
+}
+
 /// A set of kernels. Choosing one is the only run-time dispatch in the math.
 #[derive(Clone, Copy)]
 pub struct Kernels {
@@ -52,6 +116,7 @@ pub struct Kernels {
     pub forward_cols: ForwardColsFn,
     pub input_grad: InputGradFn,
     pub weight_grad: WeightGradFn,
+    pub weight_grad_step: WeightGradStepFn,
     pub sgd: SgdFn,
     pub adam: AdamFn,
 }
@@ -70,6 +135,7 @@ impl Kernels {
         forward_cols: portable::forward_cols,
         input_grad: portable::input_grad,
         weight_grad: portable::weight_grad,
+        weight_grad_step: portable::weight_grad_step,
         sgd: portable::sgd,
         adam: crate::optim::adam_update,
     };
@@ -80,6 +146,7 @@ impl Kernels {
         forward_cols: naive::forward_cols,
         input_grad: naive::input_grad,
         weight_grad: naive::weight_grad,
+        weight_grad_step: naive::weight_grad_step,
         sgd: naive::sgd,
         adam: crate::optim::adam_update,
     };
@@ -145,6 +212,23 @@ pub mod naive {
     ) {
         // SAFETY: forwarded.
         unsafe { super::forward_cols_by_rows(forward, x, w, b, y, ldy, m, n, k, relu) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn weight_grad_step(
+        dy: &[f32],
+        ldy: usize,
+        x: &[f32],
+        scratch: &mut [f32],
+        w: &mut [f32],
+        state: [&mut [f32]; 2],
+        rule: super::Rule<'_>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) {
+        let ks = (weight_grad as super::WeightGradFn, sgd as super::SgdFn, crate::optim::adam_update as super::AdamFn);
+        super::weight_grad_then_step(ks, dy, ldy, x, scratch, w, state, rule, m, n, k)
     }
 
     pub fn sgd(params: &mut [f32], grads: &[f32], lr: f32, wd: f32) {
@@ -220,6 +304,23 @@ pub mod portable {
         // SAFETY: forwarded; the portable forward's per-element arithmetic
         // does not depend on the row tile.
         unsafe { super::forward_cols_by_rows(forward, x, w, b, y, ldy, m, n, k, relu) }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn weight_grad_step(
+        dy: &[f32],
+        ldy: usize,
+        x: &[f32],
+        scratch: &mut [f32],
+        w: &mut [f32],
+        state: [&mut [f32]; 2],
+        rule: super::Rule<'_>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) {
+        let ks = (weight_grad as super::WeightGradFn, sgd as super::SgdFn, crate::optim::adam_update as super::AdamFn);
+        super::weight_grad_then_step(ks, dy, ldy, x, scratch, w, state, rule, m, n, k)
     }
 
     /// Lanes per accumulator vector in the dot-product kernel.
@@ -539,6 +640,59 @@ mod tests {
                     "{} adam n={n} {opt:?}",
                     kern.name
                 );
+            }
+        }
+    }
+
+    /// `weight_grad_step` equals `weight_grad` then the rule, bit for bit,
+    /// for SGD, Adam and AdamW over a few steps (dy strided by `ldy`).
+    pub fn check_step(kern: &Kernels, m: usize, n: usize, k: usize, seed: u64) {
+        extern crate std;
+        use std::vec::Vec;
+        let fillv = |seed: u64, len: usize| -> Vec<f32> {
+            let mut r = crate::rng::Rng::new(seed);
+            (0..len).map(|_| r.uniform(-1.0, 1.0)).collect()
+        };
+        let (ldy, nk) = (n + 2, n * k);
+        let x = fillv(seed, m * k);
+        let sgd = |lr, weight_decay| (Rule::Sgd { lr, weight_decay }, None);
+        let adams = [crate::optim::Adam::default(), crate::optim::Adam::adamw()];
+        for (i, (rule, adam)) in [
+            sgd(0.1, 0.0),
+            sgd(0.05, 0.01),
+            (Rule::Sgd { lr: 0.0, weight_decay: 0.0 }, Some(adams[0])),
+            (Rule::Sgd { lr: 0.0, weight_decay: 0.0 }, Some(adams[1])),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (mut wa, mut wb) = (fillv(seed + 1, nk), fillv(seed + 1, nk));
+            let (mut ma, mut va) = (std::vec![0.0f32; nk], std::vec![0.0f32; nk]);
+            let (mut mb, mut vb) = (std::vec![0.0f32; nk], std::vec![0.0f32; nk]);
+            let (mut g, mut scratch) = (std::vec![0.0f32; nk], std::vec![3.0f32; nk]);
+            for step in 1..=3u64 {
+                let dy = fillv(seed + 10 + step, m * ldy + 1);
+                let c = adam.map(|a| a.coefs(3e-3, step));
+                let rule = c.as_ref().map_or(rule, Rule::Adam);
+                (kern.weight_grad)(&dy[1..], ldy, &x, &mut g, m, n, k);
+                rule.apply(kern.sgd, kern.adam, &mut wa, &g, [&mut ma, &mut va]);
+                let state: [&mut [f32]; 2] = if adam.is_some() { [&mut mb, &mut vb] } else { [&mut [], &mut []] };
+                (kern.weight_grad_step)(&dy[1..], ldy, &x, &mut scratch, &mut wb, state, rule, m, n, k);
+            }
+            let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same(&wa, &wb) && same(&ma, &mb) && same(&va, &vb),
+                "{}: weight_grad_step differs (case {i}, m={m} n={n} k={k})",
+                kern.name
+            );
+        }
+    }
+
+    #[test]
+    fn weight_grad_step_matches_unfused() {
+        for kern in [Kernels::NAIVE, Kernels::PORTABLE] {
+            for &(m, n, k) in &[(1, 1, 1), (3, 5, 17), (7, 9, 33), (0, 2, 3)] {
+                check_step(&kern, m, n, k, 4);
             }
         }
     }
