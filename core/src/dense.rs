@@ -229,6 +229,27 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
     /// split over rows of the batch.
     fn input_grad(&self, k: &Kernels, par: &dyn Par, xf: &[f32], dyf: &[f32], dx: &mut [[f32; IN]], relu_input: bool) {
         let m = dx.len();
+        if let Some(cols_fn) = k.input_grad_cols.filter(|_| par.width() > 1 && m > 0) {
+            // Split the columns: each thread packs and streams only its
+            // share of the weights' columns, for all rows (by rows, each
+            // would pack all of the weights).
+            let cols = rows_per_task(IN, par.width().min(MAX_TASKS), 16);
+            let tasks = IN.div_ceil(cols);
+            let mut ids = [0.0f32; MAX_TASKS];
+            let w = self.weight.as_flattened();
+            let dxp = SyncMut(dx.as_flattened_mut().as_mut_ptr());
+            let dyf = &dyf[..m * OUT];
+            par.for_chunks(&mut ids[..tasks], 1, &|t, _| {
+                let dxp = &dxp;
+                let p0 = t * cols;
+                let r = cols.min(IN - p0);
+                let mask = relu_input.then(|| &xf[p0..m * IN]);
+                // SAFETY: columns p0..p0 + r of dx[m][IN]; tasks own disjoint
+                // column blocks and nothing else touches dx during the call.
+                unsafe { cols_fn(dyf, &w[p0..], dxp.0.add(p0), IN, mask, m, OUT, r) };
+            });
+            return;
+        }
         let rows = rows_per_task(m, par.width(), 4);
         let w = self.weight.as_flattened();
         par.for_chunks(dx.as_flattened_mut(), rows * IN, &|t, dxc| {

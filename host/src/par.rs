@@ -45,6 +45,8 @@ struct Shared {
     generation: AtomicU64,
     job: UnsafeCell<Option<Job>>,
     next_chunk: AtomicUsize,
+    /// Chunks claimed (bit i), for jobs of at most 64 chunks.
+    claimed: AtomicU64,
     /// Workers inside the current job, plus [`CLOSED`] once no more may join.
     state: AtomicUsize,
     parked: AtomicUsize,
@@ -64,21 +66,52 @@ unsafe impl Sync for Shared {}
 unsafe impl Send for Shared {}
 
 impl Shared {
-    /// Claims and runs chunks until none are left.
-    fn work(&self, job: &Job) {
+    /// Claims and runs chunks until none are left. Thread `me` of `width`
+    /// first takes its own chunks (`i ≡ me mod width`), then any left: the
+    /// core splits every product of a layer the same way (its weight rows),
+    /// so each thread keeps finding its share of the weights in its own L2.
+    /// A late thread's chunks are still taken by the others.
+    fn work(&self, job: &Job, me: usize, width: usize) {
+        if job.chunks <= 64 {
+            let all = if job.chunks == 64 { u64::MAX } else { (1u64 << job.chunks) - 1 };
+            let mut own = 0u64;
+            let mut i = me;
+            while i < job.chunks {
+                own |= 1 << i;
+                i += width;
+            }
+            for pass in [own, all] {
+                loop {
+                    let free = pass & !self.claimed.load(Acquire);
+                    if free == 0 {
+                        break;
+                    }
+                    let i = free.trailing_zeros() as usize;
+                    if self.claimed.fetch_or(1 << i, AcqRel) & (1 << i) == 0 {
+                        self.run(job, i);
+                    }
+                }
+            }
+            return;
+        }
         loop {
             let i = self.next_chunk.fetch_add(1, AcqRel);
             if i >= job.chunks {
                 return;
             }
-            let start = i * job.chunk_len;
-            let len = job.chunk_len.min(job.len - start);
-            // SAFETY: chunk i is handed out exactly once (fetch_add), chunks
-            // are disjoint, and the buffer outlives the job.
-            let chunk = unsafe { std::slice::from_raw_parts_mut(job.ptr.add(start), len) };
-            // SAFETY: the closure outlives the job (see `Job`).
-            unsafe { (*job.f)(i, chunk) };
+            self.run(job, i);
         }
+    }
+
+    fn run(&self, job: &Job, i: usize) {
+        let start = i * job.chunk_len;
+        let len = job.chunk_len.min(job.len - start);
+        // SAFETY: chunk i is handed out exactly once (its bit's fetch_or, or
+        // the counter's fetch_add), chunks are disjoint, and the buffer
+        // outlives the job.
+        let chunk = unsafe { std::slice::from_raw_parts_mut(job.ptr.add(start), len) };
+        // SAFETY: the closure outlives the job (see `Job`).
+        unsafe { (*job.f)(i, chunk) };
     }
 }
 
@@ -117,7 +150,7 @@ pub fn flush_denormals() {
     }
 }
 
-fn worker(shared: Arc<Shared>) {
+fn worker(shared: Arc<Shared>, me: usize, width: usize) {
     flush_denormals();
     let mut seen = 0u64;
     loop {
@@ -150,7 +183,7 @@ fn worker(shared: Arc<Shared>) {
             // SAFETY: joined an open job: it was published before the
             // caller opened `state`, and stays put until we leave.
             if let Some(job) = unsafe { *shared.job.get() } {
-                shared.work(&job);
+                shared.work(&job, me, width);
             }
             shared.state.fetch_sub(1, Release);
         }
@@ -187,6 +220,7 @@ impl Threads {
             generation: AtomicU64::new(0),
             job: UnsafeCell::new(None),
             next_chunk: AtomicUsize::new(0),
+            claimed: AtomicU64::new(0),
             state: AtomicUsize::new(CLOSED),
             parked: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
@@ -196,7 +230,7 @@ impl Threads {
         let mut workers = Vec::new();
         for i in 1..n {
             let s = Arc::clone(&shared);
-            workers.push(std::thread::Builder::new().name(format!("tailor-{i}")).spawn(move || worker(s))?);
+            workers.push(std::thread::Builder::new().name(format!("tailor-{i}")).spawn(move || worker(s, i, n))?);
         }
         Ok(Threads { width: n, shared: Some(shared), workers, call: Mutex::new(()) })
     }
@@ -223,6 +257,7 @@ impl Par for Threads {
             unsafe { std::mem::transmute::<*const (dyn Fn(usize, &mut [f32]) + Sync + '_), *const TaskFn>(f) };
         unsafe { *shared.job.get() = Some(Job { f, ptr: out.as_mut_ptr(), len: out.len(), chunk_len, chunks }) };
         shared.next_chunk.store(0, Relaxed);
+        shared.claimed.store(0, Relaxed);
         shared.state.store(0, Release);
         shared.generation.fetch_add(1, SeqCst);
         if shared.parked.load(SeqCst) > 0 {
@@ -231,7 +266,7 @@ impl Par for Threads {
         }
         // SAFETY: as for the workers.
         let job = unsafe { (*shared.job.get()).expect("job just published") };
-        shared.work(&job);
+        shared.work(&job, 0, self.width);
         // Every chunk is claimed: let no one else in, then wait for the
         // workers still running theirs. Spin first (they finish within
         // microseconds), then yield so an oversubscribed machine still moves.

@@ -32,6 +32,16 @@ pub type ForwardColsFn =
 /// `dx[m][k] = dy[m][n]·w[n][k]`, then zeroed where `mask[m][k] <= 0` (the
 /// ReLU that produced the layer's input) if a mask is given.
 pub type InputGradFn = fn(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize);
+/// [`InputGradFn`] for a block of `k` columns of a wider `dx`: `w`, `mask`
+/// and `dx` start at column `p0` of matrices with row stride `ld >= k`, so
+/// that tasks can each compute a column block of all rows, reading only
+/// their columns of `w`. Per element, the same arithmetic as the whole.
+///
+/// # Safety
+/// `dx.add(i·ld + c)` must be valid for writes for `i < m`, `c < k`, and not
+/// accessed by anyone else during the call.
+pub type InputGradColsFn =
+    unsafe fn(dy: &[f32], w: &[f32], dx: *mut f32, ld: usize, mask: Option<&[f32]>, m: usize, n: usize, k: usize);
 /// `dw[n][k] = dyᵀ·x` (overwrites). `dy` has row stride `ldy >= n`, so a
 /// caller can hand a task the column block `dy[:, j0..j0+n]` by offsetting.
 pub type WeightGradFn = fn(dy: &[f32], ldy: usize, x: &[f32], dw: &mut [f32], m: usize, n: usize, k: usize);
@@ -115,6 +125,9 @@ pub struct Kernels {
     pub forward: ForwardFn,
     pub forward_cols: ForwardColsFn,
     pub input_grad: InputGradFn,
+    /// Column blocks of input grad, where a kernel set has them (the
+    /// portable ones split by rows instead).
+    pub input_grad_cols: Option<InputGradColsFn>,
     pub weight_grad: WeightGradFn,
     pub weight_grad_step: WeightGradStepFn,
     pub sgd: SgdFn,
@@ -134,6 +147,7 @@ impl Kernels {
         forward: portable::forward,
         forward_cols: portable::forward_cols,
         input_grad: portable::input_grad,
+        input_grad_cols: None,
         weight_grad: portable::weight_grad,
         weight_grad_step: portable::weight_grad_step,
         sgd: portable::sgd,
@@ -145,6 +159,7 @@ impl Kernels {
         forward: naive::forward,
         forward_cols: naive::forward_cols,
         input_grad: naive::input_grad,
+        input_grad_cols: None,
         weight_grad: naive::weight_grad,
         weight_grad_step: naive::weight_grad_step,
         sgd: naive::sgd,

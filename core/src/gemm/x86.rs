@@ -48,6 +48,7 @@ pub unsafe fn avx2_fma() -> Kernels {
         forward: forward_avx2,
         forward_cols: forward_cols_avx2,
         input_grad: input_grad_avx2,
+        input_grad_cols: Some(input_grad_cols_avx2),
         weight_grad: weight_grad_avx2,
         weight_grad_step: weight_grad_step_avx2,
         sgd: sgd_avx2,
@@ -67,6 +68,7 @@ pub unsafe fn avx512() -> Kernels {
         forward: forward_avx512,
         forward_cols: forward_cols_avx512,
         input_grad: input_grad_avx512,
+        input_grad_cols: Some(input_grad_cols_avx512),
         weight_grad: weight_grad_avx512,
         weight_grad_step: weight_grad_step_avx512,
         sgd: sgd_avx512,
@@ -91,6 +93,19 @@ fn check_input_grad(dy: &[f32], w: &[f32], dx: &[f32], mask: Option<&[f32]>, m: 
     assert!(mask.is_none_or(|a| a.len() >= mk));
 }
 
+/// A block of `k` columns of `w[n][ld]` (and of `mask[m][ld]`).
+fn check_input_grad_cols(dy: &[f32], w: &[f32], mask: Option<&[f32]>, ld: usize, m: usize, n: usize, k: usize) {
+    let span = |rows: usize| {
+        if rows == 0 || k == 0 {
+            0
+        } else {
+            prod(rows - 1, ld).checked_add(k).expect("gemm: size overflow")
+        }
+    };
+    assert!(ld >= k && dy.len() >= prod(m, n) && w.len() >= span(n));
+    assert!(mask.is_none_or(|a| a.len() >= span(m)));
+}
+
 fn check_weight_grad(dy: &[f32], ldy: usize, x: &[f32], dw: &[f32], m: usize, n: usize, k: usize) {
     assert!(ldy >= n && x.len() >= prod(m, k) && dw.len() >= prod(n, k));
     if m > 0 && n > 0 {
@@ -99,7 +114,7 @@ fn check_weight_grad(dy: &[f32], ldy: usize, x: &[f32], dw: &[f32], m: usize, n:
 }
 
 macro_rules! entry_points {
-    ($feat:literal, $S:ty, $fwd:ident, $fwdc:ident, $ig:ident, $wg:ident, $wgs:ident, $sgd:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident, $wgs_tf:ident, $sgd_tf:ident,
+    ($feat:literal, $S:ty, $fwd:ident, $fwdc:ident, $ig:ident, $igc:ident, $igc_tf:ident, $wg:ident, $wgs:ident, $sgd:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident, $wgs_tf:ident, $sgd_tf:ident,
      fwd = ($MR:literal, $NR:literal, $TMR:literal, $FKB:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal)) => {
         #[allow(clippy::too_many_arguments)]
         fn $fwd(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
@@ -158,7 +173,42 @@ macro_rules! entry_points {
         #[target_feature(enable = $feat)]
         unsafe fn $ig_tf(dy: *const f32, w: *const f32, dx: *mut f32, mask: *const f32, m: usize, n: usize, k: usize) {
             // SAFETY: forwarded from the wrapper.
-            unsafe { input_grad_impl::<$S, $AMR, $ANV>(dy, w, dx, mask, m, n, k, $NB) }
+            unsafe { input_grad_impl::<$S, $AMR, $ANV>(dy, w, dx, mask, m, n, k, k, $NB) }
+        }
+
+        /// # Safety
+        /// See `gemm::InputGradColsFn`.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $igc(
+            dy: &[f32],
+            w: &[f32],
+            dx: *mut f32,
+            ld: usize,
+            mask: Option<&[f32]>,
+            m: usize,
+            n: usize,
+            k: usize,
+        ) {
+            check_input_grad_cols(dy, w, mask, ld, m, n, k);
+            let mask = mask.map_or(core::ptr::null(), |a| a.as_ptr());
+            // SAFETY: dy, w, mask checked; dx is the caller's contract.
+            unsafe { $igc_tf(dy.as_ptr(), w.as_ptr(), dx, ld, mask, m, n, k) }
+        }
+
+        #[allow(clippy::too_many_arguments)]
+        #[target_feature(enable = $feat)]
+        unsafe fn $igc_tf(
+            dy: *const f32,
+            w: *const f32,
+            dx: *mut f32,
+            ld: usize,
+            mask: *const f32,
+            m: usize,
+            n: usize,
+            k: usize,
+        ) {
+            // SAFETY: forwarded from the wrapper.
+            unsafe { input_grad_impl::<$S, $AMR, $ANV>(dy, w, dx, mask, m, n, k, ld, $NB) }
         }
 
         fn $wg(dy: &[f32], ldy: usize, x: &[f32], dw: &mut [f32], m: usize, n: usize, k: usize) {
@@ -238,6 +288,8 @@ entry_points!(
     forward_avx2,
     forward_cols_avx2,
     input_grad_avx2,
+    input_grad_cols_avx2,
+    input_grad_cols_avx2_tf,
     weight_grad_avx2,
     weight_grad_step_avx2,
     sgd_avx2,
@@ -255,6 +307,8 @@ entry_points!(
     forward_avx512,
     forward_cols_avx512,
     input_grad_avx512,
+    input_grad_cols_avx512,
+    input_grad_cols_avx512_tf,
     weight_grad_avx512,
     weight_grad_step_avx512,
     sgd_avx512,
@@ -1062,6 +1116,23 @@ unsafe fn axpy_rows<S: Isa, const MR: usize, const NV: usize, const STEP: bool>(
     }
 }
 
+/// Copies `len` floats in vectors, inline (the rows are short: a libc call
+/// per row cost more than the copy).
+#[inline(always)]
+unsafe fn copy_row<S: Isa>(src: *const f32, dst: *mut f32, len: usize) {
+    // SAFETY: both hold len floats; the tail is masked.
+    unsafe {
+        let mut c = 0;
+        while c + S::W <= len {
+            S::store(dst.add(c), S::load(src.add(c)));
+            c += S::W;
+        }
+        if c < len {
+            S::store_n(dst.add(c), S::load_n(src.add(c), len - c), len - c);
+        }
+    }
+}
+
 /// Below this many rows, forward uses dot products: the packed `wᵀ` block
 /// would serve too few rows to repay its transpose.
 const FWD_PACK_MIN_M: usize = 8;
@@ -1088,12 +1159,14 @@ unsafe fn input_grad_impl<S: Isa, const MR: usize, const NV: usize>(
     m: usize,
     n: usize,
     k: usize,
+    ld: usize,
     nb: usize,
 ) {
     // Only the packed columns of each row are ever read (masked loads for
     // the tail), so the buffer needs no initialization.
     let mut pack = [core::mem::MaybeUninit::<f32>::uninit(); PACK_ROWS * PACK_COLS];
-    // SAFETY: all tiles lie inside dy[m][n], w[n][k], dx/mask[m][k]; the
+    // SAFETY: all tiles lie inside dy[m][n], and the first k columns of
+    // w[n][ld], dx/mask[m][ld]; the
     // packed block is jb ≤ PACK_ROWS rows of cols ≤ kc ≤ PACK_COLS.
     unsafe {
         let kc = NV * S::W;
@@ -1109,9 +1182,9 @@ unsafe fn input_grad_impl<S: Isa, const MR: usize, const NV: usize>(
                     b: w,
                     ldb: 0,
                     t_len: 0,
-                    out: dx.add(i * k + p),
-                    ldo: k,
-                    mask: if mask.is_null() { mask } else { mask.add(i * k + p) },
+                    out: dx.add(i * ld + p),
+                    ldo: ld,
+                    mask: if mask.is_null() { mask } else { mask.add(i * ld + p) },
                     acc_in: false,
                     bias: core::ptr::null(),
                     relu: false,
@@ -1122,11 +1195,11 @@ unsafe fn input_grad_impl<S: Isa, const MR: usize, const NV: usize>(
             while j < n {
                 let jb = nb.min(n - j).min(PACK_ROWS);
                 let last = j + jb == n;
-                // Pack the block of w: its rows are k apart, which for
-                // power-of-two k maps them onto a few L1 sets.
+                // Pack the block of w: its rows are ld apart, which for
+                // power-of-two ld maps them onto a few L1 sets.
                 let pk = pack.as_mut_ptr().cast::<f32>();
                 for t in 0..jb {
-                    core::ptr::copy_nonoverlapping(w.add((j + t) * k + p), pk.add(t * kc), cols);
+                    copy_row::<S>(w.add((j + t) * ld + p), pk.add(t * kc), cols);
                 }
                 axpy_rows::<S, MR, NV, false>(m, cols, |i| Axpy {
                     a: dy.add(i * n + j),
@@ -1135,9 +1208,9 @@ unsafe fn input_grad_impl<S: Isa, const MR: usize, const NV: usize>(
                     b: pk,
                     ldb: kc,
                     t_len: jb,
-                    out: dx.add(i * k + p),
-                    ldo: k,
-                    mask: if mask.is_null() || !last { core::ptr::null() } else { mask.add(i * k + p) },
+                    out: dx.add(i * ld + p),
+                    ldo: ld,
+                    mask: if mask.is_null() || !last { core::ptr::null() } else { mask.add(i * ld + p) },
                     acc_in: j > 0,
                     bias: core::ptr::null(),
                     relu: false,
@@ -1262,7 +1335,7 @@ unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize>(
                 let (ib, b, ldb) = if n >= WG_PACK_MIN_N {
                     let ib = PACK_ROWS.min(m - i);
                     for t in 0..ib {
-                        core::ptr::copy_nonoverlapping(x.add((i + t) * k + p), pk.add(t * PACK_COLS), cols);
+                        copy_row::<S>(x.add((i + t) * k + p), pk.add(t * PACK_COLS), cols);
                     }
                     (ib, pk.cast_const(), PACK_COLS)
                 } else {
@@ -1568,6 +1641,35 @@ mod tests {
             for n in [0, 1, 7, 15, 16, 17, 63, 100, 4096] {
                 super::super::tests::check_sgd(&kern, n, n as u64);
                 super::super::tests::check_adam(&kern, n, n as u64);
+            }
+        }
+    }
+
+    /// Column blocks of input grad equal the whole, bit for bit.
+    #[test]
+    fn input_grad_cols_matches_whole() {
+        for kern in available() {
+            let cols = kern.input_grad_cols.expect("x86 sets have input_grad_cols");
+            for &(m, n, k) in &[(1, 1, 1), (5, 3, 17), (64, 512, 512), (7, 10, 513), (3, 70, 100)] {
+                let (dy, w, x) = (fill(1, m * n), fill(2, n * k), fill(3, m * k));
+                for mask in [None, Some(&x[..])] {
+                    let mut whole = std::vec![0.0; m * k];
+                    (kern.input_grad)(&dy, &w, &mut whole, mask, m, n, k);
+                    let mut parts = std::vec![7.0; m * k];
+                    let mut p0 = 0;
+                    for width in [16, 1, 33, 96].iter().cycle() {
+                        if p0 >= k {
+                            break;
+                        }
+                        let r = (*width).min(k - p0);
+                        // SAFETY: columns p0..p0 + r of parts[m][k].
+                        unsafe {
+                            cols(&dy, &w[p0..], parts.as_mut_ptr().add(p0), k, mask.map(|a| &a[p0..]), m, n, r);
+                        }
+                        p0 += r;
+                    }
+                    assert!(whole == parts, "{}: input_grad_cols differs (m={m} n={n} k={k})", kern.name);
+                }
             }
         }
     }
