@@ -512,20 +512,36 @@ impl EpochOrder {
 /// Panics if `x` or `labels` is shorter than `idx`, or an index is out of
 /// range: those are bugs in the caller, not bad input.
 pub fn fill_batch(split: &Split, idx: &[u32], pixels: &Pixels, x: &mut [[f32; IMAGE_PIXELS]], labels: &mut [u8]) {
+    fill_batch_par(&tailor_core::par::Serial, split, idx, pixels, x, labels)
+}
+
+/// [`fill_batch`] with the rows split over `par`'s threads.
+pub fn fill_batch_par(
+    par: &dyn tailor_core::par::Par,
+    split: &Split,
+    idx: &[u32],
+    pixels: &Pixels,
+    x: &mut [[f32; IMAGE_PIXELS]],
+    labels: &mut [u8],
+) {
+    let n = idx.len();
     assert!(
-        x.len() >= idx.len() && labels.len() >= idx.len(),
-        "fill_batch: {} indices but room for {} rows and {} labels",
-        idx.len(),
+        x.len() >= n && labels.len() >= n,
+        "fill_batch: {n} indices but room for {} rows and {} labels",
         x.len(),
         labels.len()
     );
     let lut = pixels.lut();
-    for ((&i, row), label) in idx.iter().zip(x.iter_mut()).zip(labels.iter_mut()) {
-        let i = i as usize;
-        for (d, &s) in row.iter_mut().zip(split.image(i)) {
-            *d = lut[s as usize];
+    let rows = tailor_core::par::rows_per_task(n, par.width(), 1);
+    par.for_chunks(x[..n].as_flattened_mut(), rows * IMAGE_PIXELS, &|t, chunk| {
+        for (row, &i) in chunk.chunks_exact_mut(IMAGE_PIXELS).zip(&idx[t * rows..]) {
+            for (d, &s) in row.iter_mut().zip(split.image(i as usize)) {
+                *d = lut[s as usize];
+            }
         }
-        *label = split.labels[i];
+    });
+    for (&i, label) in idx.iter().zip(labels.iter_mut()) {
+        *label = split.labels[i as usize];
     }
 }
 

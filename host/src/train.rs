@@ -13,7 +13,7 @@ use tailor_core::{Flat, SeedMlp, Workspace};
 
 use crate::boxed;
 use crate::checkpoint::Meta;
-use crate::data::{fill_batch, EpochOrder, Pixels, Split};
+use crate::data::{fill_batch, fill_batch_par, EpochOrder, Pixels, Split};
 
 /// Largest batch the workspace holds (compile-time); smaller batches use a
 /// prefix of it. 256 rows of activations and gradients ≈ 2.9 MB.
@@ -106,7 +106,7 @@ impl Trainer {
     pub fn step(&mut self, par: &dyn Par, split: &Split, idx: &[u32], lr: f32) -> Result<f32> {
         let n = idx.len();
         let pixels = self.pixels();
-        fill_batch(split, idx, &pixels, &mut self.ws.x[..n], &mut self.labels[..n]);
+        fill_batch_par(par, split, idx, &pixels, &mut self.ws.x[..n], &mut self.labels[..n]);
         let (k, ws, labels) = (&self.kernels, &mut *self.ws, &self.labels[..n]);
         self.model.forward(k, par, ws, n);
         let loss = loss::cross_entropy(&ws.logits[..n], labels, &mut ws.dlogits[..n])
