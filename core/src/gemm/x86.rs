@@ -1117,7 +1117,7 @@ unsafe fn axpy_rows<S: Isa, const MR: usize, const NV: usize, const STEP: bool>(
 }
 
 /// Copies `len` floats in vectors, inline (the rows are short: a libc call
-/// per row cost more than the copy).
+/// per row costs more than the copy).
 #[inline(always)]
 unsafe fn copy_row<S: Isa>(src: *const f32, dst: *mut f32, len: usize) {
     // SAFETY: both hold len floats; the tail is masked.
@@ -1125,6 +1125,9 @@ unsafe fn copy_row<S: Isa>(src: *const f32, dst: *mut f32, len: usize) {
         let mut c = 0;
         while c + S::W <= len {
             S::store(dst.add(c), S::load(src.add(c)));
+            // An empty asm statement keeps LLVM from turning this loop back
+            // into a `memcpy` call.
+            core::arch::asm!("", options(nostack, preserves_flags));
             c += S::W;
         }
         if c < len {
@@ -1143,6 +1146,22 @@ const WG_PACK_MIN_N: usize = 32;
 /// Rows and columns of the packed block of `w` in input grad (24 KB).
 const PACK_ROWS: usize = 64;
 const PACK_COLS: usize = 96;
+
+/// A packed block on the stack, cache-line aligned: its rows are a
+/// multiple of 64 bytes apart, so no vector load splits a line.
+#[repr(C, align(64))]
+struct Pack([core::mem::MaybeUninit<f32>; PACK_ROWS * PACK_COLS]);
+
+impl Pack {
+    #[inline(always)]
+    fn new() -> Self {
+        Pack([core::mem::MaybeUninit::uninit(); PACK_ROWS * PACK_COLS])
+    }
+    #[inline(always)]
+    fn ptr(&mut self) -> *mut f32 {
+        self.0.as_mut_ptr().cast()
+    }
+}
 
 /// `dx[m][k] = dy[m][n]·w[n][k]`, masked. Column blocks of `NV·W`; the sum
 /// over `n` in blocks of `nb` rows of `w`; each `nb × NV·W` block of `w` is
@@ -1164,7 +1183,7 @@ unsafe fn input_grad_impl<S: Isa, const MR: usize, const NV: usize>(
 ) {
     // Only the packed columns of each row are ever read (masked loads for
     // the tail), so the buffer needs no initialization.
-    let mut pack = [core::mem::MaybeUninit::<f32>::uninit(); PACK_ROWS * PACK_COLS];
+    let mut pack = Pack::new();
     // SAFETY: all tiles lie inside dy[m][n], and the first k columns of
     // w[n][ld], dx/mask[m][ld]; the
     // packed block is jb ≤ PACK_ROWS rows of cols ≤ kc ≤ PACK_COLS.
@@ -1197,7 +1216,7 @@ unsafe fn input_grad_impl<S: Isa, const MR: usize, const NV: usize>(
                 let last = j + jb == n;
                 // Pack the block of w: its rows are ld apart, which for
                 // power-of-two ld maps them onto a few L1 sets.
-                let pk = pack.as_mut_ptr().cast::<f32>();
+                let pk = pack.ptr();
                 for t in 0..jb {
                     copy_row::<S>(w.add((j + t) * ld + p), pk.add(t * kc), cols);
                 }
@@ -1260,13 +1279,13 @@ unsafe fn pack_t<S: Isa>(src: *const f32, lds: usize, pack: *mut f32, cols: usiz
 /// bias on the first block, ReLU on the last.
 #[inline(always)]
 unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize>(f: Fwd, kb: usize) {
-    let mut pack = [core::mem::MaybeUninit::<f32>::uninit(); PACK_ROWS * PACK_COLS];
+    let mut pack = Pack::new();
     // SAFETY: all tiles lie inside x[m][k], w[n][k], b[n], y[m][n]; the
     // packed block is pb ≤ PACK_ROWS rows of cols ≤ PACK_COLS.
     unsafe {
         let nc = NV * S::W;
         debug_assert!(nc <= PACK_COLS && kb <= PACK_ROWS);
-        let pk = pack.as_mut_ptr().cast::<f32>();
+        let pk = pack.ptr();
         let mut j = 0;
         while j < f.n {
             let cols = nc.min(f.n - j);
@@ -1315,14 +1334,14 @@ unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize>(
     k: usize,
     step: Option<TileStep>,
 ) {
-    let mut pack = [core::mem::MaybeUninit::<f32>::uninit(); PACK_ROWS * PACK_COLS];
+    let mut pack = Pack::new();
     // SAFETY: all tiles lie inside dy (stride ldy), x[m][k], dw[n][k] (and
     // the step's w, m, v, shaped like dw); the
     // packed block is ib ≤ PACK_ROWS rows of cols ≤ kc ≤ PACK_COLS.
     unsafe {
         let kc = NV * S::W;
         debug_assert!(kc <= PACK_COLS);
-        let pk = pack.as_mut_ptr().cast::<f32>();
+        let pk = pack.ptr();
         let mut p = 0;
         while p < k {
             let cols = kc.min(k - p);
