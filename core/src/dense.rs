@@ -164,32 +164,34 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         assert!(state.iter().all(|s| s.len() >= need), "backward_update: optimizer state is smaller than the layer");
         let [sm, sv] = state;
         let (smp, svp) = (SyncMut(sm.as_mut_ptr()), SyncMut(sv.as_mut_ptr()));
-        // One elementwise step on `len` flat parameters at `off`, unfused.
-        // SAFETY (callers): [off, off + len) lies inside the layer, and no
-        // other task touches that range of the parameters or state.
-        let (smr, svr) = (&smp, &svp);
+        // The optimizer state of flat parameters off..off + len (none when
+        // stateless).
+        // SAFETY (callers): the range lies inside the layer (the state is as
+        // long, checked above), and no other task touches it.
+        let state_at = |off: usize, len: usize| -> [&mut [f32]; 2] {
+            let (smp, svp) = (&smp, &svp);
+            if !stateful {
+                return [&mut [], &mut []];
+            }
+            // SAFETY: see above.
+            unsafe {
+                [
+                    core::slice::from_raw_parts_mut(smp.0.add(off), len),
+                    core::slice::from_raw_parts_mut(svp.0.add(off), len),
+                ]
+            }
+        };
+        // One unfused elementwise step on the parameters at `off` (same
+        // contract).
         let step_at = |off: usize, p: &mut [f32], g: &[f32]| match (each, rule) {
             (Some(f), _) => f(off, p, g),
-            (None, Some(r)) => {
-                let st: [&mut [f32]; 2] = if stateful {
-                    // SAFETY: see above; the state is as long as the layer.
-                    unsafe {
-                        [
-                            core::slice::from_raw_parts_mut(smr.0.add(off), p.len()),
-                            core::slice::from_raw_parts_mut(svr.0.add(off), p.len()),
-                        ]
-                    }
-                } else {
-                    [&mut [], &mut []]
-                };
-                r.apply(k.sgd, k.adam, p, g, st)
-            }
+            (None, Some(r)) => r.apply(k.sgd, k.adam, p, g, state_at(off, p.len())),
             (None, None) => unreachable!(),
         };
         let rows = rows_per_task(OUT, par.width(), 4);
         let w = SyncMut(self.weight.as_flattened_mut().as_mut_ptr());
         par.for_chunks(grad.weight.as_flattened_mut(), rows * IN, &|t, dw| {
-            let (w, smp, svp) = (&w, &smp, &svp);
+            let w = &w;
             let r0 = t * rows;
             let rows = dw.len() / IN;
             for b in 0..rows.div_ceil(UPDATE_ROWS) {
@@ -203,17 +205,7 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
                 let wb = unsafe { core::slice::from_raw_parts_mut(w.0.add(j0 * IN), r * IN) };
                 match rule {
                     Some(rule) if !keep_weight_grad => {
-                        let st: [&mut [f32]; 2] = if stateful {
-                            // SAFETY: as for wb.
-                            unsafe {
-                                [
-                                    core::slice::from_raw_parts_mut(smp.0.add(j0 * IN), r * IN),
-                                    core::slice::from_raw_parts_mut(svp.0.add(j0 * IN), r * IN),
-                                ]
-                            }
-                        } else {
-                            [&mut [], &mut []]
-                        };
+                        let st = state_at(j0 * IN, r * IN);
                         (k.weight_grad_step)(&dyf[j0..], OUT, xf, dwb, wb, st, rule, m, r, IN);
                     }
                     _ => {
