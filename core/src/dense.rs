@@ -46,14 +46,9 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
             // L2) only its share of the weights, packed once for all rows.
             // Every task sees all rows, so the kernel (chosen from the
             // batch and the layer's width) is the same for any split.
-            let cols = rows_per_task(OUT, par.width().min(MAX_TASKS), 16);
-            let tasks = OUT.div_ceil(cols);
-            let mut ids = [0.0f32; MAX_TASKS];
             let yp = SyncMut(y.as_mut_ptr());
-            par.for_chunks(&mut ids[..tasks], 1, &|t, _| {
+            for_col_blocks(par, OUT, 16, &|j0, r| {
                 let yp = &yp;
-                let j0 = t * cols;
-                let r = cols.min(OUT - j0);
                 // SAFETY: columns j0..j0 + r of y[m][OUT]; tasks own disjoint
                 // column blocks and nothing else touches y during the call.
                 unsafe {
@@ -120,9 +115,21 @@ const UPDATE_ROWS: usize = 64;
 /// Most tasks a forward is split into (column blocks of at least 16).
 const MAX_TASKS: usize = 64;
 
+/// Calls `f(j0, cols)` for column blocks `j0..j0 + cols` that cover `n`
+/// outputs, one block per thread, each a multiple of `align` (but the last).
+pub(crate) fn for_col_blocks(par: &dyn Par, n: usize, align: usize, f: &(dyn Fn(usize, usize) + Sync)) {
+    let cols = rows_per_task(n, par.width().min(MAX_TASKS), align);
+    let tasks = n.div_ceil(cols);
+    let mut ids = [0.0f32; MAX_TASKS];
+    par.for_chunks(&mut ids[..tasks], 1, &|t, _| {
+        let j0 = t * cols;
+        f(j0, cols.min(n - j0));
+    });
+}
+
 /// A pointer into a buffer whose tasks write disjoint parts (rows of the
 /// weights in `backward_update`, column blocks of `y` in `forward`).
-struct SyncMut(*mut f32);
+pub(crate) struct SyncMut(pub(crate) *mut f32);
 // SAFETY: each task derives a disjoint range (see the users).
 unsafe impl Sync for SyncMut {}
 
@@ -225,16 +232,11 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
             // Split the columns: each thread packs and streams only its
             // share of the weights' columns, for all rows (by rows, each
             // would pack all of the weights).
-            let cols = rows_per_task(IN, par.width().min(MAX_TASKS), 16);
-            let tasks = IN.div_ceil(cols);
-            let mut ids = [0.0f32; MAX_TASKS];
             let w = self.weight.as_flattened();
             let dxp = SyncMut(dx.as_flattened_mut().as_mut_ptr());
             let dyf = &dyf[..m * OUT];
-            par.for_chunks(&mut ids[..tasks], 1, &|t, _| {
+            for_col_blocks(par, IN, 16, &|p0, r| {
                 let dxp = &dxp;
-                let p0 = t * cols;
-                let r = cols.min(IN - p0);
                 let mask = relu_input.then(|| &xf[p0..m * IN]);
                 // SAFETY: columns p0..p0 + r of dx[m][IN]; tasks own disjoint
                 // column blocks and nothing else touches dx during the call.

@@ -10,6 +10,7 @@
 //! | [`gemm`] | the three dense-layer products, naive twins, kernel table | none |
 //! | [`dense`] | `Dense<IN, OUT>` in PyTorch layout | 4·OUT·(IN+1) B |
 //! | [`mlp`] | `Mlp` parameters, `Workspace` activations, train step | 2.67 MB / 0.8 MB |
+//! | [`packed`] | `PackedMlp`: weights packed once for inference | 2.68 MB |
 //! | [`loss`] | cross-entropy, NLL, MSE with gradients | none |
 //! | [`optim`] | SGD, Adam(W), RMSProp on flat slices | 0–3 copies of the params |
 //! | [`format`] | file header, CRC-32, tensor streams in postcard | none |
@@ -24,6 +25,7 @@ pub mod gemm;
 pub mod loss;
 pub mod mlp;
 pub mod optim;
+pub mod packed;
 pub mod par;
 pub mod protocol;
 pub mod quant;

@@ -7,6 +7,7 @@ use anyhow::Result;
 use serde::Serialize;
 use tailor_core::gemm::{Kernels, Rule};
 use tailor_core::optim::{Optimizer, Sgd};
+use tailor_core::packed::SeedPackedMlp;
 use tailor_core::par::Par;
 use tailor_core::SeedMlp;
 
@@ -74,7 +75,7 @@ fn train_pass(kernels: Kernels, par: &dyn Par, split: &data::Split, batches: usi
 fn infer_pass(
     kernels: Kernels,
     par: &dyn Par,
-    model: &SeedMlp,
+    model: &SeedPackedMlp,
     split: &data::Split,
     batch: usize,
     limit: usize,
@@ -159,8 +160,11 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
     let train = train_pass(kernels, &par, &ds.train, batches)?;
     let mut model = crate::boxed::zeroed::<SeedMlp>();
     model.init(0);
-    let infer = best_of(|| infer_pass(kernels, &par, &model, &ds.test, 64, usize::MAX));
-    let infer1 = best_of(|| infer_pass(kernels, &par, &model, &ds.test, 1, 2000));
+    // Packed once, as `tailor test` does for a trained model.
+    let mut packed = crate::boxed::zeroed::<SeedPackedMlp>();
+    packed.pack(&kernels, &model);
+    let infer = best_of(|| infer_pass(kernels, &par, &packed, &ds.test, 64, usize::MAX));
+    let infer1 = best_of(|| infer_pass(kernels, &par, &packed, &ds.test, 1, 2000));
     // Int8: the same random model, quantized with 500 calibration images.
     let qkern = crate::quantize::best_qkernels();
     let cal = crate::quantize::calibrate(&model, &ds.train, &Pixels::TO_TENSOR, 500);

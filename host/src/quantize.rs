@@ -418,10 +418,11 @@ fn f32_predict_all(model: &SeedMlp, split: &Split, pixels: &Pixels, par: &dyn Pa
     let mut out = Vec::with_capacity(split.len());
     let mut labels = [0u8; MAX_BATCH];
     let idx: Vec<u32> = (0..split.len() as u32).collect();
+    let packed = crate::train::pack(model, &kernels);
     for chunk in idx.chunks(MAX_BATCH) {
         let m = chunk.len();
         fill_batch(split, chunk, pixels, &mut ws.x[..m], &mut labels[..m]);
-        model.forward(&kernels, par, ws, m);
+        packed.forward(&kernels, par, ws, m);
         out.extend(ws.logits[..m].iter().map(|z| tailor_core::loss::argmax(z) as u8));
     }
     out

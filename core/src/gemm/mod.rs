@@ -5,7 +5,7 @@
 //!
 //! | product | shape | form |
 //! |---|---|---|
-//! | forward `y = x·wᵀ + b` (ReLU fused) | `[m][n]` | dot products along `k` (SIMD: broadcast-axpy over `k` on packed `wᵀ`) |
+//! | forward `y = x·wᵀ + b` (ReLU fused) | `[m][n]` | dot products along `k` (SIMD: broadcast-axpy over `k` on packed `wᵀ`, skipping zero inputs) |
 //! | input grad `dx = dy·w` (ReLU mask fused) | `[m][k]` | broadcast-axpy over `n` |
 //! | weight grad `dw = dyᵀ·x` | `[n][k]` | broadcast-axpy over `m` |
 //!
@@ -29,6 +29,16 @@ pub type ForwardFn = fn(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize
 /// accessed by anyone else during the call.
 pub type ForwardColsFn =
     unsafe fn(x: &[f32], w: &[f32], b: &[f32], y: *mut f32, ldy: usize, m: usize, n: usize, k: usize, relu: bool);
+/// [`ForwardColsFn`] on weights packed once by [`pack_panels`] with the
+/// kernel set's [`Kernels::panel`] width, for a model that does not change
+/// between batches (inference). `packed` starts at the panel of the block's
+/// first column (a multiple of the panel width), `n` is the block's width.
+/// Per element, the same arithmetic for every `m` and every split, so one
+/// image gives the same bits alone as in a batch (up to the sign of a zero).
+///
+/// # Safety
+/// As [`ForwardColsFn`].
+pub type ForwardPanelsFn = ForwardColsFn;
 /// `dx[m][k] = dy[m][n]·w[n][k]`, then zeroed where `mask[m][k] <= 0` (the
 /// ReLU that produced the layer's input) if a mask is given.
 pub type InputGradFn = fn(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize);
@@ -124,6 +134,10 @@ pub struct Kernels {
     pub name: &'static str,
     pub forward: ForwardFn,
     pub forward_cols: ForwardColsFn,
+    /// Columns per panel of the layout [`Self::forward_panels`] reads (see
+    /// [`pack_panels`]); 1 means `w` itself.
+    pub panel: usize,
+    pub forward_panels: ForwardPanelsFn,
     pub input_grad: InputGradFn,
     /// Column blocks of input grad, where a kernel set has them (the
     /// portable ones split by rows instead).
@@ -146,6 +160,8 @@ impl Kernels {
         name: "portable",
         forward: portable::forward,
         forward_cols: portable::forward_cols,
+        panel: 1,
+        forward_panels: portable::forward_cols,
         input_grad: portable::input_grad,
         input_grad_cols: None,
         weight_grad: portable::weight_grad,
@@ -158,6 +174,8 @@ impl Kernels {
         name: "naive",
         forward: naive::forward,
         forward_cols: naive::forward_cols,
+        panel: 1,
+        forward_panels: naive::forward_cols,
         input_grad: naive::input_grad,
         input_grad_cols: None,
         weight_grad: naive::weight_grad,
@@ -170,6 +188,28 @@ impl Kernels {
 impl Default for Kernels {
     fn default() -> Self {
         Kernels::PORTABLE
+    }
+}
+
+/// Packs `w[n][k]` for [`ForwardPanelsFn`]: `wᵀ` cut into panels of `panel`
+/// columns (the last may be narrower), each stored whole, row after row:
+/// output `j0 + c` of the panel starting at `j0` holds its input `p` at
+/// `out[j0·k + p·cols + c]`, where `cols` is that panel's width. A row of a
+/// panel is what one register tile of outputs needs for one input, and a
+/// panel's rows are contiguous, so the kernels read them without strides.
+/// With `panel = 1` the layout is `w` itself.
+pub fn pack_panels(w: &[f32], n: usize, k: usize, panel: usize, out: &mut [f32]) {
+    assert!(panel > 0 && w.len() >= n * k && out.len() >= n * k, "pack_panels: sizes");
+    let mut j0 = 0;
+    while j0 < n {
+        let cols = panel.min(n - j0);
+        let dst = &mut out[j0 * k..][..cols * k];
+        for (c, row) in w[j0 * k..][..cols * k].chunks_exact(k).enumerate() {
+            for (p, &v) in row.iter().enumerate() {
+                dst[p * cols + c] = v;
+            }
+        }
+        j0 += cols;
     }
 }
 
@@ -606,11 +646,67 @@ mod tests {
         }
     }
 
+    /// [`Kernels::forward_panels`] on packed weights: close to the naive
+    /// forward, and the same values whether the rows come as one batch or
+    /// one at a time and the columns as one block or two. Inputs are
+    /// ReLU-like (about half exact zeros, and an all-zero row), which the
+    /// kernels may skip.
+    pub fn check_panels(kern: &Kernels, m: usize, n: usize, k: usize, seed: u64) {
+        extern crate std;
+        use std::vec;
+        let mut x = vec![0.0f32; m * k];
+        let mut r = crate::rng::Rng::new(seed);
+        for v in x.iter_mut() {
+            *v = r.uniform(-1.0, 1.0).max(0.0);
+        }
+        if m > 1 {
+            x[k..2 * k].fill(0.0);
+        }
+        let w: vec::Vec<f32> = (0..n * k).map(|_| r.uniform(-1.0, 1.0)).collect();
+        let b: vec::Vec<f32> = (0..n).map(|_| r.uniform(-1.0, 1.0)).collect();
+        let mut pk = vec![f32::NAN; n * k];
+        pack_panels(&w, n, k, kern.panel, &mut pk);
+        assert!(pk.iter().all(|v| !v.is_nan()), "pack_panels left a hole");
+        let j0 = n / 2 / kern.panel * kern.panel;
+        for relu in [false, true] {
+            let mut y0 = vec![0.0; m * n];
+            naive::forward(&x, &w, &b, &mut y0, m, n, k, relu);
+            let mut y1 = vec![7.0; m * n + 1];
+            let mut y2 = vec![7.0; m * n];
+            // SAFETY: every block lies inside its y[m][n]; calls are sequential.
+            unsafe {
+                (kern.forward_panels)(&x, &pk, &b, y1.as_mut_ptr(), n, m, n, k, relu);
+                for i in 0..m {
+                    let (xi, yi) = (&x[i * k..][..k], y2.as_mut_ptr().add(i * n));
+                    (kern.forward_panels)(xi, &pk, &b, yi, n, 1, j0, k, relu);
+                    (kern.forward_panels)(xi, &pk[j0 * k..], &b[j0..], yi.add(j0), n, 1, n - j0, k, relu);
+                }
+            }
+            close(&y1[..m * n], &y0, k);
+            assert_eq!(y1[m * n], 7.0, "{}: forward_panels wrote past the end", kern.name);
+            // `==`, not bits: a skipped zero input may leave a -0 where the
+            // dense sum has +0.
+            assert!(
+                y1[..m * n] == y2[..],
+                "{}: forward_panels depends on m or the split (m={m} n={n} k={k})",
+                kern.name
+            );
+            // Batches that the unpacked forward also computes as axpy tiles
+            // over a transposed `w` (small ones may use dot products there).
+            if m >= 8 && n > 12 {
+                let mut y3 = vec![0.0; m * n];
+                (kern.forward)(&x, &w, &b, &mut y3, m, n, k, relu);
+                assert!(y1[..m * n] == y3[..], "{}: forward_panels differs from forward", kern.name);
+            }
+        }
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(200))]
         #[test]
         fn portable_matches_naive(m in 1usize..20, n in 1usize..20, k in 1usize..70, seed in 0u64..1000) {
             check(&Kernels::PORTABLE, m, n, k, seed);
+            check_panels(&Kernels::PORTABLE, m, n, k, seed);
         }
     }
 

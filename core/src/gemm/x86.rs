@@ -14,7 +14,12 @@
 //!   `wᵀ`: output column blocks of `NV` vectors, the sum over `k` in blocks
 //!   whose `k × NV·W` slice of `w` is transposed (`W × W` register
 //!   transposes) into a stack buffer; bias on the first block, ReLU on the
-//!   last. Otherwise (one row, or a thin layer such as 512→10) dot products
+//!   last. When at most 70 % of the inputs are nonzero (ReLU outputs, image
+//!   backgrounds), tiles of two rows walk each row's nonzero bit mask and
+//!   skip the zero inputs. **forward_panels** runs the same tiles, for any
+//!   batch, on weights packed once in the panel layout (`gemm::pack_panels`)
+//!   instead of transposing them per call. Otherwise (fewer than 8 rows, or
+//!   a thin layer such as 512→10) the unpacked forward takes dot products
 //!   along `k`: a tile of `MR` rows of `x` × `NR` rows of `w` keeps `MR·NR`
 //!   vector accumulators, reduced horizontally four at a time at the end.
 //! * **input grad** (`dx = dy·w`) and **weight grad** (`dw = dyᵀ·x`): both
@@ -47,6 +52,8 @@ pub unsafe fn avx2_fma() -> Kernels {
         name: "avx2",
         forward: forward_avx2,
         forward_cols: forward_cols_avx2,
+        panel: AVX2_PANEL,
+        forward_panels: forward_panels_avx2,
         input_grad: input_grad_avx2,
         input_grad_cols: Some(input_grad_cols_avx2),
         weight_grad: weight_grad_avx2,
@@ -67,6 +74,8 @@ pub unsafe fn avx512() -> Kernels {
         name: "avx512",
         forward: forward_avx512,
         forward_cols: forward_cols_avx512,
+        panel: AVX512_PANEL,
+        forward_panels: forward_panels_avx512,
         input_grad: input_grad_avx512,
         input_grad_cols: Some(input_grad_cols_avx512),
         weight_grad: weight_grad_avx512,
@@ -113,8 +122,27 @@ fn check_weight_grad(dy: &[f32], ldy: usize, x: &[f32], dw: &[f32], m: usize, n:
     }
 }
 
+/// The checked arguments of a `gemm::ForwardColsFn`-shaped call (`y` is the
+/// caller's contract).
+#[allow(clippy::too_many_arguments)]
+fn cols_args(
+    x: &[f32],
+    w: &[f32],
+    b: &[f32],
+    y: *mut f32,
+    ldy: usize,
+    m: usize,
+    n: usize,
+    k: usize,
+    relu: bool,
+) -> Fwd {
+    check_forward(x, w, b, &[], 0, n, k);
+    assert!(x.len() >= prod(m, k) && ldy >= n);
+    Fwd { x: x.as_ptr(), w: w.as_ptr(), b: b.as_ptr(), y, ldy, m, n, k, relu }
+}
+
 macro_rules! entry_points {
-    ($feat:literal, $S:ty, $fwd:ident, $fwdc:ident, $ig:ident, $igc:ident, $igc_tf:ident, $wg:ident, $wgs:ident, $sgd:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident, $wgs_tf:ident, $sgd_tf:ident,
+    ($feat:literal, $S:ty, $panel:ident, $fwp:ident, $fwp_tf:ident, $fwd:ident, $fwdc:ident, $ig:ident, $igc:ident, $igc_tf:ident, $wg:ident, $wgs:ident, $sgd:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident, $wgs_tf:ident, $sgd_tf:ident,
      fwd = ($MR:literal, $NR:literal, $TMR:literal, $FKB:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal)) => {
         #[allow(clippy::too_many_arguments)]
         fn $fwd(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
@@ -139,11 +167,35 @@ macro_rules! entry_points {
             k: usize,
             relu: bool,
         ) {
-            check_forward(x, w, b, &[], 0, n, k);
-            assert!(x.len() >= prod(m, k) && ldy >= n);
-            let f = Fwd { x: x.as_ptr(), w: w.as_ptr(), b: b.as_ptr(), y, ldy, m, n, k, relu };
             // SAFETY: x, w, b checked; y is the caller's contract.
-            unsafe { $fwd_tf(f) }
+            unsafe { $fwd_tf(cols_args(x, w, b, y, ldy, m, n, k, relu)) }
+        }
+
+        /// Panel width of the packed layout `$fwp` reads: its tiles' width.
+        const $panel: usize = $ANV * <$S as Isa>::W;
+
+        /// # Safety
+        /// See `gemm::ForwardPanelsFn`.
+        #[allow(clippy::too_many_arguments)]
+        unsafe fn $fwp(
+            x: &[f32],
+            packed: &[f32],
+            b: &[f32],
+            y: *mut f32,
+            ldy: usize,
+            m: usize,
+            n: usize,
+            k: usize,
+            relu: bool,
+        ) {
+            // SAFETY: x, packed, b checked; y is the caller's contract.
+            unsafe { $fwp_tf(cols_args(x, packed, b, y, ldy, m, n, k, relu)) }
+        }
+
+        #[target_feature(enable = $feat)]
+        unsafe fn $fwp_tf(f: Fwd) {
+            // SAFETY: forwarded from the wrapper.
+            unsafe { forward_packed::<$S, $AMR, $ANV>(f, $FKB, true) }
         }
 
         #[target_feature(enable = $feat)]
@@ -156,7 +208,7 @@ macro_rules! entry_points {
                     return;
                 }
                 if f.ldy > 12 && f.m >= FWD_PACK_MIN_M {
-                    forward_packed::<$S, $AMR, $ANV>(f, $FKB)
+                    forward_packed::<$S, $AMR, $ANV>(f, $FKB, false)
                 } else {
                     forward_impl::<$S, $MR, $NR, $TMR>(f)
                 }
@@ -285,6 +337,9 @@ macro_rules! entry_points {
 entry_points!(
     "avx2,fma",
     Avx2,
+    AVX2_PANEL,
+    forward_panels_avx2,
+    forward_panels_avx2_tf,
     forward_avx2,
     forward_cols_avx2,
     input_grad_avx2,
@@ -304,6 +359,9 @@ entry_points!(
 entry_points!(
     "avx512f,avx512vl,avx2,fma",
     Avx512,
+    AVX512_PANEL,
+    forward_panels_avx512,
+    forward_panels_avx512_tf,
     forward_avx512,
     forward_cols_avx512,
     input_grad_avx512,
@@ -352,6 +410,8 @@ trait Isa {
     unsafe fn sqrt(a: Self::V) -> Self::V;
     /// `v` with lanes zeroed where `mask <= 0` (NaN keeps, like the naive loop).
     unsafe fn mask_le0(v: Self::V, mask: Self::V) -> Self::V;
+    /// Bit `l` set where lane `l` of `v` is not `+0`/`-0` (NaN included).
+    unsafe fn nz_bits(v: Self::V) -> u32;
     /// The horizontal sums of four vectors.
     unsafe fn hsum4(a: Self::V, b: Self::V, c: Self::V, d: Self::V) -> [f32; 4];
     /// `dst[c·ldd + r] = src[r·lds + c]` for a `W × W` block.
@@ -477,6 +537,11 @@ impl Isa for Avx2 {
         unsafe { _mm256_and_ps(v, _mm256_cmp_ps::<_CMP_NLE_UQ>(mask, _mm256_setzero_ps())) }
     }
     #[inline(always)]
+    unsafe fn nz_bits(v: __m256) -> u32 {
+        // SAFETY: register-only ops; the caller has AVX.
+        unsafe { _mm256_movemask_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(v, _mm256_setzero_ps())) as u32 }
+    }
+    #[inline(always)]
     unsafe fn hsum4(a: __m256, b: __m256, c: __m256, d: __m256) -> [f32; 4] {
         // SAFETY: caller has AVX.
         unsafe { hsum4_256(a, b, c, d) }
@@ -590,6 +655,11 @@ impl Isa for Avx512 {
     unsafe fn mask_le0(v: __m512, mask: __m512) -> __m512 {
         // SAFETY: caller has AVX-512F.
         unsafe { _mm512_maskz_mov_ps(_mm512_cmp_ps_mask::<_CMP_NLE_UQ>(mask, _mm512_setzero_ps()), v) }
+    }
+    #[inline(always)]
+    unsafe fn nz_bits(v: __m512) -> u32 {
+        // SAFETY: register-only op; the caller has AVX-512F.
+        unsafe { _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(v, _mm512_setzero_ps()) as u32 }
     }
     #[inline(always)]
     unsafe fn hsum4(a: __m512, b: __m512, c: __m512, d: __m512) -> [f32; 4] {
@@ -1274,47 +1344,252 @@ unsafe fn pack_t<S: Isa>(src: *const f32, lds: usize, pack: *mut f32, cols: usiz
 
 /// Forward as broadcast-FMA tiles: `y[i][j..j+NV·W] = b + Σ_p x[i][p] ·
 /// wᵀ[p][j..]`. Output column blocks of `NV·W`; the sum over `k` in blocks
-/// of `kb`, each `kb × NV·W` block of `wᵀ` transposed into a stack buffer
-/// that stays in L1 while all row tiles use it; partial sums go through `y`,
-/// bias on the first block, ReLU on the last.
+/// of `kb`, each `kb × NV·W` block of `wᵀ` in L1 while all row tiles use it;
+/// partial sums go through `y`, bias on the first block, ReLU on the last.
+/// The block is transposed from `w` into a stack buffer, or, if `pre`, read
+/// in place from weights packed by `gemm::pack_panels` with panels of
+/// `NV·W` (then `f.w` is the packed weights).
+///
+/// When at most [`SPARSE_MAX_DENSITY`] of a group of rows' inputs are
+/// nonzero (ReLU outputs, image backgrounds), the tiles skip the zero ones
+/// (see [`sparse_tile`]). Per element, every path sums from the bias in
+/// increasing `p`, so all give the same values (a skipped term adds `±0`).
 #[inline(always)]
-unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize>(f: Fwd, kb: usize) {
+unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize>(f: Fwd, kb: usize, pre: bool) {
     let mut pack = Pack::new();
+    let mut masks = [0u64; SPARSE_ROWS * SPARSE_BLOCKS];
     // SAFETY: all tiles lie inside x[m][k], w[n][k], b[n], y[m][n]; the
     // packed block is pb ≤ PACK_ROWS rows of cols ≤ PACK_COLS.
     unsafe {
         let nc = NV * S::W;
-        debug_assert!(nc <= PACK_COLS && kb <= PACK_ROWS);
+        debug_assert!(nc <= PACK_COLS && kb <= PACK_ROWS && kb <= 64);
         let pk = pack.ptr();
-        let mut j = 0;
-        while j < f.n {
-            let cols = nc.min(f.n - j);
-            let mut p = 0;
+        let mut i0 = 0;
+        while i0 < f.m {
+            let rows = SPARSE_ROWS.min(f.m - i0);
+            let x = f.x.add(i0 * f.k);
+            let y = f.y.add(i0 * f.ldy);
+            let mut q0 = 0;
             loop {
-                let pb = kb.min(f.k - p);
-                let last = p + pb == f.k;
-                pack_t::<S>(f.w.add(j * f.k + p), f.k, pk, cols, pb);
-                axpy_rows::<S, MR, NV, false>(f.m, cols, |i| Axpy {
-                    a: f.x.add(i * f.k + p),
-                    ars: f.k,
-                    ats: 1,
-                    b: pk,
-                    ldb: PACK_COLS,
-                    t_len: pb,
-                    out: f.y.add(i * f.ldy + j),
-                    ldo: f.ldy,
-                    mask: core::ptr::null(),
-                    acc_in: p > 0,
-                    bias: if p == 0 { f.b.add(j) } else { core::ptr::null() },
-                    relu: f.relu && last,
-                    step: None,
-                });
-                p += pb;
-                if last {
+                let q1 = q0 + (kb * SPARSE_BLOCKS).min(f.k - q0);
+                // A thin layer's tile is one vector wide: the mask walk
+                // would cost more than the FMAs it saves. (Decided from the
+                // whole layer's width, so that splits agree.)
+                let sparse =
+                    f.ldy > SPARSE_MIN_WIDTH && nonzero_masks::<S>(x.add(q0), f.k, rows, q1 - q0, kb, &mut masks);
+                let mut j = 0;
+                while j < f.n {
+                    let cols = nc.min(f.n - j);
+                    let mut p = q0;
+                    loop {
+                        let pb = kb.min(q1 - p);
+                        let last = p + pb == f.k;
+                        let (blk, ldb) = if pre {
+                            (f.w.add(j * f.k + p * cols), cols)
+                        } else {
+                            pack_t::<S>(f.w.add(j * f.k + p), f.k, pk, cols, pb);
+                            (pk.cast_const(), PACK_COLS)
+                        };
+                        let bias = if p == 0 { f.b.add(j) } else { core::ptr::null() };
+                        let relu = f.relu && last;
+                        if sparse {
+                            let blkm = &masks[(p - q0) / kb..];
+                            let mut r = 0;
+                            while r < rows {
+                                let two = r + 1 < rows;
+                                let row = |q: usize| (x.add(q * f.k + p), y.add(q * f.ldy + j));
+                                let ((x0, y0), (x1, y1)) = (row(r), row(if two { r + 1 } else { r }));
+                                let t = Sparse {
+                                    x: [x0, x1],
+                                    mask: [
+                                        blkm[r * SPARSE_BLOCKS],
+                                        if two { blkm[(r + 1) * SPARSE_BLOCKS] } else { 0 },
+                                    ],
+                                    b: blk,
+                                    ldb,
+                                    out: [y0, y1],
+                                    bias,
+                                    acc_in: p > 0,
+                                    relu,
+                                };
+                                if two {
+                                    sparse_cols::<S, 2, NV>(t, cols);
+                                } else {
+                                    sparse_cols::<S, 1, NV>(t, cols);
+                                }
+                                r += 2;
+                            }
+                        } else {
+                            axpy_rows::<S, MR, NV, false>(rows, cols, |i| Axpy {
+                                a: x.add(i * f.k + p),
+                                ars: f.k,
+                                ats: 1,
+                                b: blk,
+                                ldb,
+                                t_len: pb,
+                                out: y.add(i * f.ldy + j),
+                                ldo: f.ldy,
+                                mask: core::ptr::null(),
+                                acc_in: p > 0,
+                                bias,
+                                relu,
+                                step: None,
+                            });
+                        }
+                        p += pb;
+                        if p == q1 {
+                            break;
+                        }
+                    }
+                    j += cols;
+                }
+                q0 = q1;
+                if q0 == f.k {
                     break;
                 }
             }
-            j += cols;
+            i0 += rows;
+        }
+    }
+}
+
+/// Rows and `kb`-blocks of inputs whose nonzero masks [`forward_packed`]
+/// keeps at once (8 KB of stack).
+const SPARSE_ROWS: usize = 64;
+const SPARSE_BLOCKS: usize = 16;
+
+/// Above this share of nonzero inputs, dense tiles are faster than
+/// skipping (they need fewer loads per FMA).
+const SPARSE_MAX_DENSITY: f32 = 0.7;
+
+/// Layers at most this wide always use dense tiles.
+const SPARSE_MIN_WIDTH: usize = 32;
+
+/// `masks[r·SPARSE_BLOCKS + b]` = bit `t` set where `x[r·ldx + b·kb + t]`
+/// is nonzero, for `r < rows`, `b·kb + t < len`. Returns whether the inputs
+/// are sparse enough to skip the zeros.
+#[inline(always)]
+unsafe fn nonzero_masks<S: Isa>(
+    x: *const f32,
+    ldx: usize,
+    rows: usize,
+    len: usize,
+    kb: usize,
+    masks: &mut [u64],
+) -> bool {
+    // SAFETY: reads x[r·ldx + c] for c < len only.
+    unsafe {
+        let mut ones = 0u32;
+        for r in 0..rows {
+            let xr = x.add(r * ldx);
+            let mut b = 0;
+            while b * kb < len {
+                let (c0, c1) = (b * kb, len.min((b + 1) * kb));
+                let mut bits = 0u64;
+                let mut c = c0;
+                while c < c1 {
+                    let v = if c + S::W <= c1 { S::load(xr.add(c)) } else { S::load_n(xr.add(c), c1 - c) };
+                    bits |= (S::nz_bits(v) as u64) << (c - c0);
+                    c += S::W;
+                }
+                masks[r * SPARSE_BLOCKS + b] = bits;
+                ones += bits.count_ones();
+                b += 1;
+            }
+        }
+        (ones as f32) <= SPARSE_MAX_DENSITY * (rows * len) as f32
+    }
+}
+
+/// A [`sparse_tile`]: rows `x[r]` (at the block's first input) with nonzero
+/// masks `mask[r]`, outputs `out[r]`; the block of `wᵀ` at `b`.
+#[derive(Clone, Copy)]
+struct Sparse {
+    x: [*const f32; 2],
+    mask: [u64; 2],
+    b: *const f32,
+    ldb: usize,
+    out: [*mut f32; 2],
+    bias: *const f32,
+    acc_in: bool,
+    relu: bool,
+}
+
+/// `R ≤ 2` rows × `NV` vectors of outputs, summing only the inputs whose
+/// mask bit is set. Two rows interleave their (different) nonzeros so that
+/// `2·NV` independent accumulators hide the FMA latency; each row's sum
+/// still runs in increasing input order.
+#[inline(always)]
+#[allow(clippy::needless_range_loop)] // two rows of acc per index
+unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool>(t: Sparse, tail: usize) {
+    // SAFETY: the caller sizes the tile inside the checked matrices; set
+    // mask bits index inputs inside the block.
+    unsafe {
+        let last = |c: usize| TAIL && c == NV - 1;
+        let ld =
+            |p: *const f32, c: usize| if last(c) { S::load_n(p.add(c * S::W), tail) } else { S::load(p.add(c * S::W)) };
+        let mut acc = [[S::zero(); NV]; R];
+        for (r, row) in acc.iter_mut().enumerate() {
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = if t.acc_in { ld(t.out[r], c) } else { ld(t.bias, c) };
+            }
+        }
+        let mut m = t.mask;
+        if R == 2 {
+            while m[0] != 0 && m[1] != 0 {
+                let (p0, p1) = (m[0].trailing_zeros() as usize, m[1].trailing_zeros() as usize);
+                m[0] &= m[0] - 1;
+                m[1] &= m[1] - 1;
+                let (s0, s1) = (S::splat(t.x[0].add(p0)), S::splat(t.x[1].add(p1)));
+                let (b0, b1) = (t.b.add(p0 * t.ldb), t.b.add(p1 * t.ldb));
+                for c in 0..NV {
+                    acc[0][c] = S::fma(s0, ld(b0, c), acc[0][c]);
+                    acc[R - 1][c] = S::fma(s1, ld(b1, c), acc[R - 1][c]);
+                }
+            }
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            while m[r] != 0 {
+                let p = m[r].trailing_zeros() as usize;
+                m[r] &= m[r] - 1;
+                let s = S::splat(t.x[r].add(p));
+                let bp = t.b.add(p * t.ldb);
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = S::fma(s, ld(bp, c), *v);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                let v = if t.relu { S::mask_le0(v, v) } else { v };
+                if last(c) {
+                    S::store_n(t.out[r].add(c * S::W), v, tail);
+                } else {
+                    S::store(t.out[r].add(c * S::W), v);
+                }
+            }
+        }
+    }
+}
+
+/// One [`sparse_tile`] covering `cols ≤ NV·W` columns.
+#[inline(always)]
+unsafe fn sparse_cols<S: Isa, const R: usize, const NV: usize>(t: Sparse, cols: usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        if cols == NV * S::W {
+            return S::run(|| sparse_tile::<S, R, NV, false>(t, 0));
+        }
+        let nv = cols.div_ceil(S::W);
+        let tail = cols - (nv - 1) * S::W;
+        match nv {
+            1 => S::run(|| sparse_tile::<S, R, 1, true>(t, tail)),
+            2 => S::run(|| sparse_tile::<S, R, 2, true>(t, tail)),
+            3 => S::run(|| sparse_tile::<S, R, 3, true>(t, tail)),
+            4 => S::run(|| sparse_tile::<S, R, 4, true>(t, tail)),
+            5 => S::run(|| sparse_tile::<S, R, 5, true>(t, tail)),
+            6 => S::run(|| sparse_tile::<S, R, 6, true>(t, tail)),
+            _ => unreachable!(),
         }
     }
 }
@@ -1633,6 +1908,7 @@ mod tests {
         fn simd_matches_naive_small(m in 1usize..20, n in 1usize..20, k in 1usize..70, seed in 0u64..1000) {
             for kern in available() {
                 check(&kern, m, n, k, seed);
+                super::super::tests::check_panels(&kern, m, n, k, seed);
             }
         }
 
@@ -1717,6 +1993,40 @@ mod tests {
                 (9, 100, 17),
             ] {
                 check_big(&kern, m, n, k, 3);
+                super::super::tests::check_panels(&kern, m, n, k, 3);
+            }
+        }
+    }
+
+    /// A packed model gives the unpacked model's hidden activations for a
+    /// batch of 9 (the axpy-tile path) exactly, and its logits closely (the
+    /// unpacked thin layer uses dot products); each image alone gives its
+    /// row of the packed batch exactly.
+    #[test]
+    fn packed_model_matches_forward() {
+        use crate::packed::PackedMlp;
+        use crate::par::Serial;
+        use crate::{Mlp, Workspace};
+        let mut m = std::boxed::Box::new(Mlp::<40, 130, 100, 10>::ZERO);
+        m.init(4);
+        let mut ws = std::boxed::Box::new(Workspace::<9, 40, 130, 100, 10>::ZERO);
+        let mut rng = crate::rng::Rng::new(8);
+        for v in ws.x.as_flattened_mut() {
+            *v = rng.uniform(-1.0, 1.0).max(0.0);
+        }
+        for k in available() {
+            let mut p = std::boxed::Box::new(PackedMlp::ZERO);
+            p.pack(&k, &m);
+            m.forward(&k, &Serial, &mut ws, 9);
+            let (h2, logits) = (ws.h2, ws.logits);
+            p.forward(&k, &Serial, &mut ws, 9);
+            assert!(ws.h2 == h2, "{}: batch", k.name);
+            close(ws.logits.as_flattened(), logits.as_flattened(), 100, k.name);
+            let (x, want) = (ws.x, ws.logits);
+            for (i, row) in x.iter().enumerate() {
+                ws.x[0] = *row;
+                p.forward(&k, &Serial, &mut ws, 1);
+                assert!(ws.logits[0] == want[i], "{}: row {i}", k.name);
             }
         }
     }
