@@ -94,10 +94,27 @@ fn infer_pass(
     n as f64 / timer.secs()
 }
 
+/// Packed weights of the largest benchmarked layer, 64-byte aligned as in
+/// [`tailor_core::packed::PackedDense`].
+#[repr(C, align(64))]
+struct Aligned([f32; 512 * 784]);
+// SAFETY: an f32 array; all zeros is valid.
+unsafe impl tailor_core::Zeroed for Aligned {}
+
+/// GFLOP/s of each product at the model's shapes, on random data:
+/// `forward` as training runs it (transposing blocks of `w`), `fwd_packed`
+/// as inference does (weights packed once), and `fwd_relu_in` is `forward`
+/// with inputs that are half exact zeros, as a ReLU (or an image's
+/// background) leaves them, which the kernels skip. FLOPs are counted as
+/// dense, so `fwd_relu_in` may exceed the peak.
 fn kernel_bench(k: &Kernels, peak1: f64) -> Vec<KernelBench> {
-    let shapes: [(&str, usize, usize, usize); 10] = [
+    let shapes: [(&str, usize, usize, usize); 14] = [
         ("forward", 64, 512, 784),
         ("forward", 64, 512, 512),
+        ("fwd_packed", 64, 512, 784),
+        ("fwd_packed", 64, 512, 512),
+        ("fwd_relu_in", 64, 512, 784),
+        ("fwd_relu_in", 64, 512, 512),
         ("forward", 64, 10, 512),
         ("input_grad", 64, 512, 512),
         ("input_grad", 64, 10, 512),
@@ -112,14 +129,23 @@ fn kernel_bench(k: &Kernels, peak1: f64) -> Vec<KernelBench> {
     shapes
         .iter()
         .map(|&(product, m, n, kk)| {
-            let (x, w, b, dy) = (buf(m * kk), buf(n * kk), buf(n), buf(m * n));
+            let (mut x, w, b, dy) = (buf(m * kk), buf(n * kk), buf(n), buf(m * n));
+            if product == "fwd_relu_in" {
+                // Inputs as a ReLU leaves them: half are exact zeros.
+                x.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            let mut packed = crate::boxed::zeroed::<Aligned>();
+            let pk = &mut packed.0[..n * kk];
+            tailor_core::gemm::pack_panels(&w, n, kk, k.panel, pk);
             let mut out = vec![0.0f32; (m * kk).max(n * kk).max(m * n)];
             // The fused steps update weights and state in place; tiny
             // learning rates keep them from drifting far.
             let (mut wm, mut sm, mut sv) = (w.clone(), vec![0.0f32; n * kk], vec![0.0f32; n * kk]);
             let adam = tailor_core::optim::Adam::default().coefs(1e-9, 1);
             let mut run = || match product {
-                "forward" => (k.forward)(&x, &w, &b, &mut out, m, n, kk, true),
+                "forward" | "fwd_relu_in" => (k.forward)(&x, &w, &b, &mut out, m, n, kk, true),
+                // SAFETY: out holds m·n floats; nothing else uses it.
+                "fwd_packed" => unsafe { (k.forward_panels)(&x, pk, &b, out.as_mut_ptr(), n, m, n, kk, true) },
                 "input_grad" => (k.input_grad)(&dy, &w, &mut out, Some(&x), m, n, kk),
                 "wgrad+sgd" => {
                     let rule = Rule::Sgd { lr: 1e-9, weight_decay: 0.0 };
