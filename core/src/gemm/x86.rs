@@ -1541,7 +1541,10 @@ unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool>
                 m[0] &= m[0] - 1;
                 m[1] &= m[1] - 1;
                 let (s0, s1) = (S::splat(t.x[0].add(p0)), S::splat(t.x[1].add(p1)));
-                let (b0, b1) = (t.b.add(p0 * t.ldb), t.b.add(p1 * t.ldb));
+                let (mut b0, mut b1) = (t.b.add(p0 * t.ldb), t.b.add(p1 * t.ldb));
+                // Whole addresses in registers: folded into the FMAs as
+                // base + index, each FMA would issue as two micro-ops.
+                core::arch::asm!("/* {0} {1} */", inout(reg) b0, inout(reg) b1, options(pure, nomem, nostack, preserves_flags));
                 for c in 0..NV {
                     acc[0][c] = S::fma(s0, ld(b0, c), acc[0][c]);
                     acc[R - 1][c] = S::fma(s1, ld(b1, c), acc[R - 1][c]);
@@ -1553,7 +1556,8 @@ unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool>
                 let p = m[r].trailing_zeros() as usize;
                 m[r] &= m[r] - 1;
                 let s = S::splat(t.x[r].add(p));
-                let bp = t.b.add(p * t.ldb);
+                let mut bp = t.b.add(p * t.ldb);
+                core::arch::asm!("/* {0} */", inout(reg) bp, options(pure, nomem, nostack, preserves_flags));
                 for (c, v) in row.iter_mut().enumerate() {
                     *v = S::fma(s, ld(bp, c), *v);
                 }
