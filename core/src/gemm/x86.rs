@@ -17,7 +17,9 @@
 //!   last. When at most 70 % of the inputs are nonzero (ReLU outputs, image
 //!   backgrounds), tiles of two rows walk each row's nonzero bit mask and
 //!   skip the zero inputs. **forward_panels** runs the same tiles, for any
-//!   batch, on weights packed once in the panel layout (`gemm::pack_panels`)
+//!   batch, on weights packed once in the panel layout (`gemm::pack_panels`;
+//!   panels of 128 outputs with AVX-512, so that two threads split a
+//!   512-wide layer evenly and a sparse tile does 16 FMAs per input pair)
 //!   instead of transposing them per call. Otherwise (fewer than 8 rows, or
 //!   a thin layer such as 512→10) the unpacked forward takes dot products
 //!   along `k`: a tile of `MR` rows of `x` × `NR` rows of `w` keeps `MR·NR`
@@ -143,7 +145,7 @@ fn cols_args(
 
 macro_rules! entry_points {
     ($feat:literal, $S:ty, $panel:ident, $fwp:ident, $fwp_tf:ident, $fwd:ident, $fwdc:ident, $ig:ident, $igc:ident, $igc_tf:ident, $wg:ident, $wgs:ident, $sgd:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident, $wgs_tf:ident, $sgd_tf:ident,
-     fwd = ($MR:literal, $NR:literal, $TMR:literal, $FKB:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal)) => {
+     fwd = ($MR:literal, $NR:literal, $TMR:literal, $FKB:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal), panels = ($PMR:literal, $PNV:literal)) => {
         #[allow(clippy::too_many_arguments)]
         fn $fwd(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
             check_forward(x, w, b, y, m, n, k);
@@ -171,8 +173,9 @@ macro_rules! entry_points {
             unsafe { $fwd_tf(cols_args(x, w, b, y, ldy, m, n, k, relu)) }
         }
 
-        /// Panel width of the packed layout `$fwp` reads: its tiles' width.
-        const $panel: usize = $ANV * <$S as Isa>::W;
+        /// Panel width of the packed layout `$fwp` reads: its tiles' width
+        /// (`$PMR` rows × `$PNV` vectors when dense).
+        const $panel: usize = $PNV * <$S as Isa>::W;
 
         /// # Safety
         /// See `gemm::ForwardPanelsFn`.
@@ -195,7 +198,7 @@ macro_rules! entry_points {
         #[target_feature(enable = $feat)]
         unsafe fn $fwp_tf(f: Fwd) {
             // SAFETY: forwarded from the wrapper.
-            unsafe { forward_packed::<$S, $AMR, $ANV>(f, $FKB, true) }
+            unsafe { forward_packed::<$S, $PMR, $PNV>(f, $FKB, true) }
         }
 
         #[target_feature(enable = $feat)]
@@ -354,7 +357,8 @@ entry_points!(
     weight_grad_step_avx2_tf,
     sgd_avx2_tf,
     fwd = (2, 6, 1, 64),
-    axpy = (4, 3, 64)
+    axpy = (4, 3, 64),
+    panels = (4, 3)
 );
 entry_points!(
     "avx512f,avx512vl,avx2,fma",
@@ -376,7 +380,8 @@ entry_points!(
     weight_grad_step_avx512_tf,
     sgd_avx512_tf,
     fwd = (4, 6, 2, 64),
-    axpy = (4, 6, 64)
+    axpy = (4, 6, 64),
+    panels = (2, 8)
 );
 
 // ---------------------------------------------------------------------------
@@ -1153,6 +1158,8 @@ unsafe fn axpy_cols<S: Isa, const MR: usize, const NV: usize, const STEP: bool>(
             4 => S::run(|| axpy_tile::<S, MR, 4, true, STEP>(t, tail)),
             5 => S::run(|| axpy_tile::<S, MR, 5, true, STEP>(t, tail)),
             6 => S::run(|| axpy_tile::<S, MR, 6, true, STEP>(t, tail)),
+            7 => S::run(|| axpy_tile::<S, MR, 7, true, STEP>(t, tail)),
+            8 => S::run(|| axpy_tile::<S, MR, 8, true, STEP>(t, tail)),
             _ => unreachable!(),
         }
     }
@@ -1362,7 +1369,7 @@ unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize>(f: Fwd, kb: u
     // packed block is pb ≤ PACK_ROWS rows of cols ≤ PACK_COLS.
     unsafe {
         let nc = NV * S::W;
-        debug_assert!(nc <= PACK_COLS && kb <= PACK_ROWS && kb <= 64);
+        debug_assert!((pre || nc <= PACK_COLS) && kb <= PACK_ROWS && kb <= 64);
         let pk = pack.ptr();
         let mut i0 = 0;
         while i0 < f.m {
@@ -1593,6 +1600,8 @@ unsafe fn sparse_cols<S: Isa, const R: usize, const NV: usize>(t: Sparse, cols: 
             4 => S::run(|| sparse_tile::<S, R, 4, true>(t, tail)),
             5 => S::run(|| sparse_tile::<S, R, 5, true>(t, tail)),
             6 => S::run(|| sparse_tile::<S, R, 6, true>(t, tail)),
+            7 => S::run(|| sparse_tile::<S, R, 7, true>(t, tail)),
+            8 => S::run(|| sparse_tile::<S, R, 8, true>(t, tail)),
             _ => unreachable!(),
         }
     }
