@@ -1528,6 +1528,9 @@ struct Sparse {
 /// still runs in increasing input order.
 #[inline(always)]
 #[allow(clippy::needless_range_loop)] // two rows of acc per index
+// The empty asm statements touch no memory: they only hide the addresses'
+// values from LLVM, so that it keeps them whole in registers.
+#[allow(clippy::pointers_in_nomem_asm_block)]
 unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool>(t: Sparse, tail: usize) {
     // SAFETY: the caller sizes the tile inside the checked matrices; set
     // mask bits index inputs inside the block.
