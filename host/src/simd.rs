@@ -93,6 +93,14 @@ pub fn fma_peak_gflops_for(time: Duration, threads: usize) -> f64 {
     flops.iter().map(|&(f, t)| f / t.as_secs_f64()).sum::<f64>() / 1e9
 }
 
+/// One thread's FMA peak in GFLOP/s over a single window of about `time`:
+/// for interleaving with another measurement, so that both see the same
+/// load on a shared host.
+pub fn fma_peak_window_gflops(time: Duration) -> f64 {
+    let (f, t) = run_peak_window(time);
+    f / t.as_secs_f64() / 1e9
+}
+
 /// Windows per peak measurement; the best counts (like the kernel
 /// measurements in `tailor bench`: noise on a shared host only ever slows a
 /// window down).

@@ -1527,7 +1527,8 @@ struct Sparse {
 /// `2·NV` independent accumulators hide the FMA latency; each row's sum
 /// still runs in increasing input order.
 #[inline(always)]
-#[allow(clippy::needless_range_loop)] // two rows of acc per index
+#[allow(clippy::needless_range_loop)]
+// two rows of acc per index
 // The empty asm statements touch no memory: they only hide the addresses'
 // values from LLVM, so that it keeps them whole in registers.
 #[allow(clippy::pointers_in_nomem_asm_block)]
