@@ -88,7 +88,7 @@ fn infer_pass(
     let timer = Timer::start();
     let mut n = 0;
     for idx in order.batches(batch) {
-        data::fill_batch(split, idx, &Pixels::TO_TENSOR, &mut ws.x[..idx.len()], &mut labels[..idx.len()]);
+        data::fill_batch_par(par, split, idx, &Pixels::TO_TENSOR, &mut ws.x[..idx.len()], &mut labels[..idx.len()]);
         model.forward(&kernels, par, &mut ws, idx.len());
         std::hint::black_box(&ws.logits);
         n += idx.len();

@@ -17,7 +17,7 @@ use tailor_core::quant::{export, ActRange, Calibration, Classifier, QKernels, Se
 use tailor_core::SeedMlp;
 
 use crate::boxed;
-use crate::data::{self, fill_batch, Pixels, Split, IMAGE_PIXELS};
+use crate::data::{self, fill_batch, fill_batch_par, Pixels, Split, IMAGE_PIXELS};
 use crate::train::{evaluate, Ws, MAX_BATCH};
 
 /// How the activation range of each hidden layer is chosen.
@@ -421,7 +421,7 @@ fn f32_predict_all(model: &SeedMlp, split: &Split, pixels: &Pixels, par: &dyn Pa
     let packed = crate::train::pack(model, &kernels);
     for chunk in idx.chunks(MAX_BATCH) {
         let m = chunk.len();
-        fill_batch(split, chunk, pixels, &mut ws.x[..m], &mut labels[..m]);
+        fill_batch_par(par, split, chunk, pixels, &mut ws.x[..m], &mut labels[..m]);
         packed.forward(&kernels, par, ws, m);
         out.extend(ws.logits[..m].iter().map(|z| tailor_core::loss::argmax(z) as u8));
     }

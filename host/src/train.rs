@@ -14,7 +14,7 @@ use tailor_core::{Flat, SeedMlp, Workspace};
 
 use crate::boxed;
 use crate::checkpoint::Meta;
-use crate::data::{fill_batch, fill_batch_par, EpochOrder, Pixels, Split};
+use crate::data::{fill_batch_par, EpochOrder, Pixels, Split};
 
 /// Largest batch the workspace holds (compile-time); smaller batches use a
 /// prefix of it. 256 rows of activations and gradients ≈ 2.9 MB.
@@ -225,7 +225,7 @@ pub fn evaluate(
     let packed = pack(model, kernels);
     for chunk in idx.chunks(MAX_BATCH) {
         let n = chunk.len();
-        fill_batch(split, chunk, pixels, &mut ws.x[..n], &mut labels[..n]);
+        fill_batch_par(par, split, chunk, pixels, &mut ws.x[..n], &mut labels[..n]);
         packed.forward(kernels, par, ws, n);
         if let Ok(l) = loss::cross_entropy(&ws.logits[..n], &labels[..n], &mut ws.dlogits[..n]) {
             loss_sum += l as f64 * n as f64;
