@@ -1360,7 +1360,8 @@ unsafe fn pack_t<S: Isa>(src: *const f32, lds: usize, pack: *mut f32, cols: usiz
 /// When at most [`SPARSE_MAX_DENSITY`] of a group of rows' inputs are
 /// nonzero (ReLU outputs, image backgrounds), the tiles skip the zero ones
 /// (see [`sparse_tile`]). Per element, every path sums from the bias in
-/// increasing `p`, so all give the same values (a skipped term adds `±0`).
+/// increasing `p`, so all give the same values (a skipped term adds `±0`,
+/// given finite weights).
 #[inline(always)]
 unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize>(f: Fwd, kb: usize, pre: bool) {
     let mut pack = Pack::new();
