@@ -2009,6 +2009,8 @@ mod tests {
                 (5, 13, 100),
                 (130, 40, 100),
                 (9, 100, 17),
+                // More than one chunk of input masks (1024 inputs), and of rows (64).
+                (70, 33, 1100),
             ] {
                 check_big(&kern, m, n, k, 3);
                 super::super::tests::check_panels(&kern, m, n, k, 3);
