@@ -17,7 +17,7 @@ use tailor_core::quant::{export, ActRange, Calibration, Classifier, QKernels, Se
 use tailor_core::SeedMlp;
 
 use crate::boxed;
-use crate::data::{self, fill_batch, fill_batch_par, Pixels, Split, IMAGE_PIXELS};
+use crate::data::{self, fill_batch, Pixels, Split, IMAGE_PIXELS};
 use crate::train::{evaluate, Ws, MAX_BATCH};
 
 /// How the activation range of each hidden layer is chosen.
@@ -362,13 +362,12 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     let kernels: Kernels = crate::simd::detect();
     let mut ws = boxed::zeroed::<Ws>();
     let f = evaluate(&ck.model, &kernels, &threads, &mut ws, &ds.test, &pixels);
-    let f32_preds = f32_predict_all(&ck.model, &ds.test, &pixels, &threads, &mut ws);
     drop(threads);
     let t = Instant::now();
     let preds = int8_predict_all_seed(&q, &ds.test);
     let int8_sps = ds.test.len() as f64 / t.elapsed().as_secs_f64();
     let correct = preds.iter().zip(&ds.test.labels).filter(|(a, b)| a == b).count();
-    let agree = preds.iter().zip(&f32_preds).filter(|(a, b)| a == b).count();
+    let agree = preds.iter().zip(&f.predictions).filter(|(a, b)| a == b).count();
     let n = ds.test.len().max(1) as f64;
 
     let weights_flash = SeedQMlp::BIN_BYTES as u64;
@@ -411,21 +410,6 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
         print_report(&report);
     }
     Ok(report)
-}
-
-fn f32_predict_all(model: &SeedMlp, split: &Split, pixels: &Pixels, par: &dyn Par, ws: &mut Ws) -> Vec<u8> {
-    let kernels = crate::simd::detect();
-    let mut out = Vec::with_capacity(split.len());
-    let mut labels = [0u8; MAX_BATCH];
-    let idx: Vec<u32> = (0..split.len() as u32).collect();
-    let packed = crate::train::pack(model, &kernels);
-    for chunk in idx.chunks(MAX_BATCH) {
-        let m = chunk.len();
-        fill_batch_par(par, split, chunk, pixels, &mut ws.x[..m], &mut labels[..m]);
-        packed.forward(&kernels, par, ws, m);
-        out.extend(ws.logits[..m].iter().map(|z| tailor_core::loss::argmax(z) as u8));
-    }
-    out
 }
 
 fn print_report(r: &QuantizeReport) {

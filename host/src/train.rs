@@ -56,6 +56,9 @@ pub struct EvalResult {
     pub avg_loss: f64,
     /// `confusion[true][predicted]`.
     pub confusion: [[u32; CLASSES]; CLASSES],
+    /// The predicted class of every image, in order (not in the JSON).
+    #[serde(skip)]
+    pub predictions: Vec<u8>,
 }
 
 impl EvalResult {
@@ -232,6 +235,7 @@ pub fn evaluate(
         }
         for (z, &y) in ws.logits[..n].iter().zip(&labels[..n]) {
             let p = loss::argmax(z);
+            r.predictions.push(p as u8);
             r.confusion[y as usize % CLASSES][p] += 1;
             r.correct += (p == y as usize) as usize;
         }
