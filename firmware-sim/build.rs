@@ -65,12 +65,10 @@ fn main() {
     let model = env::var_os("TAILOR_MODEL").map(PathBuf::from).unwrap_or_else(|| manifest.join("models/default.q8"));
     println!("cargo:rerun-if-changed={}", model.display());
     let bytes = fs::read(&model).unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", model.display())));
-    if bytes.len() < tailor_core::format::HEADER_LEN || bytes[..4] != tailor_core::quant::MAGIC {
-        fail(&format!("{} is not a .q8 int8 model (magic TLQ8)", model.display()));
-    }
-    let n_dims = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
-    let dims: Vec<u32> =
-        (0..n_dims.min(4)).map(|i| u32::from_le_bytes(bytes[8 + 4 * i..12 + 4 * i].try_into().unwrap())).collect();
+    let dims: Vec<u32> = match tailor_core::format::Header::parse(&bytes, tailor_core::quant::MAGIC) {
+        Ok((h, _)) => h.spec.dims().to_vec(),
+        Err(e) => fail(&format!("{} is not a valid .q8 int8 model: {e}", model.display())),
+    };
     let bin = out.join("model.bin");
     let bin_str = bin.to_str().expect("OUT_DIR is not UTF-8");
     let (src, image) = shapes!(dims.as_slice(), &bytes, bin_str;

@@ -30,6 +30,7 @@ pub mod par;
 pub mod protocol;
 pub mod quant;
 pub mod rng;
+pub mod spec;
 
 pub use dense::Dense;
 pub use mlp::{Mlp, SeedMlp, Workspace};

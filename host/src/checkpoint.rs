@@ -19,7 +19,6 @@ use tailor_core::SeedMlp;
 use crate::boxed;
 
 pub const MAGIC: [u8; 4] = *b"TLRF";
-pub const VERSION: u16 = 1;
 
 /// Training settings and progress stored with the weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -63,8 +62,8 @@ impl Meta {
     }
 }
 
-fn dims() -> [u32; 4] {
-    SeedMlp::DIMS.map(|d| d as u32)
+fn spec() -> tailor_core::spec::Spec {
+    tailor_core::spec::Spec::mlp(&SeedMlp::DIMS)
 }
 
 fn push_tensors(out: &mut Vec<u8>, m: &SeedMlp) -> Result<()> {
@@ -79,15 +78,16 @@ fn push_tensors(out: &mut Vec<u8>, m: &SeedMlp) -> Result<()> {
 pub fn encode(model: &SeedMlp, meta: &Meta, optim: &[Box<SeedMlp>]) -> Result<Vec<u8>> {
     let mut meta = meta.clone();
     meta.optim_buffers = optim.len() as u32;
-    let mut file = Vec::with_capacity(format::HEADER_LEN + (std::mem::size_of::<SeedMlp>() + 1024) * (1 + optim.len()));
-    file.resize(format::HEADER_LEN, 0);
+    let hl = Header::len_for(spec().depth());
+    let mut file = Vec::with_capacity(hl + (std::mem::size_of::<SeedMlp>() + 1024) * (1 + optim.len()));
+    file.resize(hl, 0);
     push_tensors(&mut file, model)?;
     postcard::to_io(&meta, &mut file)?;
     for b in optim {
         push_tensors(&mut file, b)?;
     }
-    let header = Header::new(MAGIC, VERSION, &dims(), &file[format::HEADER_LEN..]);
-    file[..format::HEADER_LEN].copy_from_slice(&header.encode());
+    let header = Header::new(MAGIC, spec(), &file[hl..]);
+    header.encode(&mut file);
     Ok(file)
 }
 
@@ -129,13 +129,20 @@ fn read_model_tensors<'a>(bytes: &'a [u8], into: &mut SeedMlp) -> std::result::R
 
 /// Decodes a checkpoint image; `what` names the file in errors.
 pub fn decode(bytes: &[u8], what: &str) -> Result<Checkpoint> {
-    let (_, payload) = Header::check(bytes, MAGIC, VERSION, &dims()).map_err(|e| {
-        if matches!(e, format::FormatError::BadMagic { found, .. } if &found == b"TLQ8") {
-            anyhow::anyhow!("{what}: this is an int8 model (.q8), expected an f32 checkpoint from `tailor train`")
-        } else {
-            anyhow::anyhow!("{what}: {e}")
-        }
-    })?;
+    let (_, payload) = Header::parse(bytes, MAGIC)
+        .and_then(|(h, p)| {
+            if h.spec != spec() {
+                return Err(format::FormatError::ShapeMismatch);
+            }
+            Ok((h, p))
+        })
+        .map_err(|e| {
+            if matches!(e, format::FormatError::BadMagic { found, .. } if &found == b"TLQ8") {
+                anyhow::anyhow!("{what}: this is an int8 model (.q8), expected an f32 checkpoint from `tailor train`")
+            } else {
+                anyhow::anyhow!("{what}: {e}")
+            }
+        })?;
     let mut model = boxed::zeroed::<SeedMlp>();
     let rest = read_model_tensors(payload, &mut model).map_err(|e| anyhow::anyhow!("{what}: state dict: {e}"))?;
     let (meta, mut rest): (Meta, _) =

@@ -199,16 +199,12 @@ pub struct Q8Info {
 }
 
 pub fn q8_info(bytes: &[u8], path: &Path) -> Result<Q8Info> {
-    use tailor_core::format::HEADER_LEN;
-    if bytes.len() < HEADER_LEN || bytes[..4] != tailor_core::quant::MAGIC {
-        if bytes.len() >= 4 && &bytes[..4] == b"TLRF" {
-            bail!("{}: this is an f32 checkpoint; run `tailor quantize` on it first", path.display());
-        }
-        bail!("{}: not an int8 model (.q8, magic TLQ8)", path.display());
+    if bytes.len() >= 4 && &bytes[..4] == b"TLRF" {
+        bail!("{}: this is an f32 checkpoint; run `tailor quantize` on it first", path.display());
     }
-    let u32_at = |o: usize| u32::from_le_bytes(bytes[o..o + 4].try_into().unwrap());
-    let n = (u16::from_le_bytes([bytes[6], bytes[7]]) as usize).min(4);
-    Ok(Q8Info { dims: (0..n).map(|i| u32_at(8 + 4 * i)).collect(), payload_crc: u32_at(28) })
+    let (h, _) = tailor_core::format::Header::parse(bytes, tailor_core::quant::MAGIC)
+        .map_err(|e| anyhow!("{}: not a valid int8 model (.q8): {e}", path.display()))?;
+    Ok(Q8Info { dims: h.spec.dims().to_vec(), payload_crc: h.payload_crc })
 }
 
 use crate::boxed::zeroed;

@@ -129,8 +129,10 @@ fn a_wrong_firmware_for_the_model_is_refused() {
     let mut bytes = std::fs::read(model()).unwrap();
     let at = bytes.len() / 2;
     bytes[at] ^= 1;
-    let crc = tailor_core::format::crc32(&bytes[tailor_core::format::HEADER_LEN..]);
-    bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+    let (h, p) = tailor_core::format::Header::parse(&bytes, tailor_core::quant::MAGIC).unwrap();
+    let n = h.encoded_len();
+    let h = tailor_core::format::Header::new(h.magic, h.spec, p);
+    h.encode(&mut bytes[..n]);
     let dir = tempfile::tempdir().unwrap();
     let other = dir.path().join("other.q8");
     std::fs::write(&other, bytes).unwrap();

@@ -86,7 +86,7 @@ use crate::Zeroed;
 /// `.q8` magic.
 pub const MAGIC: [u8; 4] = *b"TLQ8";
 /// `.q8` format version.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = crate::format::header::VERSION;
 /// Identifies the packed weight layout (see [`kernels`]) in the payload.
 pub const LAYOUT_ID: u32 = 1;
 

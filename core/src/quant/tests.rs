@@ -1,6 +1,7 @@
 use super::golden::{self, Golden};
 use super::*;
-use crate::format::{FormatError, HEADER_LEN};
+use crate::format::{FormatError, Header};
+const HEADER_LEN: usize = Header::len_for(3);
 use crate::rng::Rng;
 
 fn all_kernels() -> [QKernels; 3] {
@@ -168,7 +169,7 @@ fn q8_roundtrip_and_every_error() {
     assert_eq!(&bytes[..4], b"TLQ8");
 
     let mut t = QSmall::ZERO;
-    assert!(matches!(t.read(&bytes[..10]), Err(FormatError::Truncated { needed: 32, found: 10 })));
+    assert!(matches!(t.read(&bytes[..10]), Err(FormatError::Truncated { needed: 48, found: 10 })));
     assert!(matches!(t.read(&bytes[..n - 1]), Err(FormatError::Truncated { .. })));
     let mut bad = [0u8; 2048];
     bad[..n].copy_from_slice(bytes);
@@ -176,11 +177,11 @@ fn q8_roundtrip_and_every_error() {
     assert!(matches!(t.read(&bad[..n]), Err(FormatError::BadMagic { .. })));
     bad[..n].copy_from_slice(bytes);
     bad[4] = 9;
-    assert!(matches!(t.read(&bad[..n]), Err(FormatError::BadVersion { found: 9, supported: 1 })));
+    assert!(matches!(t.read(&bad[..n]), Err(FormatError::BadVersion { found: 9, .. })));
     let mut other = QMlp::<13, 9, 7, 4>::ZERO;
-    assert!(matches!(other.read(bytes), Err(FormatError::ShapeMismatch { .. })));
+    assert!(matches!(other.read(bytes), Err(FormatError::ShapeMismatch)));
     let mut one = QMlp1::<13, 9, 4>::ZERO;
-    assert!(matches!(one.read(bytes), Err(FormatError::ShapeMismatch { .. })));
+    assert!(matches!(one.read(bytes), Err(FormatError::ShapeMismatch)));
     bad[..n].copy_from_slice(bytes);
     bad[n - 5] ^= 0x40;
     assert!(matches!(t.read(&bad[..n]), Err(FormatError::Checksum { .. })));
@@ -189,8 +190,8 @@ fn q8_roundtrip_and_every_error() {
     // A CRC-valid payload with the wrong layout id: rejected, not misread.
     bad[..n].copy_from_slice(bytes);
     bad[HEADER_LEN] = 7;
-    let h = crate::format::Header::new(MAGIC, VERSION, &QSmall::DIMS, &bad[HEADER_LEN..n]);
-    bad[..HEADER_LEN].copy_from_slice(&h.encode());
+    let h = Header::new(MAGIC, crate::spec::Spec::mlp(&QSmall::DIMS.map(|d| d as usize)), &bad[HEADER_LEN..n]);
+    h.encode(&mut bad);
     assert_eq!(t.read(&bad[..n]), Err(FormatError::Payload));
     // Every truncation is an error, never a panic.
     for cut in 0..n {

@@ -17,7 +17,8 @@
 //! `postcard::from_bytes` reads the same payload.
 
 use super::{QDense, QMlp, QMlp1, LAYOUT_ID, MAGIC, VERSION};
-use crate::format::{crc32, FormatError, Header, HEADER_LEN};
+use crate::format::{crc32, FormatError, Header};
+use crate::spec::Spec;
 
 trait Sink {
     fn put(&mut self, b: &[u8]);
@@ -199,20 +200,38 @@ fn payload_crc(layers: &[&dyn LayerWire]) -> u32 {
     c.0.finalize()
 }
 
+fn spec_of(dims: &[u32]) -> Spec {
+    let mut d = [0usize; 4];
+    for (a, &b) in d.iter_mut().zip(dims) {
+        *a = b as usize;
+    }
+    Spec::mlp(&d[..dims.len()])
+}
+
 fn to_bytes(layers: &[&dyn LayerWire], dims: &[u32], out: &mut [u8]) -> usize {
     let n = payload_len(layers);
-    let total = HEADER_LEN + n;
+    let spec = spec_of(dims);
+    let hl = Header::len_for(spec.depth());
+    let total = hl + n;
     assert!(out.len() >= total, "to_bytes: buffer of {} bytes, need {total} (see encoded_len)", out.len());
-    let mut s = Slice { buf: &mut out[HEADER_LEN..total], pos: 0 };
+    let mut s = Slice { buf: &mut out[hl..total], pos: 0 };
     encode_payload(layers, &mut s);
-    let h = Header::new(MAGIC, VERSION, dims, &out[HEADER_LEN..total]);
-    debug_assert_eq!(h.payload_crc, crc32(&out[HEADER_LEN..total]));
-    out[..HEADER_LEN].copy_from_slice(&h.encode());
+    let h = Header::new(MAGIC, spec, &out[hl..total]);
+    debug_assert_eq!(h.payload_crc, crc32(&out[hl..total]));
+    h.encode(out);
     total
 }
 
 fn read(layers: &mut [&mut dyn LayerWire], dims: &[u32], bytes: &[u8]) -> Result<Header, FormatError> {
-    let (h, payload) = Header::check(bytes, MAGIC, VERSION, dims)?;
+    let (h, payload) = Header::parse(bytes, MAGIC)?;
+    // Version 1 differs only in its header.
+    if h.version != VERSION && h.version != 1 {
+        return Err(FormatError::BadVersion { supported: VERSION, found: h.version });
+    }
+    let want = spec_of(dims);
+    if h.spec != want {
+        return Err(FormatError::ShapeMismatch);
+    }
     let mut r = Rd(payload);
     if r.varint()? != LAYOUT_ID {
         return Err(FormatError::Payload);
@@ -235,7 +254,7 @@ macro_rules! wire_impl {
 
             /// Size of the `.q8` file: header + payload.
             pub fn encoded_len(&self) -> usize {
-                HEADER_LEN + payload_len(&self.wire_layers())
+                Header::len_for(Self::DIMS.len() - 1) + payload_len(&self.wire_layers())
             }
 
             /// CRC-32 of the `.q8` payload (the header's `payload_crc`;
