@@ -1,94 +1,129 @@
-//! A fully connected layer in PyTorch's layout: `weight[OUT][IN]`, `bias[OUT]`.
+//! A fully connected layer in PyTorch's layout: `weight[out][in]` row-major,
+//! then `bias[out]`, as views into a model's flat parameters.
 //!
-//! Costs `4·OUT·(IN+1)` bytes; forward and backward allocate nothing and use
-//! only the caller's activation buffers. The batch is a slice of rows; its
-//! length (≤ the workspace's compile-time maximum) is the live batch size.
+//! Forward and backward allocate nothing and use only the caller's
+//! activation buffers: row-major batches of `m` rows (`x: [m][in]`,
+//! `y: [m][out]`), with `m` the live batch size.
 
 use crate::gemm::{bias_grad, Kernels, Rule};
 use crate::par::{rows_per_task, Par};
 use crate::rng::Rng;
-use crate::{Flat, Zeroed};
+use crate::spec::Layer;
 
-#[repr(C)]
-#[derive(Clone, Debug, PartialEq)]
-pub struct Dense<const IN: usize, const OUT: usize> {
-    pub weight: [[f32; IN]; OUT],
-    pub bias: [f32; OUT],
+/// A layer's parameters (or gradients), borrowed.
+#[derive(Clone, Copy, Debug)]
+pub struct Dense<'a> {
+    pub inputs: usize,
+    pub outputs: usize,
+    /// `[outputs][inputs]`, row-major.
+    pub weight: &'a [f32],
+    pub bias: &'a [f32],
 }
 
-// SAFETY: repr(C), only f32 arrays, no padding (everything has align 4).
-unsafe impl<const IN: usize, const OUT: usize> Flat for Dense<IN, OUT> {}
-unsafe impl<const IN: usize, const OUT: usize> Zeroed for Dense<IN, OUT> {}
+/// A layer's parameters (or gradients), mutably borrowed.
+#[derive(Debug)]
+pub struct DenseMut<'a> {
+    pub inputs: usize,
+    pub outputs: usize,
+    pub weight: &'a mut [f32],
+    pub bias: &'a mut [f32],
+}
 
-impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
-    pub const ZERO: Self = Dense { weight: [[0.0; IN]; OUT], bias: [0.0; OUT] };
+impl<'a> Dense<'a> {
+    /// The layer `layer` over its flat parameters (`weight`, then `bias`).
+    /// Panics if `params` is not `layer.params()` long.
+    pub fn new(layer: Layer, params: &'a [f32]) -> Self {
+        assert_eq!(params.len(), layer.params(), "Dense: parameters of the wrong length");
+        let (weight, bias) = params.split_at(layer.outputs * layer.inputs);
+        Dense { inputs: layer.inputs, outputs: layer.outputs, weight, bias }
+    }
+}
+
+impl<'a> DenseMut<'a> {
+    /// As [`Dense::new`].
+    pub fn new(layer: Layer, params: &'a mut [f32]) -> Self {
+        assert_eq!(params.len(), layer.params(), "DenseMut: parameters of the wrong length");
+        let (weight, bias) = params.split_at_mut(layer.outputs * layer.inputs);
+        DenseMut { inputs: layer.inputs, outputs: layer.outputs, weight, bias }
+    }
+
+    pub fn as_ref(&self) -> Dense<'_> {
+        Dense { inputs: self.inputs, outputs: self.outputs, weight: self.weight, bias: self.bias }
+    }
+
+    /// A shorter-lived mutable view (to pass on and use again).
+    pub fn reborrow(&mut self) -> DenseMut<'_> {
+        DenseMut { inputs: self.inputs, outputs: self.outputs, weight: self.weight, bias: self.bias }
+    }
 
     /// PyTorch's default `nn.Linear` init: weight and bias uniform in
-    /// `±1/sqrt(IN)` (kaiming_uniform with a = sqrt(5) reduces to this).
+    /// `±1/sqrt(in)` (kaiming_uniform with a = sqrt(5) reduces to this).
     /// Weights are drawn row by row, then the bias.
     pub fn init(&mut self, rng: &mut Rng) {
-        let bound = 1.0 / libm::sqrtf(IN as f32);
-        for w in self.weight.as_flattened_mut() {
+        let bound = 1.0 / libm::sqrtf(self.inputs as f32);
+        for w in self.weight.iter_mut() {
             *w = rng.uniform(-bound, bound);
         }
-        for b in &mut self.bias {
+        for b in self.bias.iter_mut() {
             *b = rng.uniform(-bound, bound);
         }
     }
+}
 
-    /// `y = x·Wᵀ + b` (ReLU'd if `relu`) for the first `x.len()` rows.
-    pub fn forward(&self, k: &Kernels, par: &dyn Par, x: &[[f32; IN]], y: &mut [[f32; OUT]], relu: bool) {
-        let m = x.len();
-        let (x, y) = (x.as_flattened(), y[..m].as_flattened_mut());
-        let (w, b) = (self.weight.as_flattened(), &self.bias[..]);
+impl Dense<'_> {
+    /// `y = x·Wᵀ + b` (ReLU'd if `relu`) for `m` rows.
+    pub fn forward(&self, k: &Kernels, par: &dyn Par, x: &[f32], y: &mut [f32], m: usize, relu: bool) {
+        let (inp, out) = (self.inputs, self.outputs);
+        let (x, y) = (&x[..m * inp], &mut y[..m * out]);
+        let (w, b) = (self.weight, self.bias);
         if par.width() > 1 {
             // Split the outputs: each thread streams (and keeps in its own
             // L2) only its share of the weights, packed once for all rows.
             // Every task sees all rows, so the kernel (chosen from the
             // batch and the layer's width) is the same for any split.
             let yp = SyncMut(y.as_mut_ptr());
-            for_col_blocks(par, OUT, 16, &|j0, r| {
+            for_col_blocks(par, out, 16, &|j0, r| {
                 let yp = &yp;
-                // SAFETY: columns j0..j0 + r of y[m][OUT]; tasks own disjoint
+                // SAFETY: columns j0..j0 + r of y[m][out]; tasks own disjoint
                 // column blocks and nothing else touches y during the call.
                 unsafe {
-                    (k.forward_cols)(x, &w[j0 * IN..][..r * IN], &b[j0..][..r], yp.0.add(j0), OUT, m, r, IN, relu)
+                    (k.forward_cols)(x, &w[j0 * inp..][..r * inp], &b[j0..][..r], yp.0.add(j0), out, m, r, inp, relu)
                 };
             });
             return;
         }
-        (k.forward)(x, w, b, y, m, OUT, IN, relu);
+        (k.forward)(x, w, b, y, m, out, inp, relu);
     }
 
-    /// Given `dy = ∂L/∂y` for `m = dy.len()` rows, writes this layer's
-    /// gradients into `grad` and, if `dx` is given, `∂L/∂x` masked by the
-    /// ReLU that produced `x` (pass `relu_input = true` when it did).
+    /// Given `dy = ∂L/∂y` for `m` rows, writes this layer's gradients into
+    /// `grad` and, if `dx` is given, `∂L/∂x` masked by the ReLU that
+    /// produced `x` (pass `relu_input = true` when it did).
     #[allow(clippy::too_many_arguments)]
     pub fn backward(
         &self,
         k: &Kernels,
         par: &dyn Par,
-        x: &[[f32; IN]],
-        dy: &[[f32; OUT]],
-        grad: &mut Self,
-        dx: Option<&mut [[f32; IN]]>,
+        x: &[f32],
+        dy: &[f32],
+        m: usize,
+        grad: DenseMut<'_>,
+        dx: Option<&mut [f32]>,
         relu_input: bool,
     ) {
-        let m = dy.len();
-        let (xf, dyf) = (x[..m].as_flattened(), dy.as_flattened());
+        let (inp, out) = (self.inputs, self.outputs);
+        let (xf, dyf) = (&x[..m * inp], &dy[..m * out]);
         // Weight gradient: split over output rows (tasks own whole rows of dw).
-        let rows = rows_per_task(OUT, par.width(), 4);
-        par.for_chunks(grad.weight.as_flattened_mut(), rows * IN, &|t, dw| {
-            let r = dw.len() / IN;
-            (k.weight_grad)(&dyf[t * rows..], OUT, xf, dw, m, r, IN);
+        let rows = rows_per_task(out, par.width(), 4);
+        par.for_chunks(&mut grad.weight[..out * inp], rows * inp, &|t, dw| {
+            let r = dw.len() / inp;
+            (k.weight_grad)(&dyf[t * rows..], out, xf, dw, m, r, inp);
         });
-        bias_grad(dyf, &mut grad.bias, m, OUT);
+        bias_grad(dyf, grad.bias, m, out);
         if let Some(dx) = dx {
-            self.input_grad(k, par, xf, dyf, &mut dx[..m], relu_input);
+            self.input_grad(k, par, xf, dyf, &mut dx[..m * inp], m, relu_input);
         }
     }
 }
-
 /// `update(offset, params, grads)`: an elementwise optimizer step on the
 /// parameters at `offset..offset + params.len()` of a layer's flat
 /// parameters (weight rows, then bias), given their gradients.
@@ -120,8 +155,7 @@ const MAX_TASKS: usize = 64;
 pub(crate) fn for_col_blocks(par: &dyn Par, n: usize, align: usize, f: &(dyn Fn(usize, usize) + Sync)) {
     let cols = rows_per_task(n, par.width().min(MAX_TASKS), align);
     let tasks = n.div_ceil(cols);
-    let mut ids = [0.0f32; MAX_TASKS];
-    par.for_chunks(&mut ids[..tasks], 1, &|t, _| {
+    par.for_tasks(tasks, &|t| {
         let j0 = t * cols;
         f(j0, cols.min(n - j0));
     });
@@ -133,7 +167,7 @@ pub(crate) struct SyncMut(pub(crate) *mut f32);
 // SAFETY: each task derives a disjoint range (see the users).
 unsafe impl Sync for SyncMut {}
 
-impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
+impl DenseMut<'_> {
     /// [`Self::backward`], then `update` on every parameter, fused: each
     /// block of weight gradient is applied to its weights right after it is
     /// computed, while both are in cache. The parameters end up as with
@@ -147,27 +181,28 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
         &mut self,
         k: &Kernels,
         par: &dyn Par,
-        x: &[[f32; IN]],
-        dy: &[[f32; OUT]],
-        grad: &mut Self,
-        dx: Option<&mut [[f32; IN]]>,
+        x: &[f32],
+        dy: &[f32],
+        m: usize,
+        grad: DenseMut<'_>,
+        dx: Option<&mut [f32]>,
         relu_input: bool,
         update: Update<'_>,
         keep_weight_grad: bool,
     ) {
-        let m = dy.len();
-        let (xf, dyf) = (x[..m].as_flattened(), dy.as_flattened());
+        let (n_in, n_out) = (self.inputs, self.outputs);
+        let (xf, dyf) = (&x[..m * n_in], &dy[..m * n_out]);
         // dx first: it needs the weights before they change.
         if let Some(dx) = dx {
-            self.input_grad(k, par, xf, dyf, &mut dx[..m], relu_input);
+            self.as_ref().input_grad(k, par, xf, dyf, &mut dx[..m * n_in], m, relu_input);
         }
-        bias_grad(dyf, &mut grad.bias, m, OUT);
+        bias_grad(dyf, grad.bias, m, n_out);
         let (each, rule, state) = match update {
             Update::Fused(rule, state) => (None, Some(rule), state),
             Update::Each(f) => (Some(f), None, [&mut [][..], &mut []]),
         };
         let stateful = matches!(rule, Some(Rule::Adam(_)));
-        let need = if stateful { OUT * (IN + 1) } else { 0 };
+        let need = if stateful { n_out * (n_in + 1) } else { 0 };
         assert!(state.iter().all(|s| s.len() >= need), "backward_update: optimizer state is smaller than the layer");
         let [sm, sv] = state;
         let (smp, svp) = (SyncMut(sm.as_mut_ptr()), SyncMut(sv.as_mut_ptr()));
@@ -195,61 +230,65 @@ impl<const IN: usize, const OUT: usize> Dense<IN, OUT> {
             (None, Some(r)) => r.apply(k.sgd, k.adam, p, g, state_at(off, p.len())),
             (None, None) => unreachable!(),
         };
-        let rows = rows_per_task(OUT, par.width(), 4);
-        let w = SyncMut(self.weight.as_flattened_mut().as_mut_ptr());
-        par.for_chunks(grad.weight.as_flattened_mut(), rows * IN, &|t, dw| {
+        let rows = rows_per_task(n_out, par.width(), 4);
+        let w = SyncMut(self.weight.as_mut_ptr());
+        par.for_chunks(&mut grad.weight[..n_out * n_in], rows * n_in, &|t, dw| {
             let w = &w;
             let r0 = t * rows;
-            let rows = dw.len() / IN;
+            let rows = dw.len() / n_in;
             for b in 0..rows.div_ceil(UPDATE_ROWS) {
                 let (j0, r) = (r0 + b * UPDATE_ROWS, UPDATE_ROWS.min(rows - b * UPDATE_ROWS));
-                let at = if keep_weight_grad { (j0 - r0) * IN } else { 0 };
-                let dwb = &mut dw[at..][..r * IN];
+                let at = if keep_weight_grad { (j0 - r0) * n_in } else { 0 };
+                let dwb = &mut dw[at..][..r * n_in];
                 // SAFETY: rows j0..j0 + r of the weights (and of the state
                 // when stateful), inside the layer; tasks own disjoint row
                 // ranges (as of dw), and nothing else reads them during this
                 // call.
-                let wb = unsafe { core::slice::from_raw_parts_mut(w.0.add(j0 * IN), r * IN) };
+                let wb = unsafe { core::slice::from_raw_parts_mut(w.0.add(j0 * n_in), r * n_in) };
                 match rule {
                     Some(rule) if !keep_weight_grad => {
-                        let st = state_at(j0 * IN, r * IN);
-                        (k.weight_grad_step)(&dyf[j0..], OUT, xf, dwb, wb, st, rule, m, r, IN);
+                        let st = state_at(j0 * n_in, r * n_in);
+                        (k.weight_grad_step)(&dyf[j0..], n_out, xf, dwb, wb, st, rule, m, r, n_in);
                     }
                     _ => {
-                        (k.weight_grad)(&dyf[j0..], OUT, xf, dwb, m, r, IN);
-                        step_at(j0 * IN, wb, dwb);
+                        (k.weight_grad)(&dyf[j0..], n_out, xf, dwb, m, r, n_in);
+                        step_at(j0 * n_in, wb, dwb);
                     }
                 }
             }
         });
-        step_at(OUT * IN, &mut self.bias, &grad.bias);
+        step_at(n_out * n_in, self.bias, grad.bias);
     }
+}
+
+impl Dense<'_> {
     /// `dx = dy·W`, masked by the ReLU that produced `x` when `relu_input`;
     /// split over rows of the batch.
-    fn input_grad(&self, k: &Kernels, par: &dyn Par, xf: &[f32], dyf: &[f32], dx: &mut [[f32; IN]], relu_input: bool) {
-        let m = dx.len();
+    #[allow(clippy::too_many_arguments)]
+    fn input_grad(&self, k: &Kernels, par: &dyn Par, xf: &[f32], dyf: &[f32], dx: &mut [f32], m: usize, relu_input: bool) {
+        let (n_in, n_out) = (self.inputs, self.outputs);
         if let Some(cols_fn) = k.input_grad_cols.filter(|_| par.width() > 1 && m > 0) {
             // Split the columns: each thread packs and streams only its
             // share of the weights' columns, for all rows (by rows, each
             // would pack all of the weights).
-            let w = self.weight.as_flattened();
-            let dxp = SyncMut(dx.as_flattened_mut().as_mut_ptr());
-            let dyf = &dyf[..m * OUT];
-            for_col_blocks(par, IN, 16, &|p0, r| {
+            let w = self.weight;
+            let dxp = SyncMut(dx.as_mut_ptr());
+            let dyf = &dyf[..m * n_out];
+            for_col_blocks(par, n_in, 16, &|p0, r| {
                 let dxp = &dxp;
-                let mask = relu_input.then(|| &xf[p0..m * IN]);
-                // SAFETY: columns p0..p0 + r of dx[m][IN]; tasks own disjoint
+                let mask = relu_input.then(|| &xf[p0..m * n_in]);
+                // SAFETY: columns p0..p0 + r of dx[m][n_in]; tasks own disjoint
                 // column blocks and nothing else touches dx during the call.
-                unsafe { cols_fn(dyf, &w[p0..], dxp.0.add(p0), IN, mask, m, OUT, r) };
+                unsafe { cols_fn(dyf, &w[p0..], dxp.0.add(p0), n_in, mask, m, n_out, r) };
             });
             return;
         }
         let rows = rows_per_task(m, par.width(), 4);
-        let w = self.weight.as_flattened();
-        par.for_chunks(dx.as_flattened_mut(), rows * IN, &|t, dxc| {
-            let r = dxc.len() / IN;
-            let mask = relu_input.then(|| &xf[t * rows * IN..][..r * IN]);
-            (k.input_grad)(&dyf[t * rows * OUT..][..r * OUT], w, dxc, mask, r, OUT, IN);
+        let w = self.weight;
+        par.for_chunks(dx, rows * n_in, &|t, dxc| {
+            let r = dxc.len() / n_in;
+            let mask = relu_input.then(|| &xf[t * rows * n_in..][..r * n_in]);
+            (k.input_grad)(&dyf[t * rows * n_out..][..r * n_out], w, dxc, mask, r, n_out, n_in);
         });
     }
 }
@@ -270,10 +309,16 @@ pub fn relu_backward(y: &[f32], dy: &mut [f32]) {
     }
 }
 
+
 #[cfg(test)]
 mod tests {
+    extern crate std;
+    use std::vec;
+    use std::vec::Vec;
+
     use super::*;
     use crate::par::Serial;
+    use crate::spec::Activation;
 
     /// Splits like a 2-thread pool but runs in order.
     struct Two;
@@ -281,15 +326,14 @@ mod tests {
         fn width(&self) -> usize {
             2
         }
-        fn for_chunks(&self, out: &mut [f32], chunk_len: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
-            Serial.for_chunks(out, chunk_len, f)
+        fn for_tasks(&self, n: usize, f: &(dyn Fn(usize) + Sync)) {
+            Serial.for_tasks(n, f)
         }
     }
 
     fn kernels() -> [Kernels; 2] {
         #[cfg(target_arch = "x86_64")]
         {
-            extern crate std;
             if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
                 // SAFETY: features checked (AVX-512F/VL imply AVX2 and FMA on
                 // every CPU that has them).
@@ -299,12 +343,19 @@ mod tests {
         [Kernels::PORTABLE, Kernels::NAIVE]
     }
 
-    fn fused_matches<const IN: usize, const OUT: usize>(m: usize) {
-        let mut rng = Rng::new(7);
-        let mut layer = Dense::<IN, OUT>::ZERO;
-        layer.init(&mut rng);
-        let x: [[f32; IN]; 5] = core::array::from_fn(|_| core::array::from_fn(|_| rng.uniform(-1.0, 1.0)));
-        let dy: [[f32; OUT]; 5] = core::array::from_fn(|_| core::array::from_fn(|_| rng.uniform(-1.0, 1.0)));
+    /// A layer, 5 rows of inputs and 5 of output gradients, all random.
+    fn setup(n_in: usize, n_out: usize, seed: u64) -> (Layer, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let layer = Layer { inputs: n_in, outputs: n_out, activation: Activation::Relu };
+        let mut rng = Rng::new(seed);
+        let mut p = vec![0.0; layer.params()];
+        DenseMut::new(layer, &mut p).init(&mut rng);
+        let x = (0..5 * n_in).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        let dy = (0..5 * n_out).map(|_| rng.uniform(-1.0, 1.0)).collect();
+        (layer, p, x, dy)
+    }
+
+    fn fused_matches(n_in: usize, n_out: usize, m: usize) {
+        let (layer, params, x, dy) = setup(n_in, n_out, 7);
         // A stateful, nonlinear elementwise update (like momentum SGD).
         let update = |_: usize, p: &mut [f32], g: &[f32]| {
             for (p, &g) in p.iter_mut().zip(g) {
@@ -313,57 +364,43 @@ mod tests {
         };
         for k in kernels() {
             for par in [&Serial as &dyn Par, &Two] {
-                let a = layer.clone();
-                let (mut ga, mut dxa) = (Dense::<IN, OUT>::ZERO, [[0.0; IN]; 5]);
-                a.backward(&k, par, &x[..m], &dy[..m], &mut ga, Some(&mut dxa[..m]), true);
-                let len = a.flat().len();
-                let mut pa = a.flat().to_owned_array();
-                update(0, &mut pa[..len], ga.flat());
-                let mut b = layer.clone();
-                let (mut gb, mut dxb) = (Dense::<IN, OUT>::ZERO, [[0.0; IN]; 5]);
-                b.backward_update(
-                    &k,
-                    par,
-                    &x[..m],
-                    &dy[..m],
-                    &mut gb,
-                    Some(&mut dxb[..m]),
-                    true,
-                    Update::Each(&update),
-                    true,
-                );
-                assert!(ga == gb, "{}: gradients differ", k.name);
-                assert!(dxa == dxb, "{}: dx differs", k.name);
-                assert!(pa[..len] == *b.flat(), "{}: parameters differ", k.name);
-                let mut c = layer.clone();
-                let (mut gc, mut dxc) = (Dense::<IN, OUT>::ZERO, [[0.0; IN]; 5]);
-                c.backward_update(
-                    &k,
-                    par,
-                    &x[..m],
-                    &dy[..m],
-                    &mut gc,
-                    Some(&mut dxc[..m]),
-                    true,
-                    Update::Each(&update),
-                    false,
-                );
-                assert!(ga.bias == gc.bias, "{}: bias gradients differ", k.name);
-                assert!(dxa == dxc, "{}: dx differs", k.name);
-                assert!(pa[..len] == *c.flat(), "{}: parameters differ (scratch)", k.name);
+                let (mut ga, mut dxa) = (vec![0.0; layer.params()], vec![0.0; 5 * n_in]);
+                let d = Dense::new(layer, &params);
+                d.backward(&k, par, &x, &dy, m, DenseMut::new(layer, &mut ga), Some(&mut dxa), true);
+                let mut pa = params.clone();
+                update(0, &mut pa, &ga);
+                for keep in [true, false] {
+                    let mut b = params.clone();
+                    let (mut gb, mut dxb) = (vec![0.0; layer.params()], vec![0.0; 5 * n_in]);
+                    DenseMut::new(layer, &mut b).backward_update(
+                        &k,
+                        par,
+                        &x,
+                        &dy,
+                        m,
+                        DenseMut::new(layer, &mut gb),
+                        Some(&mut dxb),
+                        true,
+                        Update::Each(&update),
+                        keep,
+                    );
+                    let nw = n_in * n_out;
+                    if keep {
+                        assert!(ga == gb, "{}: gradients differ", k.name);
+                    }
+                    assert!(ga[nw..] == gb[nw..], "{}: bias gradients differ", k.name);
+                    assert!(dxa == dxb, "{}: dx differs", k.name);
+                    assert!(pa == b, "{}: parameters differ (keep {keep})", k.name);
+                }
             }
         }
     }
 
     /// The kernel-fused SGD and Adam steps give the parameters and state of
     /// `backward` followed by the optimizer over all parameters, bit for bit.
-    fn fused_rules_match<const IN: usize, const OUT: usize>(m: usize) {
-        let mut rng = Rng::new(8);
-        let mut layer = Dense::<IN, OUT>::ZERO;
-        layer.init(&mut rng);
-        let x: [[f32; IN]; 5] = core::array::from_fn(|_| core::array::from_fn(|_| rng.uniform(-1.0, 1.0)));
-        let dy: [[f32; OUT]; 5] = core::array::from_fn(|_| core::array::from_fn(|_| rng.uniform(-1.0, 1.0)));
-        let len = OUT * (IN + 1);
+    fn fused_rules_match(n_in: usize, n_out: usize, m: usize) {
+        let (layer, params, x, dy) = setup(n_in, n_out, 8);
+        let len = layer.params();
         let adam = crate::optim::Adam { weight_decay: 0.01, ..Default::default() };
         let c = adam.coefs(1e-2, 2);
         let rules = [Rule::Sgd { lr: 0.1, weight_decay: 0.01 }, Rule::Adam(&c)];
@@ -371,33 +408,34 @@ mod tests {
             for par in [&Serial as &dyn Par, &Two] {
                 for rule in rules {
                     for keep in [false, true] {
-                        let a = layer.clone();
-                        let mut ga = Dense::<IN, OUT>::ZERO;
-                        a.backward(&k, par, &x[..m], &dy[..m], &mut ga, None, false);
-                        let mut pa = a.flat().to_owned_array();
-                        let (mut ma, mut va) = ([0.5f32; 4096], [0.25f32; 4096]);
-                        rule.apply(k.sgd, k.adam, &mut pa[..len], ga.flat(), [&mut ma[..len], &mut va[..len]]);
-                        let mut b = layer.clone();
-                        let mut gb = Dense::<IN, OUT>::ZERO;
-                        let (mut mb, mut vb) = ([0.5f32; 4096], [0.25f32; 4096]);
+                        let mut ga = vec![0.0; len];
+                        let d = Dense::new(layer, &params);
+                        d.backward(&k, par, &x, &dy, m, DenseMut::new(layer, &mut ga), None, false);
+                        let mut pa = params.clone();
+                        let (mut ma, mut va) = (vec![0.5f32; len], vec![0.25f32; len]);
+                        rule.apply(k.sgd, k.adam, &mut pa, &ga, [&mut ma, &mut va]);
+                        let mut b = params.clone();
+                        let mut gb = vec![0.0; len];
+                        let (mut mb, mut vb) = (vec![0.5f32; len], vec![0.25f32; len]);
                         let state: [&mut [f32]; 2] = match rule {
-                            Rule::Adam(_) => [&mut mb[..len], &mut vb[..len]],
+                            Rule::Adam(_) => [&mut mb, &mut vb],
                             Rule::Sgd { .. } => [&mut [], &mut []],
                         };
-                        b.backward_update(
+                        DenseMut::new(layer, &mut b).backward_update(
                             &k,
                             par,
-                            &x[..m],
-                            &dy[..m],
-                            &mut gb,
+                            &x,
+                            &dy,
+                            m,
+                            DenseMut::new(layer, &mut gb),
                             None,
                             false,
                             Update::Fused(rule, state),
                             keep,
                         );
-                        assert!(pa[..len] == *b.flat(), "{}: parameters differ ({rule:?}, keep {keep})", k.name);
+                        assert!(pa == b, "{}: parameters differ ({rule:?}, keep {keep})", k.name);
                         if let Rule::Adam(_) = rule {
-                            assert!(ma[..len] == mb[..len] && va[..len] == vb[..len], "{}: Adam state differs", k.name);
+                            assert!(ma == mb && va == vb, "{}: Adam state differs", k.name);
                         }
                         if keep {
                             assert!(ga == gb, "{}: kept gradients differ", k.name);
@@ -410,27 +448,16 @@ mod tests {
 
     #[test]
     fn fused_rules_match_backward_then_step() {
-        fused_rules_match::<17, 3>(5);
-        fused_rules_match::<33, 100>(4);
-        fused_rules_match::<16, 130>(1);
-    }
-
-    trait ToArray {
-        fn to_owned_array(&self) -> [f32; 4096];
-    }
-    impl ToArray for [f32] {
-        fn to_owned_array(&self) -> [f32; 4096] {
-            let mut a = [0.0; 4096];
-            a[..self.len()].copy_from_slice(self);
-            a
-        }
+        fused_rules_match(17, 3, 5);
+        fused_rules_match(33, 100, 4);
+        fused_rules_match(16, 130, 1);
     }
 
     #[test]
     fn backward_update_matches_backward_then_update() {
-        fused_matches::<17, 3>(5);
-        fused_matches::<9, 70>(3);
-        fused_matches::<33, 100>(4);
-        fused_matches::<16, 130>(1);
+        fused_matches(17, 3, 5);
+        fused_matches(9, 70, 3);
+        fused_matches(33, 100, 4);
+        fused_matches(16, 130, 1);
     }
 }

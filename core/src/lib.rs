@@ -32,8 +32,9 @@ pub mod quant;
 pub mod rng;
 pub mod spec;
 
-pub use dense::Dense;
-pub use mlp::{Mlp, SeedMlp, Workspace};
+pub use dense::{Dense, DenseMut};
+pub use mlp::{Mlp, Workspace};
+pub use spec::Spec;
 
 /// Types that are plain arrays of `f32` (possibly nested in `repr(C)`
 /// structs), so the whole value can be viewed as one flat slice. Optimizers

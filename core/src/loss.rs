@@ -21,7 +21,7 @@ fn check_targets(targets: &[u8], classes: usize) -> Result<(), BadTarget> {
 
 /// `log_softmax` of one row, stable for any finite logits: the max is
 /// subtracted before `exp`, so ±1e4 logits neither overflow nor vanish.
-pub fn log_softmax<const C: usize>(z: &[f32; C], out: &mut [f32; C]) {
+pub fn log_softmax(z: &[f32], out: &mut [f32]) {
     let mx = z.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
     let mut s = 0.0f32;
     for &v in z {
@@ -33,19 +33,16 @@ pub fn log_softmax<const C: usize>(z: &[f32; C], out: &mut [f32; C]) {
     }
 }
 
-/// `nn.CrossEntropyLoss` on raw logits: mean over rows of
-/// `logsumexp(z) - z[target]`. Gradient `(softmax(z) - onehot) / m`.
-pub fn cross_entropy<const C: usize>(
-    logits: &[[f32; C]],
-    targets: &[u8],
-    grad: &mut [[f32; C]],
-) -> Result<f32, BadTarget> {
-    let m = logits.len();
-    assert_eq!(targets.len(), m, "cross_entropy: {} targets for {} rows", targets.len(), m);
-    check_targets(targets, C)?;
+/// `nn.CrossEntropyLoss` on raw logits (`targets.len()` rows of `classes`):
+/// mean over rows of `logsumexp(z) - z[target]`. Gradient
+/// `(softmax(z) - onehot) / m`.
+pub fn cross_entropy(logits: &[f32], classes: usize, targets: &[u8], grad: &mut [f32]) -> Result<f32, BadTarget> {
+    let m = targets.len();
+    assert!(logits.len() >= m * classes && grad.len() >= m * classes, "cross_entropy: {m} rows do not fit");
+    check_targets(targets, classes)?;
     let inv_m = 1.0 / m as f32;
     let mut total = 0.0f32;
-    for ((z, &t), g) in logits.iter().zip(targets).zip(grad.iter_mut()) {
+    for ((z, &t), g) in logits.chunks_exact(classes).zip(targets).zip(grad.chunks_exact_mut(classes)) {
         log_softmax(z, g);
         total -= g[t as usize];
         for v in g.iter_mut() {
@@ -57,13 +54,13 @@ pub fn cross_entropy<const C: usize>(
 }
 
 /// `nn.NLLLoss` on log-probabilities: mean of `-logp[target]`.
-pub fn nll<const C: usize>(logp: &[[f32; C]], targets: &[u8], grad: &mut [[f32; C]]) -> Result<f32, BadTarget> {
-    let m = logp.len();
-    assert_eq!(targets.len(), m, "nll: {} targets for {} rows", targets.len(), m);
-    check_targets(targets, C)?;
+pub fn nll(logp: &[f32], classes: usize, targets: &[u8], grad: &mut [f32]) -> Result<f32, BadTarget> {
+    let m = targets.len();
+    assert!(logp.len() >= m * classes && grad.len() >= m * classes, "nll: {m} rows do not fit");
+    check_targets(targets, classes)?;
     let inv_m = 1.0 / m as f32;
     let mut total = 0.0f32;
-    for ((lp, &t), g) in logp.iter().zip(targets).zip(grad.iter_mut()) {
+    for ((lp, &t), g) in logp.chunks_exact(classes).zip(targets).zip(grad.chunks_exact_mut(classes)) {
         total -= lp[t as usize];
         g.fill(0.0);
         g[t as usize] = -inv_m;
@@ -71,16 +68,14 @@ pub fn nll<const C: usize>(logp: &[[f32; C]], targets: &[u8], grad: &mut [[f32; 
     Ok(total * inv_m)
 }
 
-/// `nn.MSELoss`: mean over all `m·C` elements of `(pred - target)²`.
-pub fn mse<const C: usize>(pred: &[[f32; C]], target: &[[f32; C]], grad: &mut [[f32; C]]) -> f32 {
-    let count = (pred.len() * C) as f32;
+/// `nn.MSELoss`: mean over all elements of `(pred - target)²`.
+pub fn mse(pred: &[f32], target: &[f32], grad: &mut [f32]) -> f32 {
+    let count = pred.len() as f32;
     let mut total = 0.0f32;
     for ((p, t), g) in pred.iter().zip(target).zip(grad.iter_mut()) {
-        for c in 0..C {
-            let d = p[c] - t[c];
-            total += d * d;
-            g[c] = 2.0 * d / count;
-        }
+        let d = p - t;
+        total += d * d;
+        *g = 2.0 * d / count;
     }
     total / count
 }
@@ -122,28 +117,28 @@ mod tests {
 
     #[test]
     fn cross_entropy_gradient_matches_finite_differences() {
-        fd_check(Z, |z, g| cross_entropy(z, &[2, 0, 3], g).unwrap());
+        fd_check(Z, |z, g| cross_entropy(z.as_flattened(), 4, &[2, 0, 3], g.as_flattened_mut()).unwrap());
     }
 
     #[test]
     fn nll_and_mse_gradients_match_finite_differences() {
-        fd_check(Z, |z, g| nll(z, &[1, 1, 0], g).unwrap());
+        fd_check(Z, |z, g| nll(z.as_flattened(), 4, &[1, 1, 0], g.as_flattened_mut()).unwrap());
         let t = [[0.0, 1.0, 0.0, 0.0], [1.0, 0.0, 0.0, 0.5], [0.2, 0.2, 0.2, 0.2]];
-        fd_check(Z, |z, g| mse(z, &t, g));
+        fd_check(Z, |z, g| mse(z.as_flattened(), t.as_flattened(), g.as_flattened_mut()));
     }
 
     #[test]
     fn cross_entropy_known_value_equals_log_softmax_plus_nll() {
         // Uniform logits: loss is ln(C) exactly.
         let mut g = [[0.0; 4]; 1];
-        let l = cross_entropy(&[[7.0; 4]], &[1], &mut g).unwrap();
+        let l = cross_entropy(&[7.0; 4], 4, &[1], g.as_flattened_mut()).unwrap();
         assert!((l - libm::logf(4.0)).abs() < 1e-6);
         let mut lp = [[0.0; 4]; 3];
         for r in 0..3 {
             log_softmax(&Z[r], &mut lp[r]);
         }
-        let a = cross_entropy(&Z, &[0, 1, 2], &mut [[0.0; 4]; 3]).unwrap();
-        let b = nll(&lp, &[0, 1, 2], &mut [[0.0; 4]; 3]).unwrap();
+        let a = cross_entropy(Z.as_flattened(), 4, &[0, 1, 2], &mut [0.0; 12]).unwrap();
+        let b = nll(lp.as_flattened(), 4, &[0, 1, 2], &mut [0.0; 12]).unwrap();
         assert!((a - b).abs() < 1e-6);
     }
 
@@ -151,7 +146,7 @@ mod tests {
     fn cross_entropy_is_stable_for_huge_logits() {
         let z = [[1e4, -1e4, 0.0], [-1e4, -1e4, -1e4]];
         let mut g = [[0.0; 3]; 2];
-        let l = cross_entropy(&z, &[1, 0], &mut g).unwrap();
+        let l = cross_entropy(z.as_flattened(), 3, &[1, 0], g.as_flattened_mut()).unwrap();
         assert!(l.is_finite());
         // Row 0: loss 2e4; row 1: ln 3. Mean: (2e4 + ln 3)/2.
         assert!((l - (2e4 + libm::logf(3.0)) / 2.0).abs() < 1.0);
@@ -161,9 +156,9 @@ mod tests {
 
     #[test]
     fn bad_target_is_an_error_not_a_panic() {
-        let e = cross_entropy(&[[0.0; 3]], &[3], &mut [[0.0; 3]]).unwrap_err();
+        let e = cross_entropy(&[0.0; 3], 3, &[3], &mut [0.0; 3]).unwrap_err();
         assert_eq!(e, BadTarget { row: 0, target: 3, classes: 3 });
-        assert!(nll(&[[0.0; 3]], &[9], &mut [[0.0; 3]]).is_err());
+        assert!(nll(&[0.0; 3], 3, &[9], &mut [0.0; 3]).is_err());
     }
 
     #[test]

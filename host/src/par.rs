@@ -27,17 +27,14 @@ use std::thread::JoinHandle;
 
 use tailor_core::par::{Par, Serial};
 
-type TaskFn = dyn Fn(usize, &mut [f32]) + Sync;
+type TaskFn = dyn Fn(usize) + Sync;
 
-/// A published job. Raw pointers because the closure and buffer live on the
-/// caller's stack; [`Threads::for_chunks`] does not return before every
-/// worker is done with them.
+/// A published job. A raw pointer because the closure lives on the
+/// caller's stack; [`Threads::for_tasks`] does not return before every
+/// worker is done with it.
 #[derive(Clone, Copy)]
 struct Job {
     f: *const TaskFn,
-    ptr: *mut f32,
-    len: usize,
-    chunk_len: usize,
     chunks: usize,
 }
 
@@ -103,15 +100,11 @@ impl Shared {
         }
     }
 
+    /// Task i is handed out exactly once (its bit's fetch_or, or the
+    /// counter's fetch_add).
     fn run(&self, job: &Job, i: usize) {
-        let start = i * job.chunk_len;
-        let len = job.chunk_len.min(job.len - start);
-        // SAFETY: chunk i is handed out exactly once (its bit's fetch_or, or
-        // the counter's fetch_add), chunks are disjoint, and the buffer
-        // outlives the job.
-        let chunk = unsafe { std::slice::from_raw_parts_mut(job.ptr.add(start), len) };
         // SAFETY: the closure outlives the job (see `Job`).
-        unsafe { (*job.f)(i, chunk) };
+        unsafe { (*job.f)(i) };
     }
 }
 
@@ -241,21 +234,18 @@ impl Par for Threads {
         self.width
     }
 
-    fn for_chunks(&self, out: &mut [f32], chunk_len: usize, f: &(dyn Fn(usize, &mut [f32]) + Sync)) {
-        let chunk_len = chunk_len.max(1);
-        let chunks = out.len().div_ceil(chunk_len);
+    fn for_tasks(&self, chunks: usize, f: &(dyn Fn(usize) + Sync)) {
         let Some(shared) = self.shared.as_ref().filter(|_| chunks > 1) else {
-            return Serial.for_chunks(out, chunk_len, f);
+            return Serial.for_tasks(chunks, f);
         };
         let _one_at_a_time = self.call.lock().unwrap_or_else(|e| e.into_inner());
         // SAFETY: the previous job is closed and no worker is inside it (we
         // waited for that), and no worker can join before `state` is opened
         // below, so nobody reads `job` now. The lifetime of `f` is erased; we
         // wait for every worker that joined before returning.
-        let f: *const (dyn Fn(usize, &mut [f32]) + Sync + '_) = f;
-        let f: *const TaskFn =
-            unsafe { std::mem::transmute::<*const (dyn Fn(usize, &mut [f32]) + Sync + '_), *const TaskFn>(f) };
-        unsafe { *shared.job.get() = Some(Job { f, ptr: out.as_mut_ptr(), len: out.len(), chunk_len, chunks }) };
+        let f: *const (dyn Fn(usize) + Sync + '_) = f;
+        let f: *const TaskFn = unsafe { std::mem::transmute::<*const (dyn Fn(usize) + Sync + '_), *const TaskFn>(f) };
+        unsafe { *shared.job.get() = Some(Job { f, chunks }) };
         shared.next_chunk.store(0, Relaxed);
         shared.claimed.store(0, Relaxed);
         shared.state.store(0, Release);

@@ -2026,27 +2026,27 @@ mod tests {
     fn packed_model_matches_forward() {
         use crate::packed::PackedMlp;
         use crate::par::Serial;
+        use crate::spec::Spec;
         use crate::{Mlp, Workspace};
-        let mut m = std::boxed::Box::new(Mlp::<40, 130, 100, 10>::ZERO);
+        let spec = Spec::mlp(&[40, 130, 100, 10]);
+        let mut m = Mlp::new(spec, std::vec![0.0; spec.params()]).unwrap();
         m.init(4);
-        let mut ws = std::boxed::Box::new(Workspace::<9, 40, 130, 100, 10>::ZERO);
+        let mut ws = Workspace::new(spec, 9, std::vec![0.0; spec.activations(9)]).unwrap();
         let mut rng = crate::rng::Rng::new(8);
-        for v in ws.x.as_flattened_mut() {
-            *v = rng.uniform(-1.0, 1.0).max(0.0);
-        }
+        let x: std::vec::Vec<f32> = (0..9 * 40).map(|_| rng.uniform(-1.0, 1.0).max(0.0)).collect();
         for k in available() {
-            let mut p = std::boxed::Box::new(PackedMlp::ZERO);
-            p.pack(&k, &m);
+            let p = PackedMlp::pack(&k, &m, std::vec![0.0; PackedMlp::<&[f32]>::len(&spec)]).unwrap();
+            ws.input_mut(9).copy_from_slice(&x);
             m.forward(&k, &Serial, &mut ws, 9);
-            let (h2, logits) = (ws.h2, ws.logits);
+            let (h2, logits) = (ws.output(1, 9).to_vec(), ws.logits(9).to_vec());
             p.forward(&k, &Serial, &mut ws, 9);
-            assert!(ws.h2 == h2, "{}: batch", k.name);
-            close(ws.logits.as_flattened(), logits.as_flattened(), 100, k.name);
-            let (x, want) = (ws.x, ws.logits);
-            for (i, row) in x.iter().enumerate() {
-                ws.x[0] = *row;
+            assert!(ws.output(1, 9) == &h2[..], "{}: batch", k.name);
+            close(ws.logits(9), &logits, 100, k.name);
+            let want = ws.logits(9).to_vec();
+            for (i, row) in x.chunks(40).enumerate() {
+                ws.input_mut(1).copy_from_slice(row);
                 p.forward(&k, &Serial, &mut ws, 1);
-                assert!(ws.logits[0] == want[i], "{}: row {i}", k.name);
+                assert!(ws.logits(1) == &want[i * 10..][..10], "{}: row {i}", k.name);
             }
         }
     }

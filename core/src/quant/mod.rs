@@ -378,10 +378,10 @@ pub fn widen(pixels: &[u8], x: &mut [i16]) {
 }
 
 /// Folded layer-1 row: weights `w/std`, bias `b − (mean/std)·Σw`.
-fn folded_row<const I: usize, const O: usize>(l: &Dense<I, O>, c: &Calibration, o: usize, buf: &mut [f32; I]) -> f32 {
+fn folded_row<const I: usize>(l: &Dense<'_>, c: &Calibration, o: usize, buf: &mut [f32; I]) -> f32 {
     let inv = 1.0 / c.std as f64;
     let mut sum = 0.0f64;
-    for (d, &w) in buf.iter_mut().zip(l.weight[o].iter()) {
+    for (d, &w) in buf.iter_mut().zip(l.weight[o * I..][..I].iter()) {
         *d = (w as f64 * inv) as f32;
         sum += w as f64;
     }
@@ -420,19 +420,21 @@ impl<const IN: usize, const H1: usize, const H2: usize, const OUT: usize> QMlp<I
 
     /// Quantizes `model` (f32, trained on inputs normalized by
     /// `calib.mean/std`) with the calibrated activation ranges.
-    pub fn quantize(&mut self, model: &Mlp<IN, H1, H2, OUT>, calib: &Calibration) {
+    pub fn quantize<S: AsRef<[f32]>>(&mut self, model: &Mlp<S>, calib: &Calibration) {
+        assert_eq!(model.spec().dims(), &Self::DIMS, "QMlp::quantize: model of another shape");
+        let (l1, l2, l3) = (model.layer(0), model.layer(1), model.layer(2));
         let (s1, z1) = calib.h1.qparams();
         let (s2, z2) = calib.h2.qparams();
         self.l1.quantize_from(
-            |o, b| folded_row(&model.l1, calib, o, b),
+            |o, b| folded_row(&l1, calib, o, b),
             1.0 / 255.0,
             0,
             Role::Hidden { out_scale: s1, out_zp: z1 },
         );
         self.l2.quantize_from(
             |o, b| {
-                b.copy_from_slice(&model.l2.weight[o]);
-                model.l2.bias[o]
+                b.copy_from_slice(&l2.weight[o * H1..][..H1]);
+                l2.bias[o]
             },
             s1,
             z1,
@@ -440,8 +442,8 @@ impl<const IN: usize, const H1: usize, const H2: usize, const OUT: usize> QMlp<I
         );
         self.l3.quantize_from(
             |o, b| {
-                b.copy_from_slice(&model.l3.weight[o]);
-                model.l3.bias[o]
+                b.copy_from_slice(&l3.weight[o * H2..][..H2]);
+                l3.bias[o]
             },
             s2,
             z2,
@@ -612,7 +614,7 @@ impl<const IN: usize, const H: usize, const OUT: usize> QMlp1<IN, H, OUT> {
     pub const BIN_BYTES: usize = core::mem::size_of::<Self>();
 
     /// Quantizes the two f32 layers (`calib.h1` is the hidden range).
-    pub fn quantize(&mut self, l1: &Dense<IN, H>, l2: &Dense<H, OUT>, calib: &Calibration) {
+    pub fn quantize(&mut self, l1: &Dense<'_>, l2: &Dense<'_>, calib: &Calibration) {
         let (s1, z1) = calib.h1.qparams();
         self.l1.quantize_from(
             |o, b| folded_row(l1, calib, o, b),
@@ -622,7 +624,7 @@ impl<const IN: usize, const H: usize, const OUT: usize> QMlp1<IN, H, OUT> {
         );
         self.l2.quantize_from(
             |o, b| {
-                b.copy_from_slice(&l2.weight[o]);
+                b.copy_from_slice(&l2.weight[o * H..][..H]);
                 l2.bias[o]
             },
             s1,

@@ -1,3 +1,4 @@
+extern crate std;
 use super::golden::{self, Golden};
 use super::*;
 use crate::format::{FormatError, Header};
@@ -93,25 +94,27 @@ fn act_range_qparams() {
     assert_eq!(ActRange::EMPTY.qparams(), (1.0, 0));
 }
 
-type Small = crate::mlp::Mlp<13, 9, 6, 4>;
+type Small = crate::mlp::Mlp<std::vec::Vec<f32>>;
 type QSmall = QMlp<13, 9, 6, 4>;
 
 /// f32 reference forward on normalized pixels, returning logits.
 fn f32_logits(m: &Small, c: &Calibration, px: &[u8; 13], calib: Option<&mut Calibration>) -> [f32; 4] {
     let x: [f32; 13] = core::array::from_fn(|i| (px[i] as f32 / 255.0 - c.mean) / c.std);
+    let (l1, l2, l3) = (m.layer(0), m.layer(1), m.layer(2));
     let h1: [f32; 9] =
-        core::array::from_fn(|o| (m.l1.bias[o] + (0..13).map(|k| m.l1.weight[o][k] * x[k]).sum::<f32>()).max(0.0));
+        core::array::from_fn(|o| (l1.bias[o] + (0..13).map(|k| l1.weight[o * 13 + k] * x[k]).sum::<f32>()).max(0.0));
     let h2: [f32; 6] =
-        core::array::from_fn(|o| (m.l2.bias[o] + (0..9).map(|k| m.l2.weight[o][k] * h1[k]).sum::<f32>()).max(0.0));
+        core::array::from_fn(|o| (l2.bias[o] + (0..9).map(|k| l2.weight[o * 9 + k] * h1[k]).sum::<f32>()).max(0.0));
     if let Some(cal) = calib {
         cal.h1.observe(&h1);
         cal.h2.observe(&h2);
     }
-    core::array::from_fn(|o| m.l3.bias[o] + (0..6).map(|k| m.l3.weight[o][k] * h2[k]).sum::<f32>())
+    core::array::from_fn(|o| l3.bias[o] + (0..6).map(|k| l3.weight[o * 6 + k] * h2[k]).sum::<f32>())
 }
 
 fn small_model() -> (Small, QSmall, Calibration, [[u8; 13]; 64]) {
-    let mut m = Small::ZERO;
+    let spec = crate::spec::Spec::mlp(&[13, 9, 6, 4]);
+    let mut m = Small::new(spec, std::vec![0.0; spec.params()]).unwrap();
     m.init(7);
     let mut rng = Rng::new(3);
     let imgs: [[u8; 13]; 64] = core::array::from_fn(|_| core::array::from_fn(|_| rng.next_u32() as u8));
@@ -290,11 +293,10 @@ fn rust_module_and_c_header_text() {
 
 #[test]
 fn one_hidden_layer_variant() {
-    let mut l1 = crate::Dense::<13, 8>::ZERO;
-    let mut l2 = crate::Dense::<8, 3>::ZERO;
-    let mut rng = Rng::new(1);
-    l1.init(&mut rng);
-    l2.init(&mut rng);
+    let spec = crate::spec::Spec::mlp(&[13, 8, 3]);
+    let mut m = Small::new(spec, std::vec![0.0; spec.params()]).unwrap();
+    m.init(1);
+    let (l1, l2) = (m.layer(0), m.layer(1));
     let mut c = Calibration::new(0.0, 1.0);
     c.h1 = ActRange { min: 0.0, max: 2.0 };
     let mut q = QMlp1::<13, 8, 3>::ZERO;
