@@ -7,19 +7,26 @@ use anyhow::Result;
 use serde::Serialize;
 use tailor_core::gemm::{Kernels, Rule};
 use tailor_core::optim::{Optimizer, Sgd};
-use tailor_core::packed::SeedPackedMlp;
 use tailor_core::par::Par;
-use tailor_core::SeedMlp;
+use tailor_core::spec::Spec;
 
-use crate::checkpoint::Meta;
-use crate::data::{self, EpochOrder, Pixels};
+use crate::checkpoint::{zero_model, Meta};
+use crate::data::{self, EpochOrder};
 use crate::par::Threads;
-use crate::train::{Timer, Trainer};
+use crate::train::{Packed, Timer, Trainer};
 
-/// FLOPs of one training sample (forward, weight grads, input grads of
-/// layers 2 and 3) and of one inference, for 784-512-512-10.
-pub const TRAIN_FLOP_PER_SAMPLE: f64 = 3_209_216.0;
-pub const INFER_FLOP_PER_SAMPLE: f64 = 2.0 * (784.0 * 512.0 + 512.0 * 512.0 + 512.0 * 10.0);
+/// FLOPs of one training sample: the forward pass, every weight gradient,
+/// and the input gradients of every layer but the first (3,209,216 for
+/// 784-512-512-10).
+pub fn train_flop_per_sample(spec: &Spec) -> f64 {
+    let first = spec.layer(0);
+    (3 * 2 * spec.macs() - 2 * first.inputs * first.outputs) as f64
+}
+
+/// FLOPs of one inference.
+pub fn infer_flop_per_sample(spec: &Spec) -> f64 {
+    2.0 * spec.macs() as f64
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelBench {
@@ -57,9 +64,9 @@ fn best_of(mut f: impl FnMut() -> f64) -> f64 {
     (0..INFER_REPS).map(|_| f()).fold(0.0, f64::max)
 }
 
-fn train_pass(kernels: Kernels, par: &dyn Par, split: &data::Split, batches: usize) -> Result<f64> {
-    let meta = Meta::new(Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }));
-    let mut t = Trainer::new(kernels, meta);
+fn train_pass(kernels: Kernels, spec: Spec, par: &dyn Par, split: &data::Split, batches: usize) -> Result<f64> {
+    let meta = Meta::fashion(Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }));
+    let mut t = Trainer::new(kernels, spec, meta);
     let order = EpochOrder::new(split.len(), None, 0);
     // Warm up caches and the thread pool.
     for idx in order.batches(64).take(5) {
@@ -77,31 +84,26 @@ fn train_pass(kernels: Kernels, par: &dyn Par, split: &data::Split, batches: usi
 fn infer_pass(
     kernels: Kernels,
     par: &dyn Par,
-    model: &SeedPackedMlp,
+    model: &Packed,
     split: &data::Split,
     batch: usize,
     limit: usize,
 ) -> f64 {
-    let mut ws = crate::boxed::zeroed::<crate::train::Ws>();
-    let mut labels = [0u8; crate::train::MAX_BATCH];
+    let mut ws = crate::train::workspace(*model.spec(), batch);
+    let mut labels = vec![0u8; batch];
+    let norm = Meta::fashion(Optimizer::Sgd(Sgd::default())).norm;
     let order = EpochOrder::new(split.len().min(limit), None, 0);
     let timer = Timer::start();
     let mut n = 0;
     for idx in order.batches(batch) {
-        data::fill_batch_par(par, split, idx, &Pixels::TO_TENSOR, &mut ws.x[..idx.len()], &mut labels[..idx.len()]);
-        model.forward(&kernels, par, &mut ws, idx.len());
-        std::hint::black_box(&ws.logits);
-        n += idx.len();
+        let m = idx.len();
+        data::fill_batch_par(par, split, idx, &norm, ws.input_mut(m), &mut labels[..m]);
+        model.forward(&kernels, par, &mut ws, m);
+        std::hint::black_box(ws.logits(m));
+        n += m;
     }
     n as f64 / timer.secs()
 }
-
-/// Packed weights of the largest benchmarked layer, 64-byte aligned as in
-/// [`tailor_core::packed::PackedDense`].
-#[repr(C, align(64))]
-struct Aligned([f32; 512 * 784]);
-// SAFETY: an f32 array; all zeros is valid.
-unsafe impl tailor_core::Zeroed for Aligned {}
 
 /// GFLOP/s of each product at the model's shapes, on random data:
 /// `forward` as training runs it (transposing blocks of `w`), `fwd_packed`
@@ -136,8 +138,9 @@ fn kernel_bench(k: &Kernels) -> Vec<KernelBench> {
                 // Inputs as a ReLU leaves them: half are exact zeros.
                 x.iter_mut().for_each(|v| *v = v.max(0.0));
             }
-            let mut packed = crate::boxed::zeroed::<Aligned>();
-            let pk = &mut packed.0[..n * kk];
+            // 64-byte aligned, as packed models are.
+            let mut packed = crate::train::AlignedBuf::zeroed(n * kk);
+            let pk = packed.as_mut();
             tailor_core::gemm::pack_panels(&w, n, kk, k.panel, pk);
             let mut out = vec![0.0f32; (m * kk).max(n * kk).max(m * n)];
             // The fused steps update weights and state in place; tiny
@@ -181,29 +184,32 @@ fn kernel_bench(k: &Kernels) -> Vec<KernelBench> {
         .collect()
 }
 
+/// The model benchmarked: the tutorial's 784-512-512-10.
+pub const SPEC: Spec = Spec::mlp(&[784, 512, 512, 10]);
+
 pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: Option<usize>) -> Result<BenchReport> {
+    let spec = SPEC;
     let par = Threads::new(threads)?;
     let width = par.width();
     let kernels = crate::simd::detect();
     let ds = data::load(data_dir)?;
     let peak = crate::simd::fma_peak_gflops(width);
     let batches = train_batches.unwrap_or(EpochOrder::num_batches(ds.train.len(), 64));
-    let train = train_pass(kernels, &par, &ds.train, batches)?;
-    let mut model = crate::boxed::zeroed::<SeedMlp>();
+    let train = train_pass(kernels, spec, &par, &ds.train, batches)?;
+    let mut model = zero_model(spec);
     model.init(0);
-    // Packed once, as `tailor test` does for a trained model.
-    let mut packed = crate::boxed::zeroed::<SeedPackedMlp>();
-    packed.pack(&kernels, &model);
+    // Packed once, as `tailor eval` does for a trained model.
+    let packed = crate::train::pack(&model, &kernels);
     let infer = best_of(|| infer_pass(kernels, &par, &packed, &ds.test, 64, usize::MAX));
     let infer1 = best_of(|| infer_pass(kernels, &par, &packed, &ds.test, 1, 2000));
     // Int8: the same random model, quantized with 500 calibration images.
     let qkern = crate::quantize::best_qkernels();
-    let cal = crate::quantize::calibrate(&model, &ds.train, &Pixels::TO_TENSOR, 500);
+    let cal = crate::quantize::calibrate(&model, &ds.train, &Meta::fashion(Optimizer::Sgd(Sgd::default())).norm, 500);
     let qmodel = crate::quantize::quantize_model(&model, &cal);
     let int8 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 64, usize::MAX));
     let int8_1 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 1, 2000));
     let kb = kernel_bench(&kernels);
-    let gflops = train * TRAIN_FLOP_PER_SAMPLE / 1e9;
+    let gflops = train * train_flop_per_sample(&spec) / 1e9;
     let rep = BenchReport {
         threads: width,
         kernels: kernels.name,

@@ -1,24 +1,37 @@
 //! f32 checkpoints: the model's state dict, plus what `--resume` needs.
 //!
-//! Layout: a [`format::Header`] (magic `TLRF`, version, layer sizes, CRC of
-//! the payload), then a postcard payload made of
-//! 1. the state dict: tensors `linear_relu_stack.{0,2,4}.{weight,bias}`;
-//! 2. [`Meta`]: how the model was trained and how far;
+//! Layout: a [`format::Header`] (magic `TLRF`, version 2, the layer table,
+//! CRC of the payload), then a postcard payload made of
+//! 1. the state dict: tensors `linear_relu_stack.{0,2,4,…}.{weight,bias}`;
+//! 2. [`Meta`]: how the model was trained and how far, the input
+//!    normalization and the class names;
 //! 3. `meta.optim_buffers` more tensor sequences with the same names: the
 //!    optimizer's state (momentum, `exp_avg`, `exp_avg_sq`, …).
+//!
+//! Version-1 checkpoints (the 784-512-512-10 model, a fixed header and the
+//! pixel mean/std in their metadata) still load.
 
 use std::io::Write;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use tailor_core::format::{self, Header, Tensor};
 use tailor_core::optim::{Optimizer, Schedule};
-use tailor_core::SeedMlp;
+use tailor_core::spec::Spec;
+use tailor_core::Mlp;
 
-use crate::boxed;
+use crate::data::{Norm, CLASS_NAMES};
 
 pub const MAGIC: [u8; 4] = *b"TLRF";
+
+/// The f32 model the host trains: any spec, parameters in a `Vec`.
+pub type Model = Mlp<Vec<f32>>;
+
+/// A fresh, zeroed model of `spec`.
+pub fn zero_model(spec: Spec) -> Model {
+    Mlp::new(spec, vec![0.0; spec.params()]).expect("buffer sized from the spec")
+}
 
 /// Training settings and progress stored with the weights.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,18 +46,37 @@ pub struct Meta {
     pub shuffle: bool,
     pub optimizer: Optimizer,
     pub schedule: Schedule,
-    /// Input normalization applied after `/255` (0 and 1 for plain ToTensor).
-    pub pixel_mean: f32,
-    pub pixel_std: f32,
+    /// How raw features become the model's inputs.
+    pub norm: Norm,
+    /// One name per output.
+    pub class_names: Vec<String>,
     /// Test accuracy after the last completed epoch (0..1), if measured.
     pub test_accuracy: Option<f32>,
     pub optim_buffers: u32,
 }
 
+/// Version 1's metadata (784 pixels, one mean and std for all).
+#[derive(Deserialize)]
+struct MetaV1 {
+    epoch: u32,
+    step: u64,
+    epochs: u32,
+    batch_size: u32,
+    seed: u64,
+    shuffle: bool,
+    optimizer: Optimizer,
+    schedule: Schedule,
+    pixel_mean: f32,
+    pixel_std: f32,
+    test_accuracy: Option<f32>,
+    optim_buffers: u32,
+}
+
 impl Meta {
-    /// A fresh run: batch 64, no shuffle, one epoch, ToTensor pixels,
-    /// constant learning rate. Callers override fields as needed.
-    pub fn new(optimizer: Optimizer) -> Self {
+    /// A fresh run: batch 64, no shuffle, one epoch, constant learning rate,
+    /// the given input normalization and classes. Callers override fields
+    /// as needed.
+    pub fn new(optimizer: Optimizer, norm: Norm, class_names: Vec<String>) -> Self {
         Meta {
             epoch: 0,
             step: 0,
@@ -54,39 +86,52 @@ impl Meta {
             shuffle: false,
             optimizer,
             schedule: Schedule::Constant,
-            pixel_mean: 0.0,
-            pixel_std: 1.0,
+            norm,
+            class_names,
             test_accuracy: None,
             optim_buffers: 0,
         }
     }
+
+    /// Fashion-MNIST with `ToTensor` alone and its class names (for tests).
+    pub fn fashion(optimizer: Optimizer) -> Self {
+        let names = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
+        Meta::new(optimizer, Norm::per_tensor(crate::data::IMAGE_PIXELS, 1.0 / 255.0, 0.0, 1.0), names)
+    }
 }
 
-fn spec() -> tailor_core::spec::Spec {
-    tailor_core::spec::Spec::mlp(&SeedMlp::DIMS)
-}
-
-fn push_tensors(out: &mut Vec<u8>, m: &SeedMlp) -> Result<()> {
-    let ts: Vec<Tensor> = m.tensors().iter().map(|t| Tensor { name: t.name, shape: t.shape, data: t.data }).collect();
+fn push_tensors(out: &mut Vec<u8>, spec: &Spec, params: &[f32]) -> Result<()> {
+    let m = Mlp::new(*spec, params).map_err(|e| anyhow!("{e}"))?;
+    let refs: Vec<_> = m.tensors().collect();
+    let ts: Vec<Tensor> = refs.iter().map(|t| Tensor { name: t.name, shape: t.shape(), data: t.data }).collect();
     postcard::to_io(&ts[..], &mut *out)?;
     Ok(())
 }
 
-/// Encodes model, meta and optimizer state into one file image. The
+/// Encodes model, meta and optimizer state (`meta.optimizer.buffers()`
+/// parameter-sized buffers, one after another) into one file image. The
 /// payload is written in place after room for the header, so the file is
 /// built in one buffer (peak memory matters: see the README).
-pub fn encode(model: &SeedMlp, meta: &Meta, optim: &[Box<SeedMlp>]) -> Result<Vec<u8>> {
-    let mut meta = meta.clone();
-    meta.optim_buffers = optim.len() as u32;
-    let hl = Header::len_for(spec().depth());
-    let mut file = Vec::with_capacity(hl + (std::mem::size_of::<SeedMlp>() + 1024) * (1 + optim.len()));
-    file.resize(hl, 0);
-    push_tensors(&mut file, model)?;
-    postcard::to_io(&meta, &mut file)?;
-    for b in optim {
-        push_tensors(&mut file, b)?;
+pub fn encode(model: &Model, meta: &Meta, optim: &[f32]) -> Result<Vec<u8>> {
+    let spec = *model.spec();
+    let p = spec.params();
+    if optim.len() % p.max(1) != 0 {
+        bail!("optimizer state of {} floats is not a whole number of {p}-float buffers", optim.len());
     }
-    let header = Header::new(MAGIC, spec(), &file[hl..]);
+    let mut meta = meta.clone();
+    meta.optim_buffers = (optim.len() / p.max(1)) as u32;
+    if meta.norm.mean.len() != spec.inputs() || meta.norm.std.len() != spec.inputs() {
+        bail!("input normalization has {} features, the model {}", meta.norm.mean.len(), spec.inputs());
+    }
+    let hl = Header::len_for(spec.depth());
+    let mut file = Vec::with_capacity(hl + (4 * p + 1024) * (1 + meta.optim_buffers as usize));
+    file.resize(hl, 0);
+    push_tensors(&mut file, &spec, model.params())?;
+    postcard::to_io(&meta, &mut file)?;
+    for b in optim.chunks(p) {
+        push_tensors(&mut file, &spec, b)?;
+    }
+    let header = Header::new(MAGIC, spec, &file[hl..]);
     header.encode(&mut file);
     Ok(file)
 }
@@ -111,50 +156,70 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-pub fn save(path: &Path, model: &SeedMlp, meta: &Meta, optim: &[Box<SeedMlp>]) -> Result<()> {
+pub fn save(path: &Path, model: &Model, meta: &Meta, optim: &[f32]) -> Result<()> {
     atomic_write(path, &encode(model, meta, optim)?)
 }
 
 /// A loaded checkpoint.
 pub struct Checkpoint {
-    pub model: Box<SeedMlp>,
+    pub model: Model,
     pub meta: Meta,
-    pub optim: Vec<Box<SeedMlp>>,
-}
-
-fn read_model_tensors<'a>(bytes: &'a [u8], into: &mut SeedMlp) -> std::result::Result<&'a [u8], format::FormatError> {
-    let mut dest = into.tensors_mut();
-    format::read_tensors(bytes, &mut dest)
+    /// `meta.optim_buffers` parameter-sized buffers, one after another.
+    pub optim: Vec<f32>,
 }
 
 /// Decodes a checkpoint image; `what` names the file in errors.
 pub fn decode(bytes: &[u8], what: &str) -> Result<Checkpoint> {
-    let (_, payload) = Header::parse(bytes, MAGIC)
-        .and_then(|(h, p)| {
-            if h.spec != spec() {
-                return Err(format::FormatError::ShapeMismatch);
-            }
-            Ok((h, p))
-        })
-        .map_err(|e| {
-            if matches!(e, format::FormatError::BadMagic { found, .. } if &found == b"TLQ8") {
-                anyhow::anyhow!("{what}: this is an int8 model (.q8), expected an f32 checkpoint from `tailor train`")
-            } else {
-                anyhow::anyhow!("{what}: {e}")
-            }
-        })?;
-    let mut model = boxed::zeroed::<SeedMlp>();
-    let rest = read_model_tensors(payload, &mut model).map_err(|e| anyhow::anyhow!("{what}: state dict: {e}"))?;
-    let (meta, mut rest): (Meta, _) =
-        postcard::take_from_bytes(rest).map_err(|e| anyhow::anyhow!("{what}: training metadata: {e}"))?;
+    let (h, payload) = Header::parse(bytes, MAGIC).map_err(|e| {
+        if matches!(e, format::FormatError::BadMagic { found, .. } if &found == b"TLQ8") {
+            anyhow!("{what}: this is an int8 model (.q8), expected an f32 checkpoint from `tailor train`")
+        } else {
+            anyhow!("{what}: {e}")
+        }
+    })?;
+    let spec = h.spec;
+    let mut model = zero_model(spec);
+    let rest = model.read_tensors(payload).map_err(|e| anyhow!("{what}: state dict: {e}"))?;
+    let (meta, mut rest) = if h.version == 1 {
+        let (m, rest): (MetaV1, _) =
+            postcard::take_from_bytes(rest).map_err(|e| anyhow!("{what}: training metadata: {e}"))?;
+        let norm = Norm::per_tensor(spec.inputs(), 1.0 / 255.0, m.pixel_mean, m.pixel_std);
+        let names = (0..spec.outputs()).map(|c| CLASS_NAMES.get(c).map_or(c.to_string(), |s| s.to_string()));
+        let meta = Meta {
+            epoch: m.epoch,
+            step: m.step,
+            epochs: m.epochs,
+            batch_size: m.batch_size,
+            seed: m.seed,
+            shuffle: m.shuffle,
+            optimizer: m.optimizer,
+            schedule: m.schedule,
+            norm,
+            class_names: names.collect(),
+            test_accuracy: m.test_accuracy,
+            optim_buffers: m.optim_buffers,
+        };
+        (meta, rest)
+    } else {
+        postcard::take_from_bytes::<Meta>(rest).map_err(|e| anyhow!("{what}: training metadata: {e}"))?
+    };
     if meta.optim_buffers > 3 {
         bail!("{what}: training metadata says {} optimizer buffers, at most 3 exist", meta.optim_buffers);
     }
-    let mut optim = Vec::new();
-    for i in 0..meta.optim_buffers {
-        let mut b = boxed::zeroed::<SeedMlp>();
-        rest = read_model_tensors(rest, &mut b).map_err(|e| anyhow::anyhow!("{what}: optimizer buffer {i}: {e}"))?;
-        optim.push(b);
+    if meta.norm.mean.len() != spec.inputs() || meta.norm.std.len() != spec.inputs() {
+        bail!("{what}: input normalization has {} features, the model takes {}", meta.norm.mean.len(), spec.inputs());
+    }
+    if meta.class_names.len() != spec.outputs() {
+        bail!("{what}: {} class names for a model of {} outputs", meta.class_names.len(), spec.outputs());
+    }
+    if meta.batch_size == 0 {
+        bail!("{what}: training metadata says batch size 0");
+    }
+    let p = spec.params();
+    let mut optim = vec![0.0f32; p * meta.optim_buffers as usize];
+    for (i, b) in optim.chunks_mut(p).enumerate() {
+        let mut m = Mlp::new(spec, b).expect("chunk sized from the spec");
+        rest = m.read_tensors(rest).map_err(|e| anyhow!("{what}: optimizer buffer {i}: {e}"))?;
     }
     if !rest.is_empty() {
         bail!("{what}: {} unexpected bytes after the optimizer state", rest.len());
@@ -177,37 +242,34 @@ mod tests {
             epoch: 2,
             step: 1876,
             epochs: 10,
-            batch_size: 64,
-            seed: 1,
-            shuffle: false,
             optimizer: Optimizer::Sgd(Sgd { momentum: 0.9, ..Sgd::default() }),
-            schedule: Schedule::Constant,
-            pixel_mean: 0.0,
-            pixel_std: 1.0,
             test_accuracy: Some(0.5),
-            optim_buffers: 0,
+            ..Meta::new(Optimizer::Sgd(Sgd::default()), Norm::per_tensor(7, 1.0, 0.5, 2.0), vec!["a".into(), "b".into()])
         }
     }
 
+    fn model(seed: u64) -> Model {
+        let mut m = zero_model(Spec::mlp(&[7, 5, 4, 3, 2]));
+        m.init(seed);
+        m
+    }
+
     #[test]
-    fn roundtrip_with_optimizer_state() {
-        let mut m = boxed::zeroed::<SeedMlp>();
-        m.init(4);
-        let mut mom = boxed::zeroed::<SeedMlp>();
-        mom.init(5);
-        let bytes = encode(&m, &meta(), std::slice::from_ref(&mom)).unwrap();
+    fn roundtrip_with_optimizer_state_at_any_depth() {
+        let m = model(4);
+        let mom = model(5);
+        let bytes = encode(&m, &meta(), mom.params()).unwrap();
         let ck = decode(&bytes, "x.ckpt").unwrap();
-        assert_eq!(*ck.model, *m);
+        assert_eq!(ck.model, m);
         assert_eq!(ck.meta.optim_buffers, 1);
-        assert_eq!(*ck.optim[0], *mom);
+        assert_eq!(ck.optim, mom.params());
         assert_eq!(ck.meta.step, 1876);
+        assert_eq!(ck.meta.class_names, ["a", "b"]);
     }
 
     #[test]
     fn corrupt_files_give_named_errors() {
-        let mut m = boxed::zeroed::<SeedMlp>();
-        m.init(4);
-        let bytes = encode(&m, &meta(), &[]).unwrap();
+        let bytes = encode(&model(4), &meta(), &[]).unwrap();
         let err = |b: &[u8]| decode(b, "bad.ckpt").err().expect("must fail").to_string();
         assert!(err(&bytes[..20]).contains("bad.ckpt: truncated"));
         assert!(err(&bytes[..bytes.len() - 1]).contains("truncated"));
@@ -219,13 +281,71 @@ mod tests {
         assert!(err(&b).contains("version"));
         let mut b = bytes.clone();
         b[8] = 0;
-        assert!(err(&b).contains("do not match"));
+        assert!(err(&b).contains("header checksum"));
         let mut b = bytes.clone();
-        b[1000] ^= 0x40;
+        b[100] ^= 0x40;
         assert!(err(&b).contains("checksum"));
         let mut b = bytes.clone();
         b[..4].copy_from_slice(b"TLQ8");
         assert!(err(&b).contains("int8 model"));
+    }
+
+    /// A checkpoint written by version 1 (the seed model, fixed header,
+    /// pixel mean/std) still loads.
+    #[test]
+    fn version_1_checkpoints_load() {
+        #[derive(Serialize)]
+        struct V1 {
+            epoch: u32,
+            step: u64,
+            epochs: u32,
+            batch_size: u32,
+            seed: u64,
+            shuffle: bool,
+            optimizer: Optimizer,
+            schedule: Schedule,
+            pixel_mean: f32,
+            pixel_std: f32,
+            test_accuracy: Option<f32>,
+            optim_buffers: u32,
+        }
+        let spec = Spec::mlp(&[784, 512, 512, 10]);
+        let mut m = zero_model(spec);
+        m.init(1);
+        let mut file = vec![0u8; 32];
+        let refs: Vec<_> = m.tensors().collect();
+        let ts: Vec<Tensor> = refs.iter().map(|t| Tensor { name: t.name, shape: t.shape(), data: t.data }).collect();
+        postcard::to_io(&ts[..], &mut file).unwrap();
+        let v1 = V1 {
+            epoch: 3,
+            step: 9,
+            epochs: 20,
+            batch_size: 64,
+            seed: 0,
+            shuffle: true,
+            optimizer: Optimizer::Sgd(Sgd::default()),
+            schedule: Schedule::Constant,
+            pixel_mean: 0.2860,
+            pixel_std: 0.3530,
+            test_accuracy: None,
+            optim_buffers: 0,
+        };
+        postcard::to_io(&v1, &mut file).unwrap();
+        let payload_len = (file.len() - 32) as u32;
+        let crc = format::crc32(&file[32..]);
+        file[..4].copy_from_slice(&MAGIC);
+        file[4..6].copy_from_slice(&1u16.to_le_bytes());
+        file[6..8].copy_from_slice(&4u16.to_le_bytes());
+        for (i, d) in [784u32, 512, 512, 10].iter().enumerate() {
+            file[8 + 4 * i..12 + 4 * i].copy_from_slice(&d.to_le_bytes());
+        }
+        file[24..28].copy_from_slice(&payload_len.to_le_bytes());
+        file[28..32].copy_from_slice(&crc.to_le_bytes());
+        let ck = decode(&file, "v1.ckpt").unwrap();
+        assert_eq!(ck.model, m);
+        assert_eq!(ck.meta.norm, Norm::fashion_mnist());
+        assert_eq!(ck.meta.class_names[9], "Ankle boot");
+        assert_eq!(ck.meta.epoch, 3);
     }
 
     #[test]

@@ -8,13 +8,15 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoint::{self, Meta};
-use crate::data::{self, Pixels, Split, CLASS_NAMES};
+use crate::data::{self, Norm, Split, CLASS_NAMES};
 use crate::par::Threads;
 use crate::recipe::{self, OptName, Recipe, SchedName};
 use crate::train::{evaluate, EvalResult, Event, Timer, Trainer};
 
 pub struct TrainArgs {
     pub recipe: Recipe,
+    /// Hidden layer widths (`--hidden 512,512`; empty: no hidden layer).
+    pub hidden: Option<Vec<usize>>,
     pub epochs: Option<u32>,
     pub batch_size: Option<usize>,
     pub lr: Option<f32>,
@@ -55,7 +57,39 @@ pub struct TrainReport {
     pub threads: usize,
     pub kernels: &'static str,
     pub checkpoint: PathBuf,
+    /// The model's widths, inputs first.
+    pub dims: Vec<u32>,
+    pub params: usize,
     pub history: Vec<EpochReport>,
+}
+
+/// Largest `--batch-size`.
+pub const MAX_BATCH_SIZE: usize = 8192;
+
+/// Parses `--hidden`: comma-separated widths, or nothing for a model with
+/// no hidden layer.
+pub fn parse_hidden(s: &str) -> Result<Vec<usize>> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(Vec::new());
+    }
+    let widths = s
+        .split(',')
+        .map(|w| match w.trim().parse::<usize>() {
+            Ok(n) if n > 0 && n <= 1 << 20 => Ok(n),
+            _ => bail!("--hidden {s:?}: `{w}` is not a layer width in 1..=1048576"),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    if widths.len() >= tailor_core::spec::MAX_LAYERS {
+        bail!("--hidden {s:?}: at most {} hidden layers", tailor_core::spec::MAX_LAYERS - 1);
+    }
+    Ok(widths)
+}
+
+/// The model for `features` inputs, `hidden` layers and `classes` outputs.
+pub fn model_spec(features: usize, hidden: &[usize], classes: usize) -> Result<tailor_core::spec::Spec> {
+    let dims: Vec<usize> = std::iter::once(features).chain(hidden.iter().copied()).chain([classes]).collect();
+    tailor_core::spec::Spec::try_mlp(&dims).map_err(|e| anyhow::anyhow!("model {dims:?}: {e}"))
 }
 
 /// Human output: stdout normally, stderr when stdout carries JSON.
@@ -81,8 +115,8 @@ fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
         }
     }
     if let Some(b) = a.batch_size {
-        if b == 0 || b > crate::train::MAX_BATCH {
-            bail!("--batch-size {b}: expected 1..={}", crate::train::MAX_BATCH);
+        if b == 0 || b > MAX_BATCH_SIZE {
+            bail!("--batch-size {b}: expected 1..={MAX_BATCH_SIZE}");
         }
         s.batch_size = b;
     }
@@ -106,7 +140,7 @@ fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
         s.shuffle = sh;
     }
     if let Some(n) = a.normalize {
-        s.pixels = if n { Pixels::FASHION_MNIST } else { Pixels::TO_TENSOR };
+        s.normalize = n;
     }
     if s.optimizer.lr().is_nan() || s.optimizer.lr() <= 0.0 {
         bail!("--lr must be a positive number");
@@ -135,8 +169,18 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
     }
     let test = ds.test;
 
+    let (features, classes) = (data::IMAGE_PIXELS, data::NUM_CLASSES);
     let mut t = if let Some(path) = &a.resume {
         let ck = checkpoint::load(path)?;
+        let spec = *ck.model.spec();
+        if let Some(h) = &a.hidden {
+            if spec.hidden().iter().map(|&w| w as usize).ne(h.iter().copied()) {
+                bail!("--hidden {h:?} contradicts the checkpoint's model {spec}; leave it out to resume");
+            }
+        }
+        if spec.inputs() != features || spec.outputs() != classes {
+            bail!("{}: the model {spec} does not take this data ({features} features, {classes} classes)", path.display());
+        }
         let mut t = Trainer::resume(kernels, ck)?;
         if let Some(e) = a.epochs {
             t.meta.epochs = e;
@@ -144,28 +188,31 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         t
     } else {
         let s = settings_from(&a)?;
+        let hidden = a.hidden.clone().unwrap_or_else(|| vec![512, 512]);
+        let spec = model_spec(features, &hidden, classes)?;
+        let norm = if s.normalize {
+            Norm::fashion_mnist()
+        } else {
+            Norm::per_tensor(features, 1.0 / 255.0, 0.0, 1.0)
+        };
+        let names = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
         let meta = Meta {
-            epoch: 0,
-            step: 0,
             epochs: s.epochs,
             batch_size: s.batch_size as u32,
             seed: s.seed,
             shuffle: s.shuffle,
-            optimizer: s.optimizer,
             schedule: s.schedule,
-            pixel_mean: s.pixels.mean,
-            pixel_std: s.pixels.std,
-            test_accuracy: None,
-            optim_buffers: 0,
+            ..Meta::new(s.optimizer, norm, names)
         };
-        Trainer::new(kernels, meta)
+        Trainer::new(kernels, spec, meta)
     };
     let out = a.out.clone().or_else(|| a.resume.clone()).unwrap_or_else(|| PathBuf::from("runs/model.ckpt"));
     let json = a.json;
     let m = t.meta.clone();
     let none: Option<ProgressBar> = None;
-    say!(json, none, "tailor train: {:?}, batch {}, {} epochs, shuffle {}, pixels mean {} std {}, seed {}, {} kernels, {} thread(s), data {}",
-        m.optimizer, m.batch_size, m.epochs, m.shuffle, m.pixel_mean, m.pixel_std, m.seed, t.kernels.name, tailor_core::par::Par::width(&threads), ds.dir.display());
+    let spec = *t.model.spec();
+    say!(json, none, "tailor train: model {spec} ({} parameters), {:?}, batch {}, {} epochs, shuffle {}, seed {}, {} kernels, {} thread(s), data {}",
+        spec.params(), m.optimizer, m.batch_size, m.epochs, m.shuffle, m.seed, t.kernels.name, tailor_core::par::Par::width(&threads), ds.dir.display());
     if m.epoch >= m.epochs {
         bail!("checkpoint already has {} of {} epochs; pass --epochs N with N > {}", m.epoch, m.epochs, m.epoch);
     }
@@ -173,7 +220,7 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
     let mut history = Vec::new();
     let (mut train_seconds, mut samples) = (0.0f64, 0usize);
     let mut last = EvalResult::default();
-    let pixels = t.pixels();
+    let norm = t.norm().clone();
     while t.meta.epoch < t.meta.epochs {
         let epoch = t.meta.epoch;
         let lr = crate::train::lr_at(&t.meta.optimizer, &t.meta.schedule, epoch);
@@ -196,7 +243,7 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         }
         train_seconds += secs;
         samples += train_split.len();
-        last = evaluate(&t.model, &t.kernels, &threads, &mut t.ws, &test, &pixels);
+        last = evaluate(&t.model, &t.kernels, &threads, &test, &norm);
         t.meta.test_accuracy = Some(last.accuracy() as f32);
         say!(
             json,
@@ -220,7 +267,7 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
             test_avg_loss: last.avg_loss,
             train_seconds: secs,
         });
-        checkpoint::save(&out, &t.model, &t.meta, &t.optim_bufs)?;
+        checkpoint::save(&out, &t.model, &t.meta, &t.optim)?;
     }
     let report = TrainReport {
         test_accuracy: last.accuracy(),
@@ -232,6 +279,8 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         threads: tailor_core::par::Par::width(&threads),
         kernels: t.kernels.name,
         checkpoint: out.clone(),
+        dims: spec.dims().to_vec(),
+        params: spec.params(),
         history,
     };
     say!(
@@ -267,20 +316,25 @@ pub fn eval_split(model_path: &Path, test: &Split, threads: usize) -> Result<(Ev
     let ck = checkpoint::load(model_path)?;
     let threads = Threads::new(threads)?;
     let kernels = crate::simd::detect();
-    let mut ws = crate::boxed::zeroed::<crate::train::Ws>();
-    let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
-    Ok((evaluate(&ck.model, &kernels, &threads, &mut ws, test, &pixels), ck.meta))
+    let spec = *ck.model.spec();
+    if let Some(row) = test.labels.iter().position(|&l| l as usize >= spec.outputs()) {
+        bail!("test label {} (sample {row}) is not one of the model's {} classes", test.labels[row], spec.outputs());
+    }
+    Ok((evaluate(&ck.model, &kernels, &threads, test, &ck.meta.norm), ck.meta))
 }
 
 pub fn eval(model_path: &Path, data_dir: Option<&Path>, threads: usize, json: bool) -> Result<EvalReport> {
     let ds = data::load(data_dir)?;
     let (r, meta) =
         eval_split(model_path, &ds.test, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
-    let per_class: Vec<(String, f64)> = (0..10)
-        .map(|c| {
-            let row = r.confusion[c];
+    let names = &meta.class_names;
+    let per_class: Vec<(String, f64)> = r
+        .confusion
+        .iter()
+        .enumerate()
+        .map(|(c, row)| {
             let n: u32 = row.iter().sum();
-            (CLASS_NAMES[c].to_string(), row[c] as f64 / n.max(1) as f64)
+            (names[c].clone(), row[c] as f64 / n.max(1) as f64)
         })
         .collect();
     let rep = EvalReport {
@@ -289,7 +343,7 @@ pub fn eval(model_path: &Path, data_dir: Option<&Path>, threads: usize, json: bo
         correct: r.correct,
         total: r.total,
         per_class_accuracy: per_class.clone(),
-        confusion: r.confusion.iter().map(|row| row.to_vec()).collect(),
+        confusion: r.confusion.clone(),
         epochs: meta.epoch,
         train_seconds: None,
         samples_per_sec: None,
@@ -301,12 +355,12 @@ pub fn eval(model_path: &Path, data_dir: Option<&Path>, threads: usize, json: bo
         say!(json, none, "  {name:<12} {:>6.2}%", 100.0 * acc);
     }
     let mut hdr = format!("\nconfusion matrix (rows: true class, columns: predicted)\n{:<12}", "");
-    for c in 0..10 {
+    for c in 0..r.confusion.len() {
         hdr += &format!("{c:>5}");
     }
     say!(json, none, "{hdr}");
     for (c, row) in r.confusion.iter().enumerate() {
-        let mut line = format!("{:<12}", format!("{c} {}", CLASS_NAMES[c].split('/').next().unwrap_or("")));
+        let mut line = format!("{:<12}", format!("{c} {}", names[c].split('/').next().unwrap_or("")));
         for v in row {
             line += &format!("{v:>5}");
         }

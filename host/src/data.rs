@@ -506,13 +506,41 @@ impl EpochOrder {
     }
 }
 
-/// Fill the first `idx.len()` rows of `x` and `labels` with the transformed
-/// images and labels of `split` at `idx`.
+/// Input normalization `x_k = (raw_k · scale − mean_k) / std_k`, in f32 in
+/// that order (for bytes with `scale = 1/255` this is torchvision's
+/// `ToTensor` + `Normalize`, bit for bit).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Norm {
+    pub scale: f32,
+    pub mean: Vec<f32>,
+    pub std: Vec<f32>,
+}
+
+impl Norm {
+    /// One mean and std for every feature.
+    pub fn per_tensor(features: usize, scale: f32, mean: f32, std: f32) -> Norm {
+        Norm { scale, mean: vec![mean; features], std: vec![std; features] }
+    }
+
+    /// `Normalize((0.2860,), (0.3530,))` after `/255`: Fashion-MNIST's
+    /// training-set pixel mean and standard deviation.
+    pub fn fashion_mnist() -> Norm {
+        Norm::per_tensor(IMAGE_PIXELS, 1.0 / 255.0, 0.2860, 0.3530)
+    }
+
+    /// The transformed value of feature `k`.
+    pub fn value(&self, k: usize, raw: f32) -> f32 {
+        (raw * self.scale - self.mean[k]) / self.std[k]
+    }
+}
+
+/// Fill the first `idx.len()` rows of `x` (row-major, `IMAGE_PIXELS` wide)
+/// and `labels` with the normalized images and labels of `split` at `idx`.
 ///
 /// Panics if `x` or `labels` is shorter than `idx`, or an index is out of
 /// range: those are bugs in the caller, not bad input.
-pub fn fill_batch(split: &Split, idx: &[u32], pixels: &Pixels, x: &mut [[f32; IMAGE_PIXELS]], labels: &mut [u8]) {
-    fill_batch_par(&tailor_core::par::Serial, split, idx, pixels, x, labels)
+pub fn fill_batch(split: &Split, idx: &[u32], norm: &Norm, x: &mut [f32], labels: &mut [u8]) {
+    fill_batch_par(&tailor_core::par::Serial, split, idx, norm, x, labels)
 }
 
 /// [`fill_batch`] with the rows split over `par`'s threads.
@@ -520,20 +548,21 @@ pub fn fill_batch_par(
     par: &dyn tailor_core::par::Par,
     split: &Split,
     idx: &[u32],
-    pixels: &Pixels,
-    x: &mut [[f32; IMAGE_PIXELS]],
+    norm: &Norm,
+    x: &mut [f32],
     labels: &mut [u8],
 ) {
     let n = idx.len();
     assert!(
-        x.len() >= n && labels.len() >= n,
-        "fill_batch: {n} indices but room for {} rows and {} labels",
+        x.len() >= n * IMAGE_PIXELS && labels.len() >= n,
+        "fill_batch: {n} indices but room for {} floats and {} labels",
         x.len(),
         labels.len()
     );
+    let pixels = Pixels { mean: norm.mean[0], std: norm.std[0] };
     let lut = pixels.lut();
     let rows = tailor_core::par::rows_per_task(n, par.width(), 1);
-    par.for_chunks(x[..n].as_flattened_mut(), rows * IMAGE_PIXELS, &|t, chunk| {
+    par.for_chunks(&mut x[..n * IMAGE_PIXELS], rows * IMAGE_PIXELS, &|t, chunk| {
         for (row, &i) in chunk.chunks_exact_mut(IMAGE_PIXELS).zip(&idx[t * rows..]) {
             for (d, &s) in row.iter_mut().zip(split.image(i as usize)) {
                 *d = lut[s as usize];
@@ -912,7 +941,7 @@ mod tests {
         let idx = [5u32, 0, 19];
         let mut x = vec![[-1.0f32; IMAGE_PIXELS]; 4];
         let mut labels = [99u8; 4];
-        fill_batch(&split, &idx, &Pixels::TO_TENSOR, &mut x, &mut labels);
+        fill_batch(&split, &idx, &Norm::per_tensor(IMAGE_PIXELS, 1.0 / 255.0, 0.0, 1.0), x.as_flattened_mut(), &mut labels);
         assert_eq!(labels, [5, 0, 9, 99]);
         assert_eq!(x[0][100], 35.0 / 255.0);
         assert_eq!(x[1][0], 0.0);
@@ -920,7 +949,7 @@ mod tests {
         assert!(x[3].iter().all(|&v| v == -1.0), "rows past idx.len() are untouched");
         let mut want = [0.0; IMAGE_PIXELS];
         Pixels::FASHION_MNIST.apply(split.image(19), &mut want);
-        fill_batch(&split, &idx, &Pixels::FASHION_MNIST, &mut x, &mut labels);
+        fill_batch(&split, &idx, &Norm::fashion_mnist(), x.as_flattened_mut(), &mut labels);
         assert_eq!(x[2], want);
     }
 

@@ -19,7 +19,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Train the 784-512-512-10 MLP and save a checkpoint.
+    /// Train an MLP (default: the tutorial's 784-512-512-10) and save a checkpoint.
     Train(TrainCli),
     /// Accuracy, loss, per-class accuracy and confusion matrix of a checkpoint.
     Eval {
@@ -102,6 +102,10 @@ struct TrainCli {
     /// Start from a named recipe; other options override it.
     #[arg(long, value_enum, default_value = "default")]
     recipe: Recipe,
+    /// Hidden layer widths, comma-separated (default 512,512, the tutorial's
+    /// model; "" for none: multinomial logistic regression).
+    #[arg(long)]
+    hidden: Option<String>,
     #[arg(long)]
     epochs: Option<u32>,
     #[arg(long)]
@@ -149,8 +153,9 @@ struct TrainCli {
 fn main() {
     let cli = Cli::parse();
     let res: Result<()> = match cli.cmd {
-        Cmd::Train(t) => tailor::commands::train(tailor::commands::TrainArgs {
+        Cmd::Train(t) => t.hidden.as_deref().map(tailor::commands::parse_hidden).transpose().and_then(|hidden| tailor::commands::train(tailor::commands::TrainArgs {
             recipe: t.recipe,
+            hidden,
             epochs: t.epochs,
             batch_size: t.batch_size,
             lr: t.lr,
@@ -168,7 +173,7 @@ fn main() {
             json: t.json,
             log_every: t.log_every,
             train_limit: t.train_limit,
-        })
+        }))
         .map(|_| ()),
         Cmd::Eval { model, data, threads, json } => {
             tailor::commands::eval(&model, data.as_deref(), threads, json).map(|_| ())

@@ -14,11 +14,12 @@ use serde::Serialize;
 use tailor_core::gemm::Kernels;
 use tailor_core::par::Par;
 use tailor_core::quant::{export, ActRange, Calibration, Classifier, QKernels, SeedQMlp, QBATCH};
-use tailor_core::SeedMlp;
+use tailor_core::spec::Activation;
 
 use crate::boxed;
-use crate::data::{self, fill_batch, Pixels, Split, IMAGE_PIXELS};
-use crate::train::{evaluate, Ws, MAX_BATCH};
+use crate::checkpoint::Model;
+use crate::data::{self, fill_batch, Norm, Split, IMAGE_PIXELS};
+use crate::train::{evaluate, EVAL_BATCH};
 
 /// How the activation range of each hidden layer is chosen.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize)]
@@ -38,48 +39,69 @@ pub const DEFAULT_METHOD: CalibMethod = CalibMethod::Percentile(99.999);
 pub const DEFAULT_CALIB_IMAGES: usize = 2000;
 
 /// Calibrates with [`DEFAULT_METHOD`] on the first `n_images` training images.
-pub fn calibrate(model: &SeedMlp, train: &Split, pixels: &Pixels, n_images: usize) -> Calibration {
-    calibrate_with(model, train, pixels, n_images, DEFAULT_METHOD, &tailor_core::par::Serial)
+pub fn calibrate(model: &Model, train: &Split, norm: &Norm, n_images: usize) -> Calibration {
+    calibrate_with(model, train, norm, n_images, DEFAULT_METHOD, &tailor_core::par::Serial)
 }
 
 /// Runs the f32 model on `n_images` evenly spaced training images
-/// (normalized with `pixels`) and derives the post-ReLU ranges of h1 and h2.
-pub fn calibrate_with(
-    model: &SeedMlp,
+/// (normalized with `norm`) and derives the range of every hidden layer's
+/// output.
+pub fn hidden_ranges(
+    model: &Model,
     train: &Split,
-    pixels: &Pixels,
+    norm: &Norm,
+    n_images: usize,
+    method: CalibMethod,
+    par: &dyn Par,
+) -> Vec<ActRange> {
+    let spec = *model.spec();
+    let hidden = spec.depth() - 1;
+    let n = n_images.clamp(1, train.len().max(1)).min(train.len());
+    let step = train.len() as f64 / n.max(1) as f64;
+    let idx: Vec<u32> = (0..n).map(|i| (i as f64 * step) as u32).collect();
+    let mut ws = crate::train::workspace(spec, EVAL_BATCH);
+    let mut labels = [0u8; EVAL_BATCH];
+    let kernels = crate::simd::detect();
+    let keep = !matches!(method, CalibMethod::MinMax);
+    let mut values = vec![Vec::new(); hidden];
+    let mut ranges = vec![ActRange::EMPTY; hidden];
+    for chunk in idx.chunks(EVAL_BATCH) {
+        let m = chunk.len();
+        fill_batch(train, chunk, norm, ws.input_mut(m), &mut labels[..m]);
+        model.forward(&kernels, par, &mut ws, m);
+        for (l, (r, v)) in ranges.iter_mut().zip(values.iter_mut()).enumerate() {
+            let h = ws.output(l, m);
+            r.observe(h);
+            if keep {
+                v.extend_from_slice(h);
+            }
+        }
+    }
+    for (l, (r, v)) in ranges.iter_mut().zip(values.iter_mut()).enumerate() {
+        if let CalibMethod::Percentile(p) = method {
+            r.max = percentile(v, p).min(r.max);
+        }
+        // ReLU outputs: the range always starts at 0 (zero point 0).
+        if spec.layer(l).activation == Activation::Relu {
+            r.min = 0.0;
+        }
+    }
+    ranges
+}
+
+/// [`hidden_ranges`] of a two-hidden-layer model as a [`Calibration`].
+pub fn calibrate_with(
+    model: &Model,
+    train: &Split,
+    norm: &Norm,
     n_images: usize,
     method: CalibMethod,
     par: &dyn Par,
 ) -> Calibration {
-    let n = n_images.clamp(1, train.len().max(1)).min(train.len());
-    let step = train.len() as f64 / n.max(1) as f64;
-    let idx: Vec<u32> = (0..n).map(|i| (i as f64 * step) as u32).collect();
-    let mut ws = boxed::zeroed::<Ws>();
-    let mut labels = [0u8; MAX_BATCH];
-    let kernels = crate::simd::detect();
-    let keep = !matches!(method, CalibMethod::MinMax);
-    let (mut v1, mut v2) = (Vec::new(), Vec::new());
-    let mut cal = Calibration::new(pixels.mean, pixels.std);
-    for chunk in idx.chunks(MAX_BATCH) {
-        let m = chunk.len();
-        fill_batch(train, chunk, pixels, &mut ws.x[..m], &mut labels[..m]);
-        model.forward(&kernels, par, &mut ws, m);
-        let (h1, h2) = (ws.h1[..m].as_flattened(), ws.h2[..m].as_flattened());
-        cal.h1.observe(h1);
-        cal.h2.observe(h2);
-        if keep {
-            v1.extend_from_slice(h1);
-            v2.extend_from_slice(h2);
-        }
-    }
-    if let CalibMethod::Percentile(p) = method {
-        cal.h1.max = percentile(&mut v1, p).min(cal.h1.max);
-        cal.h2.max = percentile(&mut v2, p).min(cal.h2.max);
-    }
-    // ReLU outputs: the range always starts at 0 (zero point 0).
-    cal.h1.min = 0.0;
-    cal.h2.min = 0.0;
+    let r = hidden_ranges(model, train, norm, n_images, method, par);
+    let mut cal = Calibration::new(norm.mean[0], norm.std[0]);
+    cal.h1 = r.first().copied().unwrap_or(ActRange::EMPTY);
+    cal.h2 = r.get(1).copied().unwrap_or(ActRange::EMPTY);
     cal
 }
 
@@ -93,7 +115,7 @@ fn percentile(v: &mut [f32], p: f64) -> f32 {
 }
 
 /// Quantizes into a fresh heap model (never on the stack).
-pub fn quantize_model(model: &SeedMlp, calib: &Calibration) -> Box<SeedQMlp> {
+pub fn quantize_model(model: &Model, calib: &Calibration) -> Box<SeedQMlp> {
     let mut q = boxed::zeroed::<SeedQMlp>();
     q.quantize(model, calib);
     q
@@ -352,7 +374,7 @@ pub struct QuantizeReport {
 pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     let ck = crate::checkpoint::load(&args.checkpoint)?;
     let ds = data::load(args.data.as_deref())?;
-    let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
+    let pixels = ck.meta.norm.clone();
     let threads = crate::par::Threads::new(args.threads)?;
     let cal = calibrate_with(&ck.model, &ds.train, &pixels, args.calib_images, args.method, &threads);
     let q = quantize_model(&ck.model, &cal);
@@ -360,8 +382,7 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     write_atomic(&args.out, &bytes)?;
 
     let kernels: Kernels = crate::simd::detect();
-    let mut ws = boxed::zeroed::<Ws>();
-    let f = evaluate(&ck.model, &kernels, &threads, &mut ws, &ds.test, &pixels);
+    let f = evaluate(&ck.model, &kernels, &threads, &ds.test, &pixels);
     drop(threads);
     let t = Instant::now();
     let preds = int8_predict_all_seed(&q, &ds.test);
@@ -587,7 +608,7 @@ mod tests {
     fn speed_int8_vs_f32() {
         let ck = crate::checkpoint::load(std::path::Path::new(&std::env::var("TAILOR_Q8_CKPT").unwrap())).unwrap();
         let ds = data::load(None).unwrap();
-        let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
+        let pixels = ck.meta.norm.clone();
         let cal = calibrate(&ck.model, &ds.train, &pixels, 500);
         let q = quantize_model(&ck.model, &cal);
         let threads = crate::par::Threads::new(0).unwrap();

@@ -3,41 +3,41 @@
 use std::time::Instant;
 
 use anyhow::{anyhow, Result};
-use tailor_core::dense::Update;
 use tailor_core::gemm::Kernels;
-use tailor_core::gemm::Rule;
 use tailor_core::loss;
 use tailor_core::optim::{Optimizer, Schedule};
-use tailor_core::packed::SeedPackedMlp;
+use tailor_core::packed::PackedMlp;
 use tailor_core::par::Par;
-use tailor_core::{Flat, SeedMlp, Workspace};
+use tailor_core::spec::Spec;
+use tailor_core::Workspace;
 
-use crate::boxed;
-use crate::checkpoint::Meta;
-use crate::data::{fill_batch_par, EpochOrder, Pixels, Split};
+use crate::checkpoint::{zero_model, Meta, Model};
+use crate::data::{fill_batch_par, EpochOrder, Norm, Split};
 
-/// Largest batch the workspace holds (compile-time); smaller batches use a
-/// prefix of it. 256 rows of activations and gradients ≈ 2.9 MB.
-pub const MAX_BATCH: usize = 256;
-pub type Ws = Workspace<MAX_BATCH, 784, 512, 512, 10>;
-pub const CLASSES: usize = 10;
+/// Rows per pass of [`evaluate`]: big enough to amortize the per-batch
+/// overhead, small enough that the activations stay in L2.
+pub const EVAL_BATCH: usize = 256;
 
-/// Everything that changes during training, in caller-owned boxes.
-pub struct Trainer {
-    pub kernels: Kernels,
-    pub model: Box<SeedMlp>,
-    pub grad: Box<SeedMlp>,
-    /// Optimizer state buffers (momentum, exp_avg, …), parameter-shaped.
-    pub optim_bufs: Vec<Box<SeedMlp>>,
-    pub ws: Box<Ws>,
-    pub meta: Meta,
-    labels: [u8; MAX_BATCH],
+/// A workspace of the host's models.
+pub type Ws = Workspace<Vec<f32>>;
+
+/// A zeroed workspace for `spec` and batches of up to `batch` rows.
+pub fn workspace(spec: Spec, batch: usize) -> Ws {
+    Workspace::new(spec, batch, vec![0.0; Ws::len(&spec, batch)]).expect("buffer sized from the spec")
 }
 
-/// Optimizer state pointers shared with the pool's tasks.
-struct SyncPtrs([*mut f32; 3], usize);
-// SAFETY: tasks touch disjoint ranges (see `Trainer::step`).
-unsafe impl Sync for SyncPtrs {}
+/// Everything that changes during training, in buffers allocated once.
+pub struct Trainer {
+    pub kernels: Kernels,
+    pub model: Model,
+    pub grad: Vec<f32>,
+    /// Optimizer state: `meta.optimizer.buffers()` parameter-sized buffers
+    /// (momentum, exp_avg, …), one after another.
+    pub optim: Vec<f32>,
+    pub ws: Ws,
+    pub meta: Meta,
+    labels: Vec<u8>,
+}
 
 /// What the loop reports as it goes.
 pub enum Event<'a> {
@@ -55,7 +55,7 @@ pub struct EvalResult {
     pub total: usize,
     pub avg_loss: f64,
     /// `confusion[true][predicted]`.
-    pub confusion: [[u32; CLASSES]; CLASSES],
+    pub confusion: Vec<Vec<u32>>,
     /// The predicted class of every image, in order (not in the JSON).
     #[serde(skip)]
     pub predictions: Vec<u8>,
@@ -68,110 +68,55 @@ impl EvalResult {
 }
 
 impl Trainer {
-    /// A fresh model, PyTorch-initialized from `meta.seed`.
-    pub fn new(kernels: Kernels, meta: Meta) -> Self {
-        let mut model = boxed::zeroed::<SeedMlp>();
+    /// A fresh model of `spec`, PyTorch-initialized from `meta.seed`.
+    pub fn new(kernels: Kernels, spec: Spec, meta: Meta) -> Self {
+        let mut model = zero_model(spec);
         model.init(meta.seed);
-        let optim_bufs = (0..meta.optimizer.buffers()).map(|_| boxed::zeroed::<SeedMlp>()).collect();
-        Trainer { kernels, model, grad: boxed::zeroed(), optim_bufs, ws: boxed::zeroed(), meta, labels: [0; MAX_BATCH] }
+        let optim = vec![0.0; meta.optimizer.buffers() * spec.params()];
+        Self::with(kernels, model, optim, meta)
+    }
+
+    fn with(kernels: Kernels, model: Model, optim: Vec<f32>, meta: Meta) -> Self {
+        let spec = *model.spec();
+        let b = meta.batch_size as usize;
+        Trainer {
+            kernels,
+            grad: vec![0.0; spec.params()],
+            optim,
+            ws: workspace(spec, b),
+            labels: vec![0; b],
+            model,
+            meta,
+        }
     }
 
     /// Continue from a checkpoint's weights, optimizer state and progress.
     pub fn resume(kernels: Kernels, ck: crate::checkpoint::Checkpoint) -> Result<Self> {
-        let need = ck.meta.optimizer.buffers();
+        let need = ck.meta.optimizer.buffers() * ck.model.spec().params();
         if ck.optim.len() != need {
-            return Err(anyhow!("checkpoint has {} optimizer buffers, its optimizer needs {need}", ck.optim.len()));
+            return Err(anyhow!(
+                "checkpoint has {} optimizer buffers, its optimizer needs {}",
+                ck.meta.optim_buffers,
+                ck.meta.optimizer.buffers()
+            ));
         }
-        Ok(Trainer {
-            kernels,
-            model: ck.model,
-            grad: boxed::zeroed(),
-            optim_bufs: ck.optim,
-            ws: boxed::zeroed(),
-            meta: ck.meta,
-            labels: [0; MAX_BATCH],
-        })
+        Ok(Self::with(kernels, ck.model, ck.optim, ck.meta))
     }
 
-    pub fn pixels(&self) -> Pixels {
-        Pixels { mean: self.meta.pixel_mean, std: self.meta.pixel_std }
+    pub fn norm(&self) -> &Norm {
+        &self.meta.norm
     }
 
-    /// One optimizer step on the samples `idx` of `split`. Returns the loss.
-    ///
-    /// The same math as `loss_and_grad` followed by one optimizer update
-    /// (bit for bit), but fused (`Dense::backward_update`): each block of
-    /// weight-gradient rows is applied to its weights as soon as it is
-    /// computed, in a small reused buffer that stays in cache, instead of one
-    /// more pass over all 2.7 MB of weights and gradients afterwards. So
-    /// `self.grad` holds only scratch (and the bias gradients) afterwards.
-    /// Plain SGD and Adam go further: the weight-gradient kernel applies them
-    /// to each tile of gradients still in registers (`Update::Fused`).
+    /// One optimizer step on the samples `idx` of `split` ([`tailor_core::Mlp::train_step`]:
+    /// forward, loss, backward and update, fused). Returns the loss.
     pub fn step(&mut self, par: &dyn Par, split: &Split, idx: &[u32], lr: f32) -> Result<f32> {
         let n = idx.len();
-        let pixels = self.pixels();
-        fill_batch_par(par, split, idx, &pixels, &mut self.ws.x[..n], &mut self.labels[..n]);
-        let (k, ws, labels) = (&self.kernels, &mut *self.ws, &self.labels[..n]);
-        self.model.forward(k, par, ws, n);
-        let loss = loss::cross_entropy(&ws.logits[..n], labels, &mut ws.dlogits[..n])
-            .map_err(|e| anyhow!("label {} of sample {} is not a class < {}", e.target, idx[e.row], e.classes))?;
+        fill_batch_par(par, split, idx, &self.meta.norm, self.ws.input_mut(n), &mut self.labels[..n]);
         self.meta.step += 1;
-        let mut bufs: [*mut f32; 3] = [std::ptr::null_mut(); 3];
-        for (p, b) in bufs.iter_mut().zip(self.optim_bufs.iter_mut()) {
-            *p = b.flat_mut().as_mut_ptr();
-        }
-        let bufs = SyncPtrs(bufs, self.optim_bufs.len());
         let (opt, step) = (self.meta.optimizer, self.meta.step);
-        // Flat offsets of the layers (Mlp is repr(C): l1, l2, l3).
-        let l1 = 0;
-        let l2 = l1 + std::mem::size_of_val(&self.model.l1) / 4;
-        let l3 = l2 + std::mem::size_of_val(&self.model.l2) / 4;
-        // The update is elementwise, so each block of a layer's parameters
-        // is updated (with the same range of gradients and state) as soon as
-        // its gradient is computed, on whichever thread computed it.
-        let adam = match opt {
-            Optimizer::Adam(a) => Some(a.coefs(lr, step)),
-            _ => None,
-        };
-        let update = |base: usize| {
-            let bufs = &bufs;
-            move |off: usize, params: &mut [f32], grads: &[f32]| {
-                let n = params.len();
-                // SAFETY: `backward_update` hands out disjoint parameter
-                // ranges [off, off+n) of the layer, so the state ranges
-                // [base+off, base+off+n) of different calls are disjoint; the
-                // buffers are parameter-sized and outlive the call.
-                let mut slots: [&mut [f32]; 3] = [&mut [], &mut [], &mut []];
-                for (s, &p) in slots.iter_mut().zip(&bufs.0[..bufs.1]) {
-                    *s = unsafe { std::slice::from_raw_parts_mut(p.add(base + off), n) };
-                }
-                opt.step(lr, step, params, grads, &mut slots[..bufs.1]);
-            }
-        };
-        // Plain SGD and Adam run inside the weight-gradient kernel.
-        let rule = match (opt, &adam) {
-            (Optimizer::Sgd(o), _) if o.momentum == 0.0 => Some(Rule::Sgd { lr, weight_decay: o.weight_decay }),
-            (_, Some(c)) => Some(Rule::Adam(c)),
-            _ => None,
-        };
-        let (u1, u2, u3) = (update(l1), update(l2), update(l3));
-        let [mut s1, mut s2, mut s3]: [[&mut [f32]; 2]; 3] = Default::default();
-        // (Only for the fused Adam: the unfused rules use `bufs`.)
-        if let (Some(Rule::Adam(_)), [m, v]) = (rule, &mut self.optim_bufs[..]) {
-            (s1, s2, s3) = (
-                [m.l1.flat_mut(), v.l1.flat_mut()],
-                [m.l2.flat_mut(), v.l2.flat_mut()],
-                [m.l3.flat_mut(), v.l3.flat_mut()],
-            );
-        }
-        let (model, grad) = (&mut *self.model, &mut *self.grad);
-        let pick = |u, st| rule.map_or(Update::Each(u), |r| Update::Fused(r, st));
-        let (dh2, dh1) = (Some(&mut ws.dh2[..n]), Some(&mut ws.dh1[..n]));
-        model.l3.backward_update(k, par, &ws.h2[..n], &ws.dlogits[..n], &mut grad.l3, dh2, true, pick(&u3, s3), false);
-        model.l2.backward_update(k, par, &ws.h1[..n], &ws.dh2[..n], &mut grad.l2, dh1, true, pick(&u2, s2), false);
-        // The input needs no gradient: skip layer 1's dx.
-        model.l1.backward_update(k, par, &ws.x[..n], &ws.dh1[..n], &mut grad.l1, None, false, pick(&u1, s1), false);
-        Ok(loss)
+        self.model
+            .train_step(&self.kernels, par, &mut self.ws, &self.labels[..n], &mut self.grad, &mut self.optim, &opt, lr, step)
+            .map_err(|e| anyhow!("label {} of sample {} is not a class < {}", e.target, idx[e.row], e.classes))
     }
 
     /// The tutorial's `train_loop` for epoch `self.meta.epoch`.
@@ -211,32 +156,32 @@ pub fn lr_at(opt: &Optimizer, sched: &Schedule, epoch: u32) -> f32 {
 }
 
 /// The tutorial's `test_loop`: accuracy, mean cross-entropy per sample, and
-/// the confusion matrix. Uses the workspace's forward buffers only, and a
-/// copy of the model packed for inference (2.7 MB, one pass to build).
-pub fn evaluate(
-    model: &SeedMlp,
-    kernels: &Kernels,
-    par: &dyn Par,
-    ws: &mut Ws,
-    split: &Split,
-    pixels: &Pixels,
-) -> EvalResult {
-    let mut r = EvalResult { total: split.len(), ..Default::default() };
-    let mut labels = [0u8; MAX_BATCH];
+/// the confusion matrix. Uses a copy of the model packed for inference (one
+/// pass to build) and a workspace of [`EVAL_BATCH`] rows.
+pub fn evaluate(model: &Model, kernels: &Kernels, par: &dyn Par, split: &Split, norm: &Norm) -> EvalResult {
+    let spec = *model.spec();
+    let classes = spec.outputs();
+    let mut ws = workspace(spec, EVAL_BATCH);
+    let mut r = EvalResult { total: split.len(), confusion: vec![vec![0; classes]; classes], ..Default::default() };
+    let mut labels = [0u8; EVAL_BATCH];
+    let mut dlogits = vec![0.0f32; EVAL_BATCH * classes];
     let idx: Vec<u32> = (0..split.len() as u32).collect();
     let mut loss_sum = 0.0f64;
     let packed = pack(model, kernels);
-    for chunk in idx.chunks(MAX_BATCH) {
+    for chunk in idx.chunks(EVAL_BATCH) {
         let n = chunk.len();
-        fill_batch_par(par, split, chunk, pixels, &mut ws.x[..n], &mut labels[..n]);
-        packed.forward(kernels, par, ws, n);
-        if let Ok(l) = loss::cross_entropy(&ws.logits[..n], &labels[..n], &mut ws.dlogits[..n]) {
+        fill_batch_par(par, split, chunk, norm, ws.input_mut(n), &mut labels[..n]);
+        packed.forward(kernels, par, &mut ws, n);
+        let logits = ws.logits(n);
+        if let Ok(l) = loss::cross_entropy(logits, classes, &labels[..n], &mut dlogits) {
             loss_sum += l as f64 * n as f64;
         }
-        for (z, &y) in ws.logits[..n].iter().zip(&labels[..n]) {
+        for (z, &y) in logits.chunks_exact(classes).zip(&labels[..n]) {
             let p = loss::argmax(z);
             r.predictions.push(p as u8);
-            r.confusion[y as usize % CLASSES][p] += 1;
+            if let Some(row) = r.confusion.get_mut(y as usize) {
+                row[p] += 1;
+            }
             r.correct += (p == y as usize) as usize;
         }
     }
@@ -244,11 +189,57 @@ pub fn evaluate(
     r
 }
 
-/// `model` packed for inference with `kernels`.
-pub fn pack(model: &SeedMlp, kernels: &Kernels) -> Box<SeedPackedMlp> {
-    let mut p = boxed::zeroed::<SeedPackedMlp>();
-    p.pack(kernels, model);
-    p
+/// A model packed for inference with one kernel set.
+pub type Packed = PackedMlp<AlignedBuf>;
+
+/// `model` packed for inference with `kernels`, in a cache-line-aligned
+/// buffer.
+pub fn pack(model: &Model, kernels: &Kernels) -> Packed {
+    let buf = AlignedBuf::zeroed(Packed::len(model.spec()));
+    PackedMlp::pack(kernels, model, buf).expect("buffer sized from the spec")
+}
+
+/// `f32`s in 64-byte-aligned storage: packed panel rows are read as whole
+/// vectors, and one that straddles two cache lines costs two loads.
+pub struct AlignedBuf {
+    lines: Vec<Line>,
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([f32; 16]);
+
+impl AlignedBuf {
+    pub fn zeroed(len: usize) -> Self {
+        AlignedBuf { lines: vec![Line([0.0; 16]); len.div_ceil(16)], len }
+    }
+}
+
+impl AsRef<[f32]> for AlignedBuf {
+    fn as_ref(&self) -> &[f32] {
+        let all: &[[f32; 16]] = lines_as_arrays(&self.lines);
+        &all.as_flattened()[..self.len]
+    }
+}
+
+impl AsMut<[f32]> for AlignedBuf {
+    fn as_mut(&mut self) -> &mut [f32] {
+        let len = self.len;
+        let all: &mut [[f32; 16]] = lines_as_arrays_mut(&mut self.lines);
+        &mut all.as_flattened_mut()[..len]
+    }
+}
+
+fn lines_as_arrays(l: &[Line]) -> &[[f32; 16]] {
+    // SAFETY: `Line` is `repr(C)` around `[f32; 16]` (64 bytes, so its
+    // alignment adds no padding): the same bytes, more strictly aligned.
+    unsafe { std::slice::from_raw_parts(l.as_ptr() as *const [f32; 16], l.len()) }
+}
+
+fn lines_as_arrays_mut(l: &mut [Line]) -> &mut [[f32; 16]] {
+    // SAFETY: as above, with the unique borrow.
+    unsafe { std::slice::from_raw_parts_mut(l.as_mut_ptr() as *mut [f32; 16], l.len()) }
 }
 
 /// Wall-clock timer that reports seconds as f64.
