@@ -5,7 +5,7 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tailor::checkpoint::Meta;
-use tailor::data::{fill_batch, Pixels, Split};
+use tailor::data::{fill_batch, Norm, Split};
 use tailor::par::Threads;
 use tailor::train::{Trainer, Ws};
 use tailor_core::optim::{Optimizer, Sgd};
@@ -15,8 +15,11 @@ use tailor_core::SeedMlp;
 fn data(n: usize) -> Split {
     let mut r = tailor_core::rng::Rng::new(1);
     Split {
-        images: (0..n * 784).map(|_| if r.below(2) == 0 { 0 } else { 1 + r.below(255) as u8 }).collect(),
+        features: tailor::data::Features::U8(
+            (0..n * 784).map(|_| if r.below(2) == 0 { 0 } else { 1 + r.below(255) as u8 }).collect(),
+        ),
         labels: (0..n).map(|_| r.below(10) as u8).collect(),
+        width: 784,
     }
 }
 
@@ -46,7 +49,7 @@ fn bench(c: &mut Criterion) {
     let packed = tailor::train::pack(&model, &k);
     let mut ws = tailor::boxed::zeroed::<Ws>();
     let mut labels = [0u8; 64];
-    fill_batch(&split, &idx, &Pixels::TO_TENSOR, &mut ws.x[..64], &mut labels);
+    fill_batch(&split, &idx, &Norm::identity(784, true), ws.x[..64].as_flattened_mut(), &mut labels);
     let mut g = c.benchmark_group("infer");
     g.sample_size(30).measurement_time(std::time::Duration::from_secs(3));
     for threads in [1, 2] {

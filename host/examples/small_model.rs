@@ -13,7 +13,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use tailor::data::{self, EpochOrder, Pixels};
+use tailor::data::{self, EpochOrder, Norm};
 use tailor_core::gemm::Kernels;
 use tailor_core::optim::{Adam, Optimizer, Schedule};
 use tailor_core::quant::{Calibration, QMlp};
@@ -27,10 +27,10 @@ type SmallWs = Workspace<B, 784, H, H, 10>;
 fn main() -> Result<()> {
     let out = PathBuf::from(std::env::args().nth(1).unwrap_or_else(|| "firmware-sim/models/default.q8".into()));
     let epochs = 8;
-    let ds = data::load(None)?;
+    let ds = data::load_default()?;
     let kern: Kernels = tailor::simd::detect();
     let par = tailor::par::Threads::new(0)?;
-    let pixels = Pixels::FASHION_MNIST;
+    let pixels = Norm::fashion_mnist();
 
     let mut model = tailor::boxed::zeroed::<Small>();
     model.init(0);
@@ -45,7 +45,7 @@ fn main() -> Result<()> {
         let lr = sched.lr(opt.lr(), epoch);
         for idx in EpochOrder::new(ds.train.len(), Some(0), epoch).batches(B) {
             let n = idx.len();
-            data::fill_batch(&ds.train, idx, &pixels, &mut ws.x[..n], &mut labels[..n]);
+            data::fill_batch(&ds.train, idx, &pixels, ws.x[..n].as_flattened_mut(), &mut labels[..n]);
             model.loss_and_grad(&kern, &par, &mut ws, &labels[..n], &mut grad).map_err(|e| anyhow::anyhow!("{e:?}"))?;
             step += 1;
             opt.step(lr, step, model.flat_mut(), grad.flat(), &mut [m.flat_mut(), v.flat_mut()]);
@@ -55,11 +55,11 @@ fn main() -> Result<()> {
     }
 
     // Calibrate the post-ReLU ranges on 2,000 training images (min/max).
-    let mut cal = Calibration::new(pixels.mean, pixels.std);
+    let mut cal = Calibration::new(pixels.mean[0], pixels.std[0]);
     let idx: Vec<u32> = (0..2000).map(|i| i * 30).collect();
     for chunk in idx.chunks(B) {
         let n = chunk.len();
-        data::fill_batch(&ds.train, chunk, &pixels, &mut ws.x[..n], &mut labels[..n]);
+        data::fill_batch(&ds.train, chunk, &pixels, ws.x[..n].as_flattened_mut(), &mut labels[..n]);
         model.forward(&kern, &par, &mut ws, n);
         cal.h1.observe(ws.h1[..n].as_flattened());
         cal.h2.observe(ws.h2[..n].as_flattened());
@@ -83,14 +83,14 @@ fn accuracy(
     par: &dyn tailor_core::par::Par,
     ws: &mut SmallWs,
     split: &data::Split,
-    px: &Pixels,
+    px: &Norm,
 ) -> f64 {
     let mut labels = [0u8; B];
     let mut correct = 0;
     let idx: Vec<u32> = (0..split.len() as u32).collect();
     for chunk in idx.chunks(B) {
         let n = chunk.len();
-        data::fill_batch(split, chunk, px, &mut ws.x[..n], &mut labels[..n]);
+        data::fill_batch(split, chunk, px, ws.x[..n].as_flattened_mut(), &mut labels[..n]);
         model.forward(k, par, ws, n);
         correct += ws.logits[..n].iter().zip(&labels[..n]).filter(|(z, &y)| loss::argmax(&z[..]) == y as usize).count();
     }

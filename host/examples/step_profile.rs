@@ -12,7 +12,7 @@ use tailor_core::par::Par;
 fn main() -> anyhow::Result<()> {
     let threads = std::env::args().nth(1).map_or(Ok(1), |s| s.parse())?;
     let par = tailor::par::Threads::new(threads)?;
-    let ds = tailor::data::load(None)?;
+    let ds = tailor::data::load_default()?;
     let meta = tailor::checkpoint::Meta::new(Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }));
     let mut t = Trainer::new(tailor::simd::detect(), meta);
     let order = tailor::data::EpochOrder::new(ds.train.len(), None, 0);
@@ -55,7 +55,13 @@ fn main() -> anyhow::Result<()> {
             }
             tick = Instant::now();
         };
-        tailor::data::fill_batch(&ds.train, idx, &tailor::data::Pixels::TO_TENSOR, &mut ws.x[..n], &mut labels[..n]);
+        tailor::data::fill_batch(
+            &ds.train,
+            idx,
+            &tailor::data::Norm::identity(784, true),
+            ws.x[..n].as_flattened_mut(),
+            &mut labels[..n],
+        );
         lap(0);
         let m = &mut *t.model;
         m.l1.forward(&k, &par, &ws.x[..n], &mut ws.h1[..n], true);

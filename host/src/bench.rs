@@ -12,7 +12,7 @@ use tailor_core::par::Par;
 use tailor_core::SeedMlp;
 
 use crate::checkpoint::Meta;
-use crate::data::{self, EpochOrder, Pixels};
+use crate::data::{self, EpochOrder, Norm};
 use crate::par::Threads;
 use crate::train::{Timer, Trainer};
 
@@ -85,10 +85,11 @@ fn infer_pass(
     let mut ws = crate::boxed::zeroed::<crate::train::Ws>();
     let mut labels = [0u8; crate::train::MAX_BATCH];
     let order = EpochOrder::new(split.len().min(limit), None, 0);
+    let norm = Norm::identity(784, true);
     let timer = Timer::start();
     let mut n = 0;
     for idx in order.batches(batch) {
-        data::fill_batch_par(par, split, idx, &Pixels::TO_TENSOR, &mut ws.x[..idx.len()], &mut labels[..idx.len()]);
+        data::fill_batch_par(par, split, idx, &norm, ws.x[..idx.len()].as_flattened_mut(), &mut labels[..idx.len()]);
         model.forward(&kernels, par, &mut ws, idx.len());
         std::hint::black_box(&ws.logits);
         n += idx.len();
@@ -185,7 +186,7 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
     let par = Threads::new(threads)?;
     let width = par.width();
     let kernels = crate::simd::detect();
-    let ds = data::load(data_dir)?;
+    let ds = data::load(&crate::data::DataArgs::from_dir(data_dir))?;
     let peak = crate::simd::fma_peak_gflops(width);
     let batches = train_batches.unwrap_or(EpochOrder::num_batches(ds.train.len(), 64));
     let train = train_pass(kernels, &par, &ds.train, batches)?;
@@ -198,7 +199,7 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
     let infer1 = best_of(|| infer_pass(kernels, &par, &packed, &ds.test, 1, 2000));
     // Int8: the same random model, quantized with 500 calibration images.
     let qkern = crate::quantize::best_qkernels();
-    let cal = crate::quantize::calibrate(&model, &ds.train, &Pixels::TO_TENSOR, 500);
+    let cal = crate::quantize::calibrate(&model, &ds.train, &Norm::identity(784, true), 500);
     let qmodel = crate::quantize::quantize_model(&model, &cal);
     let int8 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 64, usize::MAX));
     let int8_1 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 1, 2000));

@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoint::{self, Meta};
-use crate::data::{self, Pixels, Split, CLASS_NAMES};
+use crate::data::{self, Norm, Split, CLASS_NAMES};
 use crate::par::Threads;
 use crate::recipe::{self, OptName, Recipe, SchedName};
 use crate::train::{evaluate, EvalResult, Event, Timer, Trainer};
@@ -106,7 +106,7 @@ fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
         s.shuffle = sh;
     }
     if let Some(n) = a.normalize {
-        s.pixels = if n { Pixels::FASHION_MNIST } else { Pixels::TO_TENSOR };
+        s.pixels = if n { Norm::fashion_mnist() } else { Norm::identity(784, true) };
     }
     if s.optimizer.lr().is_nan() || s.optimizer.lr() <= 0.0 {
         bail!("--lr must be a positive number");
@@ -126,12 +126,11 @@ fn progress(total: u64, json: bool) -> Option<ProgressBar> {
 pub fn train(a: TrainArgs) -> Result<TrainReport> {
     let threads = Threads::new(a.threads)?;
     let kernels = crate::simd::detect();
-    let ds = data::load(a.data.as_deref())?;
+    let ds = data::load(&crate::data::DataArgs::from_dir(a.data.as_deref()))?;
     let mut train_split = ds.train;
     if let Some(n) = a.train_limit {
         let n = n.min(train_split.len());
-        train_split.images.truncate(n * data::IMAGE_PIXELS);
-        train_split.labels.truncate(n);
+        train_split.truncate(n);
     }
     let test = ds.test;
 
@@ -153,8 +152,8 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
             shuffle: s.shuffle,
             optimizer: s.optimizer,
             schedule: s.schedule,
-            pixel_mean: s.pixels.mean,
-            pixel_std: s.pixels.std,
+            pixel_mean: s.pixels.mean[0],
+            pixel_std: s.pixels.std[0],
             test_accuracy: None,
             optim_buffers: 0,
         };
@@ -165,7 +164,7 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
     let m = t.meta.clone();
     let none: Option<ProgressBar> = None;
     say!(json, none, "tailor train: {:?}, batch {}, {} epochs, shuffle {}, pixels mean {} std {}, seed {}, {} kernels, {} thread(s), data {}",
-        m.optimizer, m.batch_size, m.epochs, m.shuffle, m.pixel_mean, m.pixel_std, m.seed, t.kernels.name, tailor_core::par::Par::width(&threads), ds.dir.display());
+        m.optimizer, m.batch_size, m.epochs, m.shuffle, m.pixel_mean, m.pixel_std, m.seed, t.kernels.name, tailor_core::par::Par::width(&threads), ds.source);
     if m.epoch >= m.epochs {
         bail!("checkpoint already has {} of {} epochs; pass --epochs N with N > {}", m.epoch, m.epochs, m.epoch);
     }
@@ -268,12 +267,12 @@ pub fn eval_split(model_path: &Path, test: &Split, threads: usize) -> Result<(Ev
     let threads = Threads::new(threads)?;
     let kernels = crate::simd::detect();
     let mut ws = crate::boxed::zeroed::<crate::train::Ws>();
-    let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
+    let pixels = Norm::per_tensor(784, crate::data::U8_SCALE, ck.meta.pixel_mean, ck.meta.pixel_std);
     Ok((evaluate(&ck.model, &kernels, &threads, &mut ws, test, &pixels), ck.meta))
 }
 
 pub fn eval(model_path: &Path, data_dir: Option<&Path>, threads: usize, json: bool) -> Result<EvalReport> {
-    let ds = data::load(data_dir)?;
+    let ds = data::load(&crate::data::DataArgs::from_dir(data_dir))?;
     let (r, meta) =
         eval_split(model_path, &ds.test, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
     let per_class: Vec<(String, f64)> = (0..10)

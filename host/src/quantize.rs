@@ -17,7 +17,7 @@ use tailor_core::quant::{export, ActRange, Calibration, Classifier, QKernels, Se
 use tailor_core::SeedMlp;
 
 use crate::boxed;
-use crate::data::{self, fill_batch, Pixels, Split, IMAGE_PIXELS};
+use crate::data::{self, fill_batch, Norm, Split, FASHION_MNIST_PIXELS as IMAGE_PIXELS};
 use crate::train::{evaluate, Ws, MAX_BATCH};
 
 /// How the activation range of each hidden layer is chosen.
@@ -38,7 +38,7 @@ pub const DEFAULT_METHOD: CalibMethod = CalibMethod::Percentile(99.999);
 pub const DEFAULT_CALIB_IMAGES: usize = 2000;
 
 /// Calibrates with [`DEFAULT_METHOD`] on the first `n_images` training images.
-pub fn calibrate(model: &SeedMlp, train: &Split, pixels: &Pixels, n_images: usize) -> Calibration {
+pub fn calibrate(model: &SeedMlp, train: &Split, pixels: &Norm, n_images: usize) -> Calibration {
     calibrate_with(model, train, pixels, n_images, DEFAULT_METHOD, &tailor_core::par::Serial)
 }
 
@@ -47,7 +47,7 @@ pub fn calibrate(model: &SeedMlp, train: &Split, pixels: &Pixels, n_images: usiz
 pub fn calibrate_with(
     model: &SeedMlp,
     train: &Split,
-    pixels: &Pixels,
+    pixels: &Norm,
     n_images: usize,
     method: CalibMethod,
     par: &dyn Par,
@@ -60,10 +60,10 @@ pub fn calibrate_with(
     let kernels = crate::simd::detect();
     let keep = !matches!(method, CalibMethod::MinMax);
     let (mut v1, mut v2) = (Vec::new(), Vec::new());
-    let mut cal = Calibration::new(pixels.mean, pixels.std);
+    let mut cal = Calibration::new(pixels.mean[0], pixels.std[0]);
     for chunk in idx.chunks(MAX_BATCH) {
         let m = chunk.len();
-        fill_batch(train, chunk, pixels, &mut ws.x[..m], &mut labels[..m]);
+        fill_batch(train, chunk, pixels, ws.x[..m].as_flattened_mut(), &mut labels[..m]);
         model.forward(&kernels, par, &mut ws, m);
         let (h1, h2) = (ws.h1[..m].as_flattened(), ws.h2[..m].as_flattened());
         cal.h1.observe(h1);
@@ -160,7 +160,7 @@ pub fn int8_predict_all_seed(model: &SeedQMlp, split: &Split) -> Vec<u8> {
     let kern = best_qkernels();
     let mut out = vec![0u8; split.len()];
     out.par_chunks_mut(RAYON_CHUNK).enumerate().for_each(|(c, o)| {
-        let px = &split.images[c * RAYON_CHUNK * IMAGE_PIXELS..];
+        let px = &split.features.as_u8().expect("byte images")[c * RAYON_CHUNK * IMAGE_PIXELS..];
         model.classify_batch(&kern, px, o.len(), |i, cls, _| o[i] = cls as u8);
     });
     out
@@ -179,7 +179,7 @@ pub fn int8_predict_par(model: &SeedQMlp, kern: &QKernels, split: &Split, par: &
         let b = batch.min(n - start);
         let per = b.div_ceil(par.width().max(1));
         par.for_chunks(&mut cls[..b], per, &|ci, c| {
-            let px = &split.images[(start + ci * per) * IMAGE_PIXELS..];
+            let px = &split.features.as_u8().expect("byte images")[(start + ci * per) * IMAGE_PIXELS..];
             model.classify_batch(kern, px, c.len(), |i, k, _| c[i] = k as f32);
         });
         for (d, &c) in out[start..start + b].iter_mut().zip(&cls[..b]) {
@@ -202,7 +202,8 @@ pub fn int8_infer_pass(
     limit: usize,
 ) -> f64 {
     let n = split.len().min(limit);
-    let part = Split { images: split.images[..n * IMAGE_PIXELS].to_vec(), labels: split.labels[..n].to_vec() };
+    let images = split.features.as_u8().expect("byte images")[..n * IMAGE_PIXELS].to_vec();
+    let part = Split::new(data::Features::U8(images), split.labels[..n].to_vec(), IMAGE_PIXELS);
     let t = Instant::now();
     std::hint::black_box(int8_predict_par(model, kern, &part, par, batch));
     n as f64 / t.elapsed().as_secs_f64()
@@ -216,7 +217,10 @@ pub fn int8_predict_all<M: Classifier + Sync>(model: &M, split: &Split) -> Vec<u
     (0..split.len())
         .into_par_iter()
         .with_min_len(64)
-        .map_init(|| vec![0i32; M::OUT], |logits, i| model.classify(split.image(i), logits) as u8)
+        .map_init(
+            || vec![0i32; M::OUT],
+            |logits, i| model.classify(split.row_u8(i).expect("byte images"), logits) as u8,
+        )
         .collect()
 }
 
@@ -351,8 +355,8 @@ pub struct QuantizeReport {
 /// memory report (text or `--json`).
 pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     let ck = crate::checkpoint::load(&args.checkpoint)?;
-    let ds = data::load(args.data.as_deref())?;
-    let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
+    let ds = data::load(&crate::data::DataArgs::from_dir(args.data.as_deref()))?;
+    let pixels = Norm::per_tensor(784, crate::data::U8_SCALE, ck.meta.pixel_mean, ck.meta.pixel_std);
     let threads = crate::par::Threads::new(args.threads)?;
     let cal = calibrate_with(&ck.model, &ds.train, &pixels, args.calib_images, args.method, &threads);
     let q = quantize_model(&ck.model, &cal);
@@ -524,10 +528,11 @@ mod tests {
         let mut m = boxed::zeroed::<SeedMlp>();
         m.init(1);
         let split = Split {
-            images: (0..64 * IMAGE_PIXELS).map(|i| (i * 37 % 251) as u8).collect(),
+            features: data::Features::U8((0..64 * IMAGE_PIXELS).map(|i| (i * 37 % 251) as u8).collect()),
             labels: (0..64).map(|i| (i % 10) as u8).collect(),
+            width: 784,
         };
-        let cal = calibrate(&m, &split, &Pixels::FASHION_MNIST, 64);
+        let cal = calibrate(&m, &split, &Norm::fashion_mnist(), 64);
         assert!(cal.h1.max > 0.0 && cal.h2.max > 0.0);
         let q = quantize_model(&m, &cal);
         let bytes = q8_bytes(&q);
@@ -539,7 +544,8 @@ mod tests {
         assert!(*back == *q);
         let preds = int8_predict_all(&*back, &split);
         assert_eq!(preds.len(), 64);
-        let short = Split { images: split.images[..63 * IMAGE_PIXELS].to_vec(), labels: split.labels[..63].to_vec() };
+        let mut short = split.clone();
+        short.truncate(63);
         assert_eq!(int8_predict_all_seed(&back, &short), preds[..63]);
         let files = run_export(&p, ExportFormat::Rust, &dir.path().join("model.rs")).unwrap();
         let rs = std::fs::read_to_string(&files[0]).unwrap();
@@ -586,8 +592,8 @@ mod tests {
     #[ignore = "needs TAILOR_Q8_CKPT=<f32 checkpoint> and the dataset"]
     fn speed_int8_vs_f32() {
         let ck = crate::checkpoint::load(std::path::Path::new(&std::env::var("TAILOR_Q8_CKPT").unwrap())).unwrap();
-        let ds = data::load(None).unwrap();
-        let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
+        let ds = data::load_default().unwrap();
+        let pixels = Norm::per_tensor(784, crate::data::U8_SCALE, ck.meta.pixel_mean, ck.meta.pixel_std);
         let cal = calibrate(&ck.model, &ds.train, &pixels, 500);
         let q = quantize_model(&ck.model, &cal);
         let threads = crate::par::Threads::new(0).unwrap();
@@ -602,7 +608,7 @@ mod tests {
             let t = Instant::now();
             let mut logits = [0i32; 10];
             for i in 0..2000 {
-                std::hint::black_box(q.classify_with(&kern, ds.test.image(i), &mut logits));
+                std::hint::black_box(q.classify_with(&kern, ds.test.row_u8(i).unwrap(), &mut logits));
             }
             eprintln!("SPEED 1 thread {}: {:.1} us/sample", kern.name, t.elapsed().as_secs_f64() / 2000.0 * 1e6);
         }
@@ -620,10 +626,10 @@ mod tests {
     #[test]
     #[ignore = "needs the dataset; a measurement"]
     fn int8_kernel_speed() {
-        let ds = data::load(None).unwrap();
+        let ds = data::load_default().unwrap();
         let mut m = boxed::zeroed::<SeedMlp>();
         m.init(0);
-        let cal = calibrate(&m, &ds.train, &Pixels::TO_TENSOR, 500);
+        let cal = calibrate(&m, &ds.train, &Norm::identity(784, true), 500);
         let q = quantize_model(&m, &cal);
         let serial = tailor_core::par::Serial;
         let want = int8_predict_par(&q, &QKernels::BEST, &ds.test, &serial, 64);
@@ -646,10 +652,11 @@ mod tests {
         m.init(3);
         let n = 77;
         let split = Split {
-            images: (0..n * IMAGE_PIXELS).map(|i| (i * 131 % 253) as u8).collect(),
+            features: data::Features::U8((0..n * IMAGE_PIXELS).map(|i| (i * 131 % 253) as u8).collect()),
             labels: (0..n).map(|i| (i % 10) as u8).collect(),
+            width: 784,
         };
-        let cal = calibrate(&m, &split, &Pixels::FASHION_MNIST, n);
+        let cal = calibrate(&m, &split, &Norm::fashion_mnist(), n);
         let q = quantize_model(&m, &cal);
         let want = int8_predict_all(&*q, &split);
         assert_eq!(int8_predict_all_seed(&q, &split), want);

@@ -2,7 +2,7 @@
 
 use tailor_core::optim::{Adam, Optimizer, RmsProp, Schedule, Sgd};
 
-use crate::data::Pixels;
+use crate::data::Norm;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -41,7 +41,7 @@ pub struct Settings {
     pub schedule: Schedule,
     pub seed: u64,
     pub shuffle: bool,
-    pub pixels: Pixels,
+    pub pixels: Norm,
 }
 
 impl Recipe {
@@ -54,7 +54,7 @@ impl Recipe {
                 schedule: Schedule::Constant,
                 seed: 0,
                 shuffle: false,
-                pixels: Pixels::TO_TENSOR,
+                pixels: Norm::identity(784, true),
             },
             Recipe::Default => Settings {
                 epochs: 20,
@@ -63,7 +63,7 @@ impl Recipe {
                 schedule: Schedule::Cosine { t_max: 20, eta_min: 0.0 },
                 seed: 0,
                 shuffle: true,
-                pixels: Pixels::FASHION_MNIST,
+                pixels: Norm::fashion_mnist(),
             },
         }
     }

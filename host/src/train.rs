@@ -14,7 +14,7 @@ use tailor_core::{Flat, SeedMlp, Workspace};
 
 use crate::boxed;
 use crate::checkpoint::Meta;
-use crate::data::{fill_batch_par, EpochOrder, Pixels, Split};
+use crate::data::{fill_batch_par, EpochOrder, Norm, Split};
 
 /// Largest batch the workspace holds (compile-time); smaller batches use a
 /// prefix of it. 256 rows of activations and gradients ≈ 2.9 MB.
@@ -32,6 +32,8 @@ pub struct Trainer {
     pub ws: Box<Ws>,
     pub meta: Meta,
     labels: [u8; MAX_BATCH],
+    /// Built once from `meta`: a `Norm` holds vectors, and a step must not allocate.
+    norm: Norm,
 }
 
 /// Optimizer state pointers shared with the pool's tasks.
@@ -67,13 +69,27 @@ impl EvalResult {
     }
 }
 
+fn norm_of(meta: &Meta) -> Norm {
+    Norm::per_tensor(784, crate::data::U8_SCALE, meta.pixel_mean, meta.pixel_std)
+}
+
 impl Trainer {
     /// A fresh model, PyTorch-initialized from `meta.seed`.
     pub fn new(kernels: Kernels, meta: Meta) -> Self {
         let mut model = boxed::zeroed::<SeedMlp>();
         model.init(meta.seed);
         let optim_bufs = (0..meta.optimizer.buffers()).map(|_| boxed::zeroed::<SeedMlp>()).collect();
-        Trainer { kernels, model, grad: boxed::zeroed(), optim_bufs, ws: boxed::zeroed(), meta, labels: [0; MAX_BATCH] }
+        let norm = norm_of(&meta);
+        Trainer {
+            kernels,
+            model,
+            grad: boxed::zeroed(),
+            optim_bufs,
+            ws: boxed::zeroed(),
+            meta,
+            labels: [0; MAX_BATCH],
+            norm,
+        }
     }
 
     /// Continue from a checkpoint's weights, optimizer state and progress.
@@ -88,13 +104,14 @@ impl Trainer {
             grad: boxed::zeroed(),
             optim_bufs: ck.optim,
             ws: boxed::zeroed(),
+            norm: norm_of(&ck.meta),
             meta: ck.meta,
             labels: [0; MAX_BATCH],
         })
     }
 
-    pub fn pixels(&self) -> Pixels {
-        Pixels { mean: self.meta.pixel_mean, std: self.meta.pixel_std }
+    pub fn pixels(&self) -> Norm {
+        self.norm.clone()
     }
 
     /// One optimizer step on the samples `idx` of `split`. Returns the loss.
@@ -109,8 +126,7 @@ impl Trainer {
     /// to each tile of gradients still in registers (`Update::Fused`).
     pub fn step(&mut self, par: &dyn Par, split: &Split, idx: &[u32], lr: f32) -> Result<f32> {
         let n = idx.len();
-        let pixels = self.pixels();
-        fill_batch_par(par, split, idx, &pixels, &mut self.ws.x[..n], &mut self.labels[..n]);
+        fill_batch_par(par, split, idx, &self.norm, self.ws.x[..n].as_flattened_mut(), &mut self.labels[..n]);
         let (k, ws, labels) = (&self.kernels, &mut *self.ws, &self.labels[..n]);
         self.model.forward(k, par, ws, n);
         let loss = loss::cross_entropy(&ws.logits[..n], labels, &mut ws.dlogits[..n])
@@ -219,7 +235,7 @@ pub fn evaluate(
     par: &dyn Par,
     ws: &mut Ws,
     split: &Split,
-    pixels: &Pixels,
+    pixels: &Norm,
 ) -> EvalResult {
     let mut r = EvalResult { total: split.len(), ..Default::default() };
     let mut labels = [0u8; MAX_BATCH];
@@ -228,7 +244,7 @@ pub fn evaluate(
     let packed = pack(model, kernels);
     for chunk in idx.chunks(MAX_BATCH) {
         let n = chunk.len();
-        fill_batch_par(par, split, chunk, pixels, &mut ws.x[..n], &mut labels[..n]);
+        fill_batch_par(par, split, chunk, pixels, ws.x[..n].as_flattened_mut(), &mut labels[..n]);
         packed.forward(kernels, par, ws, n);
         if let Ok(l) = loss::cross_entropy(&ws.logits[..n], &labels[..n], &mut ws.dlogits[..n]) {
             loss_sum += l as f64 * n as f64;

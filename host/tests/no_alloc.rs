@@ -38,8 +38,9 @@ static A: Counting = Counting;
 fn split(n: usize) -> Split {
     let mut r = tailor_core::rng::Rng::new(9);
     Split {
-        images: (0..n * 784).map(|_| r.below(256) as u8).collect(),
+        features: tailor::data::Features::U8((0..n * 784).map(|_| r.below(256) as u8).collect()),
         labels: (0..n).map(|_| r.below(10) as u8).collect(),
+        width: 784,
     }
 }
 

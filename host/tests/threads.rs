@@ -13,8 +13,9 @@ use tailor_core::Flat;
 fn split(n: usize) -> Split {
     let mut r = tailor_core::rng::Rng::new(4);
     Split {
-        images: (0..n * 784).map(|_| r.below(256) as u8).collect(),
+        features: tailor::data::Features::U8((0..n * 784).map(|_| r.below(256) as u8).collect()),
         labels: (0..n).map(|_| r.below(10) as u8).collect(),
+        width: 784,
     }
 }
 

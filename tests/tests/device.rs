@@ -26,7 +26,7 @@ fn firmware() -> PathBuf {
 
 fn test_split() -> &'static tailor::data::Split {
     static TEST: OnceLock<tailor::data::Split> = OnceLock::new();
-    TEST.get_or_init(|| tailor::data::load(None).expect("Fashion-MNIST test set").test)
+    TEST.get_or_init(|| tailor::data::load_default().expect("Fashion-MNIST test set").test)
 }
 
 fn args(transport: Transport, limit: Option<usize>) -> DeviceArgs {
