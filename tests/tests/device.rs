@@ -63,7 +63,7 @@ fn uart_classifies_64_images_like_the_host() {
 #[test]
 fn malformed_frames_are_answered_and_the_device_keeps_serving() {
     let split = test_split();
-    let imgs = &split.images[..4 * 784];
+    let imgs = &split.features.as_u8().unwrap()[..4 * 784];
     let mut q =
         Qemu::start(&firmware(), Transport::Semihosting, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e:#}"));
     let reference = q.classify(1, imgs, true).unwrap();
