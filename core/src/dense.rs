@@ -265,7 +265,16 @@ impl Dense<'_> {
     /// `dx = dy·W`, masked by the ReLU that produced `x` when `relu_input`;
     /// split over rows of the batch.
     #[allow(clippy::too_many_arguments)]
-    fn input_grad(&self, k: &Kernels, par: &dyn Par, xf: &[f32], dyf: &[f32], dx: &mut [f32], m: usize, relu_input: bool) {
+    fn input_grad(
+        &self,
+        k: &Kernels,
+        par: &dyn Par,
+        xf: &[f32],
+        dyf: &[f32],
+        dx: &mut [f32],
+        m: usize,
+        relu_input: bool,
+    ) {
         let (n_in, n_out) = (self.inputs, self.outputs);
         if let Some(cols_fn) = k.input_grad_cols.filter(|_| par.width() > 1 && m > 0) {
             // Split the columns: each thread packs and streams only its
@@ -308,7 +317,6 @@ pub fn relu_backward(y: &[f32], dy: &mut [f32]) {
         }
     }
 }
-
 
 #[cfg(test)]
 mod tests {

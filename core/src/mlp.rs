@@ -263,7 +263,8 @@ impl<S: AsRef<[f32]> + AsMut<[f32]>> Mlp<S> {
                     // ranges [base + off, ...) of different calls are
                     // disjoint, inside buffer b (checked above), and `state`
                     // is borrowed mutably for the whole step.
-                    *s = unsafe { core::slice::from_raw_parts_mut(shared.ptr.add(b * shared.params + base + off), len) };
+                    *s =
+                        unsafe { core::slice::from_raw_parts_mut(shared.ptr.add(b * shared.params + base + off), len) };
                 }
                 opt.step(lr, step, params, grads, &mut slots[..shared.buffers]);
             }
@@ -376,8 +377,9 @@ impl<S: AsMut<[f32]>> Workspace<S> {
         self.layer_io(i, n)
     }
 
-    /// Layer `i`'s input (rows `..n`) and output (to write).
-    fn layer_io(&mut self, i: usize, n: usize) -> (&[f32], &mut [f32]) {
+    /// Layer `i`'s input (rows `..n`) and output (to write), for loops of
+    /// one's own over the layers.
+    pub fn layer_io(&mut self, i: usize, n: usize) -> (&[f32], &mut [f32]) {
         let (s, b) = (self.spec, self.batch);
         let l = s.layer(i);
         let (lo, hi) = self.buf.as_mut().split_at_mut(s.act_offset(i + 1, b));
@@ -386,7 +388,7 @@ impl<S: AsMut<[f32]>> Workspace<S> {
 
     /// Layer `i`'s input, the gradient of its output, and (but for layer 0)
     /// the gradient of its input, to write.
-    fn layer_grads(&mut self, i: usize, n: usize) -> (&[f32], &[f32], Option<&mut [f32]>) {
+    pub fn layer_grads(&mut self, i: usize, n: usize) -> (&[f32], &[f32], Option<&mut [f32]>) {
         let (s, b) = (self.spec, self.batch);
         let l = s.layer(i);
         let g1 = s.grad_offset(1, b);
@@ -455,14 +457,14 @@ mod tests {
                 let mut grad = vec![0.0; m.spec().params()];
                 m.loss_and_grad(&kern, &Serial, &mut ws, &labels, &mut grad).unwrap();
                 let h = 1e-3f32;
-                for i in 0..m.spec().params() {
+                for (i, &ana) in grad.iter().enumerate() {
                     let mut mp = m.clone();
                     mp.params_mut()[i] += h;
                     let lp = loss_of(&mp, &mut ws, &labels);
                     mp.params_mut()[i] -= 2.0 * h;
                     let lm = loss_of(&mp, &mut ws, &labels);
                     let num = (lp - lm) / (2.0 * h as f64);
-                    let ana = grad[i] as f64;
+                    let ana = ana as f64;
                     // Central differences have O(h²) error plus f32 rounding
                     // of the loss (~1e-7/h); ReLU kinks are avoided by the
                     // random init with overwhelming probability.
@@ -536,10 +538,8 @@ mod tests {
         assert_eq!(ts[2].name, "linear_relu_stack.2.weight");
         assert_eq!(ts[2].shape(), &[6, 7]);
         assert_eq!(ts[5].shape(), &[3]);
-        let wire: Vec<crate::format::Tensor> = ts
-            .iter()
-            .map(|t| crate::format::Tensor { name: t.name, shape: t.shape(), data: t.data })
-            .collect();
+        let wire: Vec<crate::format::Tensor> =
+            ts.iter().map(|t| crate::format::Tensor { name: t.name, shape: t.shape(), data: t.data }).collect();
         let mut buf = vec![0u8; 4096];
         let n = postcard::to_slice(&wire[..], &mut buf).unwrap().len();
         let mut back = model(&[5, 7, 6, 3], 2);

@@ -85,7 +85,17 @@ impl<S: AsRef<[f32]>> PackedMlp<S> {
                 // start; tasks own disjoint column blocks and nothing else
                 // touches y.
                 unsafe {
-                    (k.forward_panels)(x, &wt[j0 * n_in..][..r * n_in], &b[j0..][..r], yp.0.add(j0), n_out, n, r, n_in, relu)
+                    (k.forward_panels)(
+                        x,
+                        &wt[j0 * n_in..][..r * n_in],
+                        &b[j0..][..r],
+                        yp.0.add(j0),
+                        n_out,
+                        n,
+                        r,
+                        n_in,
+                        relu,
+                    )
                 };
             });
         }

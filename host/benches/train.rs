@@ -5,23 +5,25 @@
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use tailor::checkpoint::Meta;
-use tailor::data::{fill_batch, Pixels, Split};
+use tailor::data::{fill_batch, Norm, Split};
 use tailor::par::Threads;
-use tailor::train::{Trainer, Ws};
+use tailor::train::Trainer;
 use tailor_core::optim::{Optimizer, Sgd};
 use tailor_core::par::Par;
-use tailor_core::SeedMlp;
 
 fn data(n: usize) -> Split {
     let mut r = tailor_core::rng::Rng::new(1);
     Split {
-        images: (0..n * 784).map(|_| if r.below(2) == 0 { 0 } else { 1 + r.below(255) as u8 }).collect(),
+        features: tailor::data::Features::U8(
+            (0..n * 784).map(|_| if r.below(2) == 0 { 0 } else { 1 + r.below(255) as u8 }).collect(),
+        ),
         labels: (0..n).map(|_| r.below(10) as u8).collect(),
+        width: 784,
     }
 }
 
 fn meta(opt: Optimizer) -> Meta {
-    Meta::new(opt)
+    Meta::fashion(opt)
 }
 
 fn bench(c: &mut Criterion) {
@@ -32,7 +34,7 @@ fn bench(c: &mut Criterion) {
     for threads in [1, 2] {
         let par = Threads::new(threads).unwrap();
         for (name, opt) in [("sgd", Optimizer::Sgd(Sgd::default())), ("adam", Optimizer::Adam(Default::default()))] {
-            let mut t = Trainer::new(tailor::simd::detect(), meta(opt));
+            let mut t = Trainer::new(tailor::simd::detect(), tailor::bench::SPEC, meta(opt));
             g.bench_function(BenchmarkId::new(name, format!("{threads}t")), |b| {
                 b.iter(|| t.step(&par, &split, &idx, 1e-3).unwrap())
             });
@@ -40,13 +42,13 @@ fn bench(c: &mut Criterion) {
     }
     g.finish();
 
-    let mut model = tailor::boxed::zeroed::<SeedMlp>();
+    let mut model = tailor::checkpoint::zero_model(tailor::bench::SPEC);
     model.init(0);
     let k = tailor::simd::detect();
     let packed = tailor::train::pack(&model, &k);
-    let mut ws = tailor::boxed::zeroed::<Ws>();
+    let mut ws = tailor::train::workspace(tailor::bench::SPEC, 64);
     let mut labels = [0u8; 64];
-    fill_batch(&split, &idx, &Pixels::TO_TENSOR, &mut ws.x[..64], &mut labels);
+    fill_batch(&split, &idx, &Norm::identity(784, true), ws.input_mut(64), &mut labels);
     let mut g = c.benchmark_group("infer");
     g.sample_size(30).measurement_time(std::time::Duration::from_secs(3));
     for threads in [1, 2] {

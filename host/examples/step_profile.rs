@@ -2,23 +2,23 @@
 //! where the milliseconds go, for tuning the kernels in context.
 //! `cargo run --release -p tailor --example step_profile -- [threads]`
 use std::time::Instant;
-use tailor::train::{Trainer, Ws};
+use tailor::train::Trainer;
 use tailor_core::dense::Update;
 use tailor_core::gemm::Rule;
-use tailor_core::loss;
 use tailor_core::optim::{Optimizer, Sgd};
 use tailor_core::par::Par;
 
 fn main() -> anyhow::Result<()> {
     let threads = std::env::args().nth(1).map_or(Ok(1), |s| s.parse())?;
     let par = tailor::par::Threads::new(threads)?;
-    let ds = tailor::data::load(None)?;
-    let meta = tailor::checkpoint::Meta::new(Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }));
-    let mut t = Trainer::new(tailor::simd::detect(), meta);
+    let ds = tailor::data::load_default()?;
+    let meta = tailor::checkpoint::Meta::fashion(Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }));
+    let spec = tailor::bench::SPEC;
+    let mut t = Trainer::new(tailor::simd::detect(), spec, meta);
     let order = tailor::data::EpochOrder::new(ds.train.len(), None, 0);
     let k = t.kernels;
-    let mut grad = tailor::boxed::zeroed::<tailor_core::SeedMlp>();
-    let mut ws: Box<Ws> = tailor::boxed::zeroed();
+    let mut grad = vec![0.0f32; spec.params()];
+    let mut ws = tailor::train::workspace(spec, 64);
     let mut labels = [0u8; 64];
     let names = ["fill", "fwd1", "fwd2", "fwd3", "loss", "bwd3", "bwd2", "bwd1"];
     let mut acc = [0f64; 8];
@@ -55,44 +55,29 @@ fn main() -> anyhow::Result<()> {
             }
             tick = Instant::now();
         };
-        tailor::data::fill_batch(&ds.train, idx, &tailor::data::Pixels::TO_TENSOR, &mut ws.x[..n], &mut labels[..n]);
+        tailor::data::fill_batch(
+            &ds.train,
+            idx,
+            &tailor::data::Norm::identity(784, true),
+            ws.input_mut(n),
+            &mut labels[..n],
+        );
         lap(0);
-        let m = &mut *t.model;
-        m.l1.forward(&k, &par, &ws.x[..n], &mut ws.h1[..n], true);
-        lap(1);
-        m.l2.forward(&k, &par, &ws.h1[..n], &mut ws.h2[..n], true);
-        lap(2);
-        m.l3.forward(&k, &par, &ws.h2[..n], &mut ws.logits[..n], false);
-        lap(3);
-        loss::cross_entropy(&ws.logits[..n], &labels[..n], &mut ws.dlogits[..n]).unwrap();
+        let m = &mut t.model;
+        for l in 0..3 {
+            let (x, y) = ws.layer_io(l, n);
+            m.layer(l).forward(&k, &par, x, y, n, l < 2);
+            lap(1 + l);
+        }
+        ws.loss(&spec, &labels[..n]).unwrap();
         lap(4);
-        let w = &mut *ws;
-        m.l3.backward_update(
-            &k,
-            &par,
-            &w.h2[..n],
-            &w.dlogits[..n],
-            &mut grad.l3,
-            Some(&mut w.dh2[..n]),
-            true,
-            up(unfused),
-            false,
-        );
-        lap(5);
-        m.l2.backward_update(
-            &k,
-            &par,
-            &w.h1[..n],
-            &w.dh2[..n],
-            &mut grad.l2,
-            Some(&mut w.dh1[..n]),
-            true,
-            up(unfused),
-            false,
-        );
-        lap(6);
-        m.l1.backward_update(&k, &par, &w.x[..n], &w.dh1[..n], &mut grad.l1, None, false, up(unfused), false);
-        lap(7);
+        for l in (0..3).rev() {
+            let (x, dy, dx) = ws.layer_grads(l, n);
+            let off = spec.param_offset(l);
+            let g = tailor_core::DenseMut::new(spec.layer(l), &mut grad[off..][..spec.layer(l).params()]);
+            m.layer_mut(l).backward_update(&k, &par, x, dy, n, g, dx, l > 0, up(unfused), false);
+            lap(7 - l);
+        }
     }
     let _ = total;
     for (v, b) in best.iter().enumerate() {

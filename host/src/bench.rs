@@ -81,14 +81,7 @@ fn train_pass(kernels: Kernels, spec: Spec, par: &dyn Par, split: &data::Split, 
     Ok(n as f64 / timer.secs())
 }
 
-fn infer_pass(
-    kernels: Kernels,
-    par: &dyn Par,
-    model: &Packed,
-    split: &data::Split,
-    batch: usize,
-    limit: usize,
-) -> f64 {
+fn infer_pass(kernels: Kernels, par: &dyn Par, model: &Packed, split: &data::Split, batch: usize, limit: usize) -> f64 {
     let mut ws = crate::train::workspace(*model.spec(), batch);
     let mut labels = vec![0u8; batch];
     let norm = Meta::fashion(Optimizer::Sgd(Sgd::default())).norm;
@@ -192,7 +185,7 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
     let par = Threads::new(threads)?;
     let width = par.width();
     let kernels = crate::simd::detect();
-    let ds = data::load(data_dir)?;
+    let ds = data::load(&data::DataArgs::from_dir(data_dir))?;
     let peak = crate::simd::fma_peak_gflops(width);
     let batches = train_batches.unwrap_or(EpochOrder::num_batches(ds.train.len(), 64));
     let train = train_pass(kernels, spec, &par, &ds.train, batches)?;

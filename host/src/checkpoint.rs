@@ -96,7 +96,7 @@ impl Meta {
     /// Fashion-MNIST with `ToTensor` alone and its class names (for tests).
     pub fn fashion(optimizer: Optimizer) -> Self {
         let names = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
-        Meta::new(optimizer, Norm::per_tensor(crate::data::IMAGE_PIXELS, 1.0 / 255.0, 0.0, 1.0), names)
+        Meta::new(optimizer, Norm::identity(crate::data::FASHION_MNIST_PIXELS, true), names)
     }
 }
 
@@ -115,7 +115,7 @@ fn push_tensors(out: &mut Vec<u8>, spec: &Spec, params: &[f32]) -> Result<()> {
 pub fn encode(model: &Model, meta: &Meta, optim: &[f32]) -> Result<Vec<u8>> {
     let spec = *model.spec();
     let p = spec.params();
-    if optim.len() % p.max(1) != 0 {
+    if !optim.len().is_multiple_of(p.max(1)) {
         bail!("optimizer state of {} floats is not a whole number of {p}-float buffers", optim.len());
     }
     let mut meta = meta.clone();
@@ -244,7 +244,11 @@ mod tests {
             epochs: 10,
             optimizer: Optimizer::Sgd(Sgd { momentum: 0.9, ..Sgd::default() }),
             test_accuracy: Some(0.5),
-            ..Meta::new(Optimizer::Sgd(Sgd::default()), Norm::per_tensor(7, 1.0, 0.5, 2.0), vec!["a".into(), "b".into()])
+            ..Meta::new(
+                Optimizer::Sgd(Sgd::default()),
+                Norm::per_tensor(7, 1.0, 0.5, 2.0),
+                vec!["a".into(), "b".into()],
+            )
         }
     }
 

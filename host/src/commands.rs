@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoint::{self, Meta};
-use crate::data::{self, Norm, Split, CLASS_NAMES};
+use crate::data::{self, Norm, Split};
 use crate::par::Threads;
 use crate::recipe::{self, OptName, Recipe, SchedName};
 use crate::train::{evaluate, EvalResult, Event, Timer, Trainer};
@@ -27,7 +27,7 @@ pub struct TrainArgs {
     pub seed: Option<u64>,
     pub shuffle: Option<bool>,
     pub normalize: Option<bool>,
-    pub data: Option<PathBuf>,
+    pub data: data::DataArgs,
     pub out: Option<PathBuf>,
     pub threads: usize,
     pub resume: Option<PathBuf>,
@@ -160,16 +160,22 @@ fn progress(total: u64, json: bool) -> Option<ProgressBar> {
 pub fn train(a: TrainArgs) -> Result<TrainReport> {
     let threads = Threads::new(a.threads)?;
     let kernels = crate::simd::detect();
-    let ds = data::load(a.data.as_deref())?;
+    let ds = data::load(&a.data)?;
+    let default_norm = ds.default_norm();
+    let (features, classes, class_names, source) = (ds.features, ds.classes, ds.class_names, ds.source);
     let mut train_split = ds.train;
     if let Some(n) = a.train_limit {
-        let n = n.min(train_split.len());
-        train_split.images.truncate(n * data::IMAGE_PIXELS);
-        train_split.labels.truncate(n);
+        train_split.truncate(n.min(train_split.len()));
     }
     let test = ds.test;
+    if train_split.is_empty() || test.is_empty() {
+        bail!(
+            "{source}: {} training and {} test samples; both splits need at least one",
+            train_split.len(),
+            test.len()
+        );
+    }
 
-    let (features, classes) = (data::IMAGE_PIXELS, data::NUM_CLASSES);
     let mut t = if let Some(path) = &a.resume {
         let ck = checkpoint::load(path)?;
         let spec = *ck.model.spec();
@@ -178,8 +184,11 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
                 bail!("--hidden {h:?} contradicts the checkpoint's model {spec}; leave it out to resume");
             }
         }
-        if spec.inputs() != features || spec.outputs() != classes {
-            bail!("{}: the model {spec} does not take this data ({features} features, {classes} classes)", path.display());
+        if spec.inputs() != features || spec.outputs() < classes {
+            bail!(
+                "{}: the model {spec} does not take this data ({features} features, {classes} classes)",
+                path.display()
+            );
         }
         let mut t = Trainer::resume(kernels, ck)?;
         if let Some(e) = a.epochs {
@@ -190,12 +199,9 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         let s = settings_from(&a)?;
         let hidden = a.hidden.clone().unwrap_or_else(|| vec![512, 512]);
         let spec = model_spec(features, &hidden, classes)?;
-        let norm = if s.normalize {
-            Norm::fashion_mnist()
-        } else {
-            Norm::per_tensor(features, 1.0 / 255.0, 0.0, 1.0)
-        };
-        let names = CLASS_NAMES.iter().map(|s| s.to_string()).collect();
+        let u8_data = matches!(train_split.features, data::Features::U8(_));
+        let norm = if s.normalize { default_norm } else { Norm::identity(features, u8_data) };
+        let names = class_names;
         let meta = Meta {
             epochs: s.epochs,
             batch_size: s.batch_size as u32,
@@ -212,7 +218,7 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
     let none: Option<ProgressBar> = None;
     let spec = *t.model.spec();
     say!(json, none, "tailor train: model {spec} ({} parameters), {:?}, batch {}, {} epochs, shuffle {}, seed {}, {} kernels, {} thread(s), data {}",
-        spec.params(), m.optimizer, m.batch_size, m.epochs, m.shuffle, m.seed, t.kernels.name, tailor_core::par::Par::width(&threads), ds.dir.display());
+        spec.params(), m.optimizer, m.batch_size, m.epochs, m.shuffle, m.seed, t.kernels.name, tailor_core::par::Par::width(&threads), source);
     if m.epoch >= m.epochs {
         bail!("checkpoint already has {} of {} epochs; pass --epochs N with N > {}", m.epoch, m.epochs, m.epoch);
     }
@@ -323,8 +329,8 @@ pub fn eval_split(model_path: &Path, test: &Split, threads: usize) -> Result<(Ev
     Ok((evaluate(&ck.model, &kernels, &threads, test, &ck.meta.norm), ck.meta))
 }
 
-pub fn eval(model_path: &Path, data_dir: Option<&Path>, threads: usize, json: bool) -> Result<EvalReport> {
-    let ds = data::load(data_dir)?;
+pub fn eval(model_path: &Path, data: &data::DataArgs, threads: usize, json: bool) -> Result<EvalReport> {
+    let ds = data::load(data)?;
     let (r, meta) =
         eval_split(model_path, &ds.test, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
     let names = &meta.class_names;

@@ -770,14 +770,13 @@ pub fn decode_defmt(elf: &Path, raw: &[u8]) -> String {
 pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
     let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
     let info = q8_info(&bytes, &args.model)?;
-    let data = crate::data::load(args.data.as_deref())?;
+    let data = crate::data::load(&crate::data::DataArgs::from_dir(args.data.as_deref()))?;
     let mut test = data.test;
     let n = args.limit.unwrap_or(test.len()).min(test.len());
     if n == 0 {
         bail!("no test images to classify");
     }
-    test.images.truncate(n * 784);
-    test.labels.truncate(n);
+    test.truncate(n);
     // Decoding the whole model on the host first checks it (checksum,
     // shape, truncation) with a clear error before any firmware build.
     let host = host_predictions(&bytes, &args.model, &test)?;
@@ -804,7 +803,9 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
     let mut device = Vec::with_capacity(n);
     let mut instructions = 0u64;
     let t_stream = Instant::now();
-    for (seq, chunk) in test.images.chunks(batch * 784).enumerate() {
+    for (seq, chunk) in
+        test.features.as_u8().context("the device takes byte (u8) images")?.chunks(batch * 784).enumerate()
+    {
         let r = q.classify(seq as u32, chunk, false)?;
         instructions += r.instructions;
         device.extend_from_slice(&r.classes);

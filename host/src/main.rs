@@ -24,8 +24,8 @@ enum Cmd {
     /// Accuracy, loss, per-class accuracy and confusion matrix of a checkpoint.
     Eval {
         model: PathBuf,
-        #[arg(long)]
-        data: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataCli,
         #[arg(long, default_value_t = 0)]
         threads: usize,
         #[arg(long)]
@@ -97,6 +97,39 @@ enum Cmd {
     },
 }
 
+/// Where the data comes from (`tailor train`, `eval`).
+#[derive(Args, Clone, Default)]
+struct DataCli {
+    /// A directory with Fashion-MNIST-style IDX files, train.csv + test.csv,
+    /// or train_x.npy/train_y.npy/test_x.npy/test_y.npy.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Training set: a .csv, NAME_x.npy (labels in NAME_y.npy) or IDX images file.
+    #[arg(long, requires = "test")]
+    train: Option<PathBuf>,
+    /// Test set, as --train.
+    #[arg(long, requires = "train")]
+    test: Option<PathBuf>,
+    /// CSV: the label column's name (default: the last column).
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Class names, comma-separated, in label order.
+    #[arg(long, value_delimiter = ',')]
+    classes: Option<Vec<String>>,
+}
+
+impl DataCli {
+    fn args(self) -> tailor::data::DataArgs {
+        tailor::data::DataArgs {
+            data: self.data,
+            train: self.train,
+            test: self.test,
+            label_column: self.label_column,
+            classes: self.classes,
+        }
+    }
+}
+
 #[derive(Args)]
 struct TrainCli {
     /// Start from a named recipe; other options override it.
@@ -125,11 +158,13 @@ struct TrainCli {
     /// Reshuffle the training set every epoch.
     #[arg(long)]
     shuffle: Option<bool>,
-    /// Normalize pixels with Fashion-MNIST's mean and std after /255.
+    /// Normalize inputs: Fashion-MNIST's pixel mean and std after /255, other
+    /// images by their training-set mean and std, tabular features each by
+    /// its own (default recipe: true; tutorial: false).
     #[arg(long)]
     normalize: Option<bool>,
-    #[arg(long)]
-    data: Option<PathBuf>,
+    #[command(flatten)]
+    data: DataCli,
     /// Checkpoint path (rewritten atomically after every epoch).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -153,30 +188,37 @@ struct TrainCli {
 fn main() {
     let cli = Cli::parse();
     let res: Result<()> = match cli.cmd {
-        Cmd::Train(t) => t.hidden.as_deref().map(tailor::commands::parse_hidden).transpose().and_then(|hidden| tailor::commands::train(tailor::commands::TrainArgs {
-            recipe: t.recipe,
-            hidden,
-            epochs: t.epochs,
-            batch_size: t.batch_size,
-            lr: t.lr,
-            optimizer: t.optimizer,
-            momentum: t.momentum,
-            weight_decay: t.weight_decay,
-            schedule: t.schedule,
-            seed: t.seed,
-            shuffle: t.shuffle,
-            normalize: t.normalize,
-            data: t.data,
-            out: t.out,
-            threads: t.threads,
-            resume: t.resume,
-            json: t.json,
-            log_every: t.log_every,
-            train_limit: t.train_limit,
-        }))
-        .map(|_| ()),
+        Cmd::Train(t) => t
+            .hidden
+            .as_deref()
+            .map(tailor::commands::parse_hidden)
+            .transpose()
+            .and_then(|hidden| {
+                tailor::commands::train(tailor::commands::TrainArgs {
+                    recipe: t.recipe,
+                    hidden,
+                    epochs: t.epochs,
+                    batch_size: t.batch_size,
+                    lr: t.lr,
+                    optimizer: t.optimizer,
+                    momentum: t.momentum,
+                    weight_decay: t.weight_decay,
+                    schedule: t.schedule,
+                    seed: t.seed,
+                    shuffle: t.shuffle,
+                    normalize: t.normalize,
+                    data: t.data.args(),
+                    out: t.out,
+                    threads: t.threads,
+                    resume: t.resume,
+                    json: t.json,
+                    log_every: t.log_every,
+                    train_limit: t.train_limit,
+                })
+            })
+            .map(|_| ()),
         Cmd::Eval { model, data, threads, json } => {
-            tailor::commands::eval(&model, data.as_deref(), threads, json).map(|_| ())
+            tailor::commands::eval(&model, &data.args(), threads, json).map(|_| ())
         }
         Cmd::Quantize { model, out, data, calib_images, calib, threads, json } => (|| {
             let method = match calib.as_str() {

@@ -18,7 +18,12 @@ use tailor_core::spec::Activation;
 
 use crate::boxed;
 use crate::checkpoint::Model;
-use crate::data::{self, fill_batch, Norm, Split, IMAGE_PIXELS};
+use crate::data::{self, fill_batch, Features, Norm, Split};
+
+/// The raw bytes of a split of `u8` data (what the device takes).
+fn bytes_of(split: &Split) -> &[u8] {
+    split.features.as_u8().expect("int8 models take byte inputs")
+}
 use crate::train::{evaluate, EVAL_BATCH};
 
 /// How the activation range of each hidden layer is chosen.
@@ -182,7 +187,7 @@ pub fn int8_predict_all_seed(model: &SeedQMlp, split: &Split) -> Vec<u8> {
     let kern = best_qkernels();
     let mut out = vec![0u8; split.len()];
     out.par_chunks_mut(RAYON_CHUNK).enumerate().for_each(|(c, o)| {
-        let px = &split.images[c * RAYON_CHUNK * IMAGE_PIXELS..];
+        let px = &bytes_of(split)[c * RAYON_CHUNK * split.width..];
         model.classify_batch(&kern, px, o.len(), |i, cls, _| o[i] = cls as u8);
     });
     out
@@ -201,7 +206,7 @@ pub fn int8_predict_par(model: &SeedQMlp, kern: &QKernels, split: &Split, par: &
         let b = batch.min(n - start);
         let per = b.div_ceil(par.width().max(1));
         par.for_chunks(&mut cls[..b], per, &|ci, c| {
-            let px = &split.images[(start + ci * per) * IMAGE_PIXELS..];
+            let px = &bytes_of(split)[(start + ci * per) * split.width..];
             model.classify_batch(kern, px, c.len(), |i, k, _| c[i] = k as f32);
         });
         for (d, &c) in out[start..start + b].iter_mut().zip(&cls[..b]) {
@@ -224,7 +229,8 @@ pub fn int8_infer_pass(
     limit: usize,
 ) -> f64 {
     let n = split.len().min(limit);
-    let part = Split { images: split.images[..n * IMAGE_PIXELS].to_vec(), labels: split.labels[..n].to_vec() };
+    let part =
+        Split::new(Features::U8(bytes_of(split)[..n * split.width].to_vec()), split.labels[..n].to_vec(), split.width);
     let t = Instant::now();
     std::hint::black_box(int8_predict_par(model, kern, &part, par, batch));
     n as f64 / t.elapsed().as_secs_f64()
@@ -234,11 +240,14 @@ pub fn int8_infer_pass(
 /// device). Any [`Classifier`]; see [`int8_predict_all_seed`] for the faster
 /// batched path of the seed model.
 pub fn int8_predict_all<M: Classifier + Sync>(model: &M, split: &Split) -> Vec<u8> {
-    assert_eq!(M::IN, IMAGE_PIXELS, "model input is not 28×28");
+    assert_eq!(M::IN, split.width, "model input is not the data's width");
     (0..split.len())
         .into_par_iter()
         .with_min_len(64)
-        .map_init(|| vec![0i32; M::OUT], |logits, i| model.classify(split.image(i), logits) as u8)
+        .map_init(
+            || vec![0i32; M::OUT],
+            |logits, i| model.classify(split.row_u8(i).expect("byte inputs"), logits) as u8,
+        )
         .collect()
 }
 
@@ -373,7 +382,7 @@ pub struct QuantizeReport {
 /// memory report (text or `--json`).
 pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     let ck = crate::checkpoint::load(&args.checkpoint)?;
-    let ds = data::load(args.data.as_deref())?;
+    let ds = data::load(&data::DataArgs::from_dir(args.data.as_deref()))?;
     let pixels = ck.meta.norm.clone();
     let threads = crate::par::Threads::new(args.threads)?;
     let cal = calibrate_with(&ck.model, &ds.train, &pixels, args.calib_images, args.method, &threads);
@@ -540,15 +549,23 @@ mod tests {
     use super::*;
     use tailor_core::quant::golden;
 
+    fn seed_model(seed: u64) -> Model {
+        let mut m = crate::checkpoint::zero_model(tailor_core::Spec::mlp(&[784, 512, 512, 10]));
+        m.init(seed);
+        m
+    }
+
+    /// `n` generated 784-byte images (byte `i` is `i·a mod b`), labels `i mod 10`.
+    fn bytes_split(n: usize, a: usize, b: usize) -> Split {
+        let px = (0..n * 784).map(|i| (i * a % b) as u8).collect();
+        Split::new(Features::U8(px), (0..n).map(|i| (i % 10) as u8).collect(), 784)
+    }
+
     #[test]
     fn quantize_export_roundtrip_on_random_model() {
-        let mut m = boxed::zeroed::<SeedMlp>();
-        m.init(1);
-        let split = Split {
-            images: (0..64 * IMAGE_PIXELS).map(|i| (i * 37 % 251) as u8).collect(),
-            labels: (0..64).map(|i| (i % 10) as u8).collect(),
-        };
-        let cal = calibrate(&m, &split, &Pixels::FASHION_MNIST, 64);
+        let m = seed_model(1);
+        let split = bytes_split(64, 37, 251);
+        let cal = calibrate(&m, &split, &Norm::fashion_mnist(), 64);
         assert!(cal.h1.max > 0.0 && cal.h2.max > 0.0);
         let q = quantize_model(&m, &cal);
         let bytes = q8_bytes(&q);
@@ -560,7 +577,8 @@ mod tests {
         assert!(*back == *q);
         let preds = int8_predict_all(&*back, &split);
         assert_eq!(preds.len(), 64);
-        let short = Split { images: split.images[..63 * IMAGE_PIXELS].to_vec(), labels: split.labels[..63].to_vec() };
+        let mut short = split.clone();
+        short.truncate(63);
         assert_eq!(int8_predict_all_seed(&back, &short), preds[..63]);
         let files = run_export(&p, ExportFormat::Rust, &dir.path().join("model.rs")).unwrap();
         let rs = std::fs::read_to_string(&files[0]).unwrap();
@@ -607,15 +625,14 @@ mod tests {
     #[ignore = "needs TAILOR_Q8_CKPT=<f32 checkpoint> and the dataset"]
     fn speed_int8_vs_f32() {
         let ck = crate::checkpoint::load(std::path::Path::new(&std::env::var("TAILOR_Q8_CKPT").unwrap())).unwrap();
-        let ds = data::load(None).unwrap();
+        let ds = data::load_default().unwrap();
         let pixels = ck.meta.norm.clone();
         let cal = calibrate(&ck.model, &ds.train, &pixels, 500);
         let q = quantize_model(&ck.model, &cal);
         let threads = crate::par::Threads::new(0).unwrap();
-        let mut ws = boxed::zeroed::<Ws>();
         let kernels = crate::simd::detect();
         let t = Instant::now();
-        let f = evaluate(&ck.model, &kernels, &threads, &mut ws, &ds.test, &pixels);
+        let f = evaluate(&ck.model, &kernels, &threads, &ds.test, &pixels);
         let f32_sps = ds.test.len() as f64 / t.elapsed().as_secs_f64();
         drop(threads);
         let i8_sps = int8_throughput(&q, &ds.test);
@@ -623,7 +640,7 @@ mod tests {
             let t = Instant::now();
             let mut logits = [0i32; 10];
             for i in 0..2000 {
-                std::hint::black_box(q.classify_with(&kern, ds.test.image(i), &mut logits));
+                std::hint::black_box(q.classify_with(&kern, ds.test.row_u8(i).unwrap(), &mut logits));
             }
             eprintln!("SPEED 1 thread {}: {:.1} us/sample", kern.name, t.elapsed().as_secs_f64() / 2000.0 * 1e6);
         }
@@ -641,10 +658,9 @@ mod tests {
     #[test]
     #[ignore = "needs the dataset; a measurement"]
     fn int8_kernel_speed() {
-        let ds = data::load(None).unwrap();
-        let mut m = boxed::zeroed::<SeedMlp>();
-        m.init(0);
-        let cal = calibrate(&m, &ds.train, &Pixels::TO_TENSOR, 500);
+        let ds = data::load_default().unwrap();
+        let m = seed_model(0);
+        let cal = calibrate(&m, &ds.train, &Norm::identity(784, true), 500);
         let q = quantize_model(&m, &cal);
         let serial = tailor_core::par::Serial;
         let want = int8_predict_par(&q, &QKernels::BEST, &ds.test, &serial, 64);
@@ -663,14 +679,10 @@ mod tests {
     /// the per-image predictions.
     #[test]
     fn batched_int8_matches_per_image() {
-        let mut m = boxed::zeroed::<SeedMlp>();
-        m.init(3);
+        let m = seed_model(3);
         let n = 77;
-        let split = Split {
-            images: (0..n * IMAGE_PIXELS).map(|i| (i * 131 % 253) as u8).collect(),
-            labels: (0..n).map(|i| (i % 10) as u8).collect(),
-        };
-        let cal = calibrate(&m, &split, &Pixels::FASHION_MNIST, n);
+        let split = bytes_split(n, 131, 253);
+        let cal = calibrate(&m, &split, &Norm::fashion_mnist(), n);
         let q = quantize_model(&m, &cal);
         let want = int8_predict_all(&*q, &split);
         assert_eq!(int8_predict_all_seed(&q, &split), want);

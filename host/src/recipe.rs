@@ -2,7 +2,6 @@
 
 use tailor_core::optim::{Adam, Optimizer, RmsProp, Schedule, Sgd};
 
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Recipe {

@@ -115,7 +115,17 @@ impl Trainer {
         self.meta.step += 1;
         let (opt, step) = (self.meta.optimizer, self.meta.step);
         self.model
-            .train_step(&self.kernels, par, &mut self.ws, &self.labels[..n], &mut self.grad, &mut self.optim, &opt, lr, step)
+            .train_step(
+                &self.kernels,
+                par,
+                &mut self.ws,
+                &self.labels[..n],
+                &mut self.grad,
+                &mut self.optim,
+                &opt,
+                lr,
+                step,
+            )
             .map_err(|e| anyhow!("label {} of sample {} is not a class < {}", e.target, idx[e.row], e.classes))
     }
 

@@ -38,13 +38,14 @@ static A: Counting = Counting;
 fn split(n: usize) -> Split {
     let mut r = tailor_core::rng::Rng::new(9);
     Split {
-        images: (0..n * 784).map(|_| r.below(256) as u8).collect(),
+        features: tailor::data::Features::U8((0..n * 784).map(|_| r.below(256) as u8).collect()),
         labels: (0..n).map(|_| r.below(10) as u8).collect(),
+        width: 784,
     }
 }
 
 fn meta(optimizer: Optimizer) -> Meta {
-    Meta { seed: 1, shuffle: true, ..Meta::new(optimizer) }
+    Meta { seed: 1, shuffle: true, ..Meta::fashion(optimizer) }
 }
 
 #[test]
@@ -53,7 +54,7 @@ fn training_steps_do_not_allocate() {
     for threads in [1, 2] {
         for opt in [Optimizer::Sgd(Sgd { momentum: 0.9, ..Sgd::default() }), Optimizer::Adam(Adam::default())] {
             let par = Threads::new(threads).unwrap();
-            let mut t = Trainer::new(tailor::simd::detect(), meta(opt));
+            let mut t = Trainer::new(tailor::simd::detect(), tailor::bench::SPEC, meta(opt));
             let order = EpochOrder::new(data.len(), Some(3), 0);
             let batches: Vec<&[u32]> = order.batches(64).collect();
             for idx in &batches[..5] {

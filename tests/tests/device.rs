@@ -26,7 +26,7 @@ fn firmware() -> PathBuf {
 
 fn test_split() -> &'static tailor::data::Split {
     static TEST: OnceLock<tailor::data::Split> = OnceLock::new();
-    TEST.get_or_init(|| tailor::data::load(None).expect("Fashion-MNIST test set").test)
+    TEST.get_or_init(|| tailor::data::load_default().expect("Fashion-MNIST test set").test)
 }
 
 fn args(transport: Transport, limit: Option<usize>) -> DeviceArgs {
@@ -63,7 +63,7 @@ fn uart_classifies_64_images_like_the_host() {
 #[test]
 fn malformed_frames_are_answered_and_the_device_keeps_serving() {
     let split = test_split();
-    let imgs = &split.images[..4 * 784];
+    let imgs = &split.features.as_u8().unwrap()[..4 * 784];
     let mut q =
         Qemu::start(&firmware(), Transport::Semihosting, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e:#}"));
     let reference = q.classify(1, imgs, true).unwrap();

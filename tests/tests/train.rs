@@ -142,9 +142,9 @@ fn bad_inputs_fail_cleanly() {
     use tailor::data::{write_idx_images, write_idx_labels, TEST_IMAGES, TEST_LABELS, TRAIN_IMAGES, TRAIN_LABELS};
     let d = dir.path().join("fm");
     std::fs::create_dir_all(&d).unwrap();
-    write_idx_images(&d.join(TRAIN_IMAGES), 10, &[7u8; 7840]).unwrap();
+    write_idx_images(&d.join(TRAIN_IMAGES), 10, 28, 28, &[7u8; 7840]).unwrap();
     write_idx_labels(&d.join(TRAIN_LABELS), &[1u8; 9]).unwrap();
-    write_idx_images(&d.join(TEST_IMAGES), 10, &[7u8; 7840]).unwrap();
+    write_idx_images(&d.join(TEST_IMAGES), 10, 28, 28, &[7u8; 7840]).unwrap();
     write_idx_labels(&d.join(TEST_LABELS), &[1u8; 10]).unwrap();
     let e = tailor_fails(&["train", "--data", d.to_str().unwrap(), "--epochs", "1"]);
     assert!(e.contains(TRAIN_LABELS) || e.contains(TRAIN_IMAGES), "{e}");
