@@ -42,6 +42,8 @@ pub struct KernelBench {
 
 #[derive(Clone, Debug, Serialize)]
 pub struct BenchReport {
+    /// The model's widths, inputs first.
+    pub dims: Vec<u32>,
     pub threads: usize,
     pub kernels: &'static str,
     pub train_samples_per_sec: f64,
@@ -64,8 +66,14 @@ fn best_of(mut f: impl FnMut() -> f64) -> f64 {
     (0..INFER_REPS).map(|_| f()).fold(0.0, f64::max)
 }
 
+/// `ToTensor` for bytes, nothing for floats, as the PyTorch reference does.
+fn identity_norm(split: &data::Split) -> data::Norm {
+    data::Norm::identity(split.width, matches!(split.features, data::Features::U8(_)))
+}
+
 fn train_pass(kernels: Kernels, spec: Spec, par: &dyn Par, split: &data::Split, batches: usize) -> Result<f64> {
-    let meta = Meta::fashion(Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }));
+    let names = (0..spec.outputs()).map(|c| c.to_string()).collect();
+    let meta = Meta::new(Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }), identity_norm(split), names);
     let mut t = Trainer::new(kernels, spec, meta);
     let order = EpochOrder::new(split.len(), None, 0);
     // Warm up caches and the thread pool.
@@ -84,7 +92,7 @@ fn train_pass(kernels: Kernels, spec: Spec, par: &dyn Par, split: &data::Split, 
 fn infer_pass(kernels: Kernels, par: &dyn Par, model: &Packed, split: &data::Split, batch: usize, limit: usize) -> f64 {
     let mut ws = crate::train::workspace(*model.spec(), batch);
     let mut labels = vec![0u8; batch];
-    let norm = Meta::fashion(Optimizer::Sgd(Sgd::default())).norm;
+    let norm = identity_norm(split);
     let order = EpochOrder::new(split.len().min(limit), None, 0);
     let timer = Timer::start();
     let mut n = 0;
@@ -177,15 +185,26 @@ fn kernel_bench(k: &Kernels) -> Vec<KernelBench> {
         .collect()
 }
 
-/// The model benchmarked: the tutorial's 784-512-512-10.
+/// The model benchmarked by default: the tutorial's 784-512-512-10.
 pub const SPEC: Spec = Spec::mlp(&[784, 512, 512, 10]);
 
-pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: Option<usize>) -> Result<BenchReport> {
-    let spec = SPEC;
+/// Benchmarks a model of `hidden` layers ([`SPEC`]'s when `None`) on the
+/// data's inputs and classes.
+pub fn run(
+    threads: usize,
+    data_dir: Option<&Path>,
+    json: bool,
+    train_batches: Option<usize>,
+    hidden: Option<&[usize]>,
+) -> Result<BenchReport> {
     let par = Threads::new(threads)?;
     let width = par.width();
     let kernels = crate::simd::detect();
     let ds = data::load(&data::DataArgs::from_dir(data_dir))?;
+    let spec = match hidden {
+        Some(h) => crate::commands::model_spec(ds.features, h, ds.classes)?,
+        None => SPEC,
+    };
     let peak = crate::simd::fma_peak_gflops(width);
     let batches = train_batches.unwrap_or(EpochOrder::num_batches(ds.train.len(), 64));
     let train = train_pass(kernels, spec, &par, &ds.train, batches)?;
@@ -204,6 +223,7 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
     let kb = kernel_bench(&kernels);
     let gflops = train * train_flop_per_sample(&spec) / 1e9;
     let rep = BenchReport {
+        dims: spec.dims().to_vec(),
         threads: width,
         kernels: kernels.name,
         train_samples_per_sec: train,
@@ -219,7 +239,7 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
     if json {
         println!("{}", serde_json::to_string(&rep)?);
     } else {
-        println!("tailor bench ({} thread(s), {} kernels)", rep.threads, rep.kernels);
+        println!("tailor bench: model {spec}, {} thread(s), {} kernels", rep.threads, rep.kernels);
         println!(
             "  train     {:>10.0} samples/s  ({:.1} GFLOP/s, {:.0}% of {:.0} GFLOP/s FMA peak)",
             train,

@@ -94,6 +94,9 @@ enum Cmd {
         /// Training batches to time (default: one full epoch, 938).
         #[arg(long)]
         train_batches: Option<usize>,
+        /// Hidden layer widths of the model to time (default 512,512).
+        #[arg(long)]
+        hidden: Option<String>,
     },
 }
 
@@ -263,9 +266,10 @@ fn main() {
             }
             Ok(())
         })(),
-        Cmd::Bench { threads, data, json, train_batches } => {
-            tailor::bench::run(threads, data.as_deref(), json, train_batches).map(|_| ())
-        }
+        Cmd::Bench { threads, data, json, train_batches, hidden } => (|| {
+            let hidden = hidden.as_deref().map(tailor::commands::parse_hidden).transpose()?;
+            tailor::bench::run(threads, data.as_deref(), json, train_batches, hidden.as_deref()).map(|_| ())
+        })(),
     };
     if let Err(e) = res {
         eprintln!("error: {e:#}");
