@@ -400,16 +400,23 @@ impl<S: AsMut<[f32]>> Workspace<S> {
         (x, dy, dx)
     }
 
+    /// The first `n` rows of logits and of their gradients (to write), for
+    /// a loss of one's own before [`Mlp::backward`].
+    pub fn logits_and_grad(&mut self, n: usize) -> (&[f32], &mut [f32]) {
+        let (s, b) = (self.spec, self.batch);
+        let len = n * s.outputs();
+        let (lo, hi) = self.buf.as_mut().split_at_mut(s.grad_offset(s.depth(), b));
+        (&lo[s.act_offset(s.depth(), b)..][..len], &mut hi[..len])
+    }
+
     /// Cross-entropy of the logits (rows `..labels.len()`); writes the logit
     /// gradients. Returns the mean loss.
     pub fn loss(&mut self, spec: &Spec, labels: &[u8]) -> Result<f32, BadTarget> {
         let n = labels.len();
         self.check(spec, n);
-        let (s, b) = (self.spec, self.batch);
-        let classes = s.outputs();
-        let (lo, hi) = self.buf.as_mut().split_at_mut(s.grad_offset(s.depth(), b));
-        let logits = &lo[s.act_offset(s.depth(), b)..][..n * classes];
-        loss::cross_entropy(logits, classes, labels, &mut hi[..n * classes])
+        let classes = self.spec.outputs();
+        let (logits, grad) = self.logits_and_grad(n);
+        loss::cross_entropy(logits, classes, labels, grad)
     }
 }
 
@@ -435,17 +442,38 @@ mod tests {
         Workspace::new(spec, batch, vec![0.0; Workspace::<Vec<f32>>::len(&spec, batch)]).unwrap()
     }
 
-    /// Loss of the whole MLP in f32, for finite differences.
-    fn loss_of(m: &VecMlp, ws: &mut Workspace<Vec<f32>>, labels: &[u8]) -> f64 {
-        m.forward(&Kernels::NAIVE, &Serial, ws, labels.len());
-        ws.loss(m.spec(), labels).unwrap() as f64
+    /// The two kinds of loss: cross-entropy on class labels, and MSE
+    /// against one-hot targets (a regression-style loss plugged in through
+    /// [`Workspace::logits_and_grad`]).
+    #[derive(Clone, Copy, Debug)]
+    enum Loss {
+        CrossEntropy,
+        Mse,
+    }
+
+    /// Forward and `loss`; leaves the logit gradients in the workspace.
+    fn forward_loss(m: &VecMlp, k: &Kernels, ws: &mut Workspace<Vec<f32>>, labels: &[u8], loss: Loss) -> f64 {
+        m.forward(k, &Serial, ws, labels.len());
+        match loss {
+            Loss::CrossEntropy => ws.loss(m.spec(), labels).unwrap() as f64,
+            Loss::Mse => {
+                let c = m.spec().outputs();
+                let target: Vec<f32> =
+                    labels.iter().flat_map(|&l| (0..c).map(move |j| (j == l as usize) as u8 as f32)).collect();
+                let (z, g) = ws.logits_and_grad(labels.len());
+                loss::mse(z, &target, g) as f64
+            }
+        }
     }
 
     /// Central differences on every parameter, for models of depth 1, 2, 3
-    /// and 5 (0, 1, 2 and 4 hidden layers).
+    /// and 5 (0, 1, 2 and 4 hidden layers), with both kinds of loss.
     #[test]
     fn gradient_matches_central_differences_at_any_depth() {
-        for dims in [&[5usize, 3][..], &[5, 7, 3], &[5, 7, 6, 3], &[4, 6, 5, 7, 4, 3]] {
+        for (dims, loss) in [&[5usize, 3][..], &[5, 7, 3], &[5, 7, 6, 3], &[4, 6, 5, 7, 4, 3]]
+            .into_iter()
+            .flat_map(|d| [(d, Loss::CrossEntropy), (d, Loss::Mse)])
+        {
             let m = model(dims, 11);
             let mut ws = workspace(*m.spec(), 4);
             let mut rng = Rng::new(5);
@@ -455,14 +483,15 @@ mod tests {
             let labels = [0u8, 2, 1]; // a short batch: 3 of 4 rows
             for kern in [Kernels::NAIVE, Kernels::PORTABLE] {
                 let mut grad = vec![0.0; m.spec().params()];
-                m.loss_and_grad(&kern, &Serial, &mut ws, &labels, &mut grad).unwrap();
+                forward_loss(&m, &kern, &mut ws, &labels, loss);
+                m.backward(&kern, &Serial, &mut ws, &mut grad, labels.len());
                 let h = 1e-3f32;
                 for (i, &ana) in grad.iter().enumerate() {
                     let mut mp = m.clone();
                     mp.params_mut()[i] += h;
-                    let lp = loss_of(&mp, &mut ws, &labels);
+                    let lp = forward_loss(&mp, &Kernels::NAIVE, &mut ws, &labels, loss);
                     mp.params_mut()[i] -= 2.0 * h;
-                    let lm = loss_of(&mp, &mut ws, &labels);
+                    let lm = forward_loss(&mp, &Kernels::NAIVE, &mut ws, &labels, loss);
                     let num = (lp - lm) / (2.0 * h as f64);
                     let ana = ana as f64;
                     // Central differences have O(h²) error plus f32 rounding
@@ -470,7 +499,7 @@ mod tests {
                     // random init with overwhelming probability.
                     assert!(
                         (num - ana).abs() < 2e-3 + 2e-2 * ana.abs(),
-                        "{dims:?} {}: param {i}: numeric {num} vs analytic {ana}",
+                        "{dims:?} {loss:?} {}: param {i}: numeric {num} vs analytic {ana}",
                         kern.name
                     );
                 }
