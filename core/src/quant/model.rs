@@ -160,6 +160,40 @@ fn as_i8(b: &[u8]) -> &[i8] {
 }
 
 impl<'a> QModel<'a> {
+    /// Bytes of the `.q8` that starts `region` as its header announces them
+    /// (for a file in a flash region larger than it). Checks the magic, the
+    /// version and the header's own CRC.
+    pub fn announced_len(region: &[u8]) -> Result<usize, FormatError> {
+        let need = |n: usize| {
+            if region.len() < n {
+                Err(FormatError::Truncated { needed: n, found: region.len() })
+            } else {
+                Ok(())
+            }
+        };
+        need(8)?;
+        let found = [region[0], region[1], region[2], region[3]];
+        if found != MAGIC {
+            return Err(FormatError::BadMagic { expected: MAGIC, found });
+        }
+        let version = u16::from_le_bytes([region[4], region[5]]);
+        if version != crate::format::header::VERSION {
+            return Err(FormatError::BadVersion { supported: crate::format::header::VERSION, found: version });
+        }
+        let l = u16::from_le_bytes([region[6], region[7]]) as usize;
+        if l == 0 || l > MAX_LAYERS {
+            return Err(FormatError::Layers { found: l });
+        }
+        let hl = Header::len_for(l);
+        need(hl)?;
+        let stored = word(region, hl - 4);
+        let computed = crate::format::crc32(&region[..hl - 4]);
+        if stored != computed {
+            return Err(FormatError::HeaderChecksum { stored, computed });
+        }
+        Ok(hl + word(region, 12 + 8 * l) as usize)
+    }
+
     /// Checks `bytes` (magic, version 2, header CRC, payload length and
     /// CRC, layout id, every section's length against the layer table,
     /// requantization fields in range, 4-byte alignment) and indexes it.

@@ -368,6 +368,11 @@ fn parse_reports_each_malformed_file() {
         reseal(v, n - hl)
     });
     assert!(matches!(parse(&shift), Err(FormatError::Field { layer: 0, .. })));
+    // In a larger region (flash), the header says where the file ends.
+    let mut region = good.bytes().to_vec();
+    region.extend_from_slice(&[0xff; 100]);
+    assert_eq!(QModel::announced_len(&region), Ok(n));
+    assert!(matches!(QModel::announced_len(&[0; 64]), Err(FormatError::BadMagic { .. })));
     let mut m = Buf::from(good.bytes());
     assert_eq!(QModel::parse(m.misaligned()).map(|_| ()), Err(FormatError::Misaligned));
 }
