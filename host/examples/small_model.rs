@@ -16,7 +16,8 @@ use anyhow::Result;
 use tailor::data::{self, EpochOrder, Pixels};
 use tailor_core::gemm::Kernels;
 use tailor_core::optim::{Adam, Optimizer, Schedule};
-use tailor_core::quant::{Calibration, QMlp};
+use tailor_core::quant::{ActRange, FloatLayer};
+use tailor_core::spec::Activation;
 use tailor_core::{loss, Flat, Mlp, Workspace};
 
 const H: usize = 64;
@@ -55,24 +56,28 @@ fn main() -> Result<()> {
     }
 
     // Calibrate the post-ReLU ranges on 2,000 training images (min/max).
-    let mut cal = Calibration::new(pixels.mean, pixels.std);
+    let mut ranges = [ActRange::EMPTY; 2];
     let idx: Vec<u32> = (0..2000).map(|i| i * 30).collect();
     for chunk in idx.chunks(B) {
         let n = chunk.len();
         data::fill_batch(&ds.train, chunk, &pixels, &mut ws.x[..n], &mut labels[..n]);
         model.forward(&kern, &par, &mut ws, n);
-        cal.h1.observe(ws.h1[..n].as_flattened());
-        cal.h2.observe(ws.h2[..n].as_flattened());
+        ranges[0].observe(ws.h1[..n].as_flattened());
+        ranges[1].observe(ws.h2[..n].as_flattened());
     }
-    cal.h1.min = 0.0;
-    cal.h2.min = 0.0;
-    let mut q = tailor::boxed::zeroed::<QMlp<784, H, H, 10>>();
-    q.quantize(&model, &cal);
-    let mut bytes = vec![0u8; q.encoded_len()];
-    let n = q.to_bytes(&mut bytes);
-    bytes.truncate(n);
-    let int8 = tailor::quantize::int8_accuracy(&*q, &ds.test);
-    tailor::checkpoint::atomic_write(&out, &bytes)?;
+    for r in &mut ranges {
+        r.min = 0.0;
+    }
+    let layer = |i, o, activation, weight, bias| FloatLayer { inputs: i, outputs: o, activation, weight, bias };
+    let layers = [
+        layer(784, H, Activation::Relu, model.l1.weight.as_flattened(), &model.l1.bias[..]),
+        layer(H, H, Activation::Relu, model.l2.weight.as_flattened(), &model.l2.bias[..]),
+        layer(H, 10, Activation::None, model.l3.weight.as_flattened(), &model.l3.bias[..]),
+    ];
+    let q8 = tailor::quantize::quantize_layers(&layers, &pixels, &ranges)?;
+    let bytes = q8.bytes();
+    let int8 = tailor::quantize::int8_accuracy(&q8.model()?, &ds.test);
+    tailor::checkpoint::atomic_write(&out, bytes)?;
     println!("int8 test accuracy {:.2}%; wrote {} ({} bytes)", 100.0 * int8, out.display(), bytes.len());
     Ok(())
 }

@@ -199,7 +199,8 @@ pub fn run(threads: usize, data_dir: Option<&Path>, json: bool, train_batches: O
     // Int8: the same random model, quantized with 500 calibration images.
     let qkern = crate::quantize::best_qkernels();
     let cal = crate::quantize::calibrate(&model, &ds.train, &Pixels::TO_TENSOR, 500);
-    let qmodel = crate::quantize::quantize_model(&model, &cal);
+    let q8 = crate::quantize::quantize_model(&model, &Pixels::TO_TENSOR, &cal);
+    let qmodel = q8.model()?;
     let int8 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 64, usize::MAX));
     let int8_1 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 1, 2000));
     let kb = kernel_bench(&kernels);

@@ -50,6 +50,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Convert a version-1 .q8 (postcard payload) to version 2 (read in place).
+    Convert {
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Write a .q8 model as Rust source, a C header, or the raw flash image.
     Export {
         model: PathBuf,
@@ -189,6 +195,17 @@ fn main() {
             a.json = json;
             tailor::quantize::run_quantize(a).map(|_| ())
         })(),
+        Cmd::Convert { model, out } => tailor::q8::convert_file(&model, &out).and_then(|q| {
+            let m = q.model()?;
+            println!(
+                "wrote {} ({} {} bytes, payload CRC {:#010x})",
+                out.display(),
+                m.spec(),
+                q.bytes().len(),
+                m.payload_crc()
+            );
+            Ok(())
+        }),
         Cmd::Export { model, format, out } => format
             .parse::<tailor::quantize::ExportFormat>()
             .map_err(|e| anyhow::anyhow!("--format: {e}"))

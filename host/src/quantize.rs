@@ -13,11 +13,17 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tailor_core::gemm::Kernels;
 use tailor_core::par::Par;
-use tailor_core::quant::{export, ActRange, Calibration, Classifier, QKernels, SeedQMlp, QBATCH};
+use tailor_core::quant::{
+    batch_acc_len, batch_acts_len, export, ActRange, FloatLayer, InputAffine, InputKind, QBatchScratch, QKernels,
+    QModel,
+};
+use tailor_core::spec::Activation;
 use tailor_core::SeedMlp;
 
+use crate::board::{Board, BOARDS};
 use crate::boxed;
 use crate::data::{self, fill_batch, Pixels, Split, IMAGE_PIXELS};
+use crate::q8::Q8;
 use crate::train::{evaluate, Ws, MAX_BATCH};
 
 /// How the activation range of each hidden layer is chosen.
@@ -37,8 +43,11 @@ pub const DEFAULT_METHOD: CalibMethod = CalibMethod::Percentile(99.999);
 /// Default number of training images used for calibration.
 pub const DEFAULT_CALIB_IMAGES: usize = 2000;
 
+/// Calibrated f32 ranges of the hidden layers' outputs, in order.
+pub type Ranges = Vec<ActRange>;
+
 /// Calibrates with [`DEFAULT_METHOD`] on the first `n_images` training images.
-pub fn calibrate(model: &SeedMlp, train: &Split, pixels: &Pixels, n_images: usize) -> Calibration {
+pub fn calibrate(model: &SeedMlp, train: &Split, pixels: &Pixels, n_images: usize) -> Ranges {
     calibrate_with(model, train, pixels, n_images, DEFAULT_METHOD, &tailor_core::par::Serial)
 }
 
@@ -51,7 +60,7 @@ pub fn calibrate_with(
     n_images: usize,
     method: CalibMethod,
     par: &dyn Par,
-) -> Calibration {
+) -> Ranges {
     let n = n_images.clamp(1, train.len().max(1)).min(train.len());
     let step = train.len() as f64 / n.max(1) as f64;
     let idx: Vec<u32> = (0..n).map(|i| (i as f64 * step) as u32).collect();
@@ -60,26 +69,27 @@ pub fn calibrate_with(
     let kernels = crate::simd::detect();
     let keep = !matches!(method, CalibMethod::MinMax);
     let (mut v1, mut v2) = (Vec::new(), Vec::new());
-    let mut cal = Calibration::new(pixels.mean, pixels.std);
+    let mut cal = vec![ActRange::EMPTY; 2];
     for chunk in idx.chunks(MAX_BATCH) {
         let m = chunk.len();
         fill_batch(train, chunk, pixels, &mut ws.x[..m], &mut labels[..m]);
         model.forward(&kernels, par, &mut ws, m);
         let (h1, h2) = (ws.h1[..m].as_flattened(), ws.h2[..m].as_flattened());
-        cal.h1.observe(h1);
-        cal.h2.observe(h2);
+        cal[0].observe(h1);
+        cal[1].observe(h2);
         if keep {
             v1.extend_from_slice(h1);
             v2.extend_from_slice(h2);
         }
     }
     if let CalibMethod::Percentile(p) = method {
-        cal.h1.max = percentile(&mut v1, p).min(cal.h1.max);
-        cal.h2.max = percentile(&mut v2, p).min(cal.h2.max);
+        cal[0].max = percentile(&mut v1, p).min(cal[0].max);
+        cal[1].max = percentile(&mut v2, p).min(cal[1].max);
     }
     // ReLU outputs: the range always starts at 0 (zero point 0).
-    cal.h1.min = 0.0;
-    cal.h2.min = 0.0;
+    for r in &mut cal {
+        r.min = 0.0;
+    }
     cal
 }
 
@@ -92,11 +102,35 @@ fn percentile(v: &mut [f32], p: f64) -> f32 {
     *v.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1
 }
 
-/// Quantizes into a fresh heap model (never on the stack).
-pub fn quantize_model(model: &SeedMlp, calib: &Calibration) -> Box<SeedQMlp> {
-    let mut q = boxed::zeroed::<SeedQMlp>();
-    q.quantize(model, calib);
-    q
+/// The f32 model's layers as the quantizer takes them. The one place that
+/// knows the typed seed model's fields.
+pub fn float_layers(model: &SeedMlp) -> Vec<FloatLayer<'_>> {
+    fn layer<'a>(w: &'a [f32], b: &'a [f32], activation: Activation) -> FloatLayer<'a> {
+        FloatLayer { inputs: w.len() / b.len(), outputs: b.len(), activation, weight: w, bias: b }
+    }
+    vec![
+        layer(model.l1.weight.as_flattened(), &model.l1.bias, Activation::Relu),
+        layer(model.l2.weight.as_flattened(), &model.l2.bias, Activation::Relu),
+        layer(model.l3.weight.as_flattened(), &model.l3.bias, Activation::None),
+    ]
+}
+
+/// Quantizes f32 layers trained on pixels normalized by `pixels` into `.q8`
+/// bytes.
+pub fn quantize_layers(layers: &[FloatLayer<'_>], pixels: &Pixels, ranges: &[ActRange]) -> Result<Q8> {
+    let mut dims: Vec<usize> = vec![layers.first().map_or(0, |l| l.inputs)];
+    dims.extend(layers.iter().map(|l| l.outputs));
+    let spec = tailor_core::spec::Spec::try_mlp(&dims).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut q = Q8::zeroed(tailor_core::quant::encoded_len(&spec, InputKind::RawU8));
+    let n = tailor_core::quant::quantize(layers, &InputAffine::pixels(pixels.mean, pixels.std), ranges, q.bytes_mut())
+        .map_err(|e| anyhow::anyhow!("quantizing: {e}"))?;
+    q.truncate(n);
+    Ok(q)
+}
+
+/// Quantizes the seed model.
+pub fn quantize_model(model: &SeedMlp, pixels: &Pixels, ranges: &[ActRange]) -> Q8 {
+    quantize_layers(&float_layers(model), pixels, ranges).expect("the seed model's layers are consistent")
 }
 
 /// The environment variable that overrides [`best_qkernels`].
@@ -150,37 +184,95 @@ pub fn best_qkernels() -> QKernels {
     ["avx512vnni", "avx2"].into_iter().find_map(qkernels_by_name).unwrap_or(QKernels::BEST)
 }
 
-/// Images per rayon task of [`int8_predict_all_seed`].
+/// Samples per weight pass of the host's batched int8 path.
+pub const QBATCH: usize = 12;
+/// Samples per rayon task of [`int8_predict_all`].
 const RAYON_CHUNK: usize = 4 * QBATCH;
 
-/// Int8 predictions of the seed model for every image of `split`: rayon over
-/// chunks of images, each run through [`SeedQMlp::classify_batch`] with
-/// [`best_qkernels`]; bit-identical to the device (and to [`int8_predict_all`]).
-pub fn int8_predict_all_seed(model: &SeedQMlp, split: &Split) -> Vec<u8> {
+/// Heap scratch of [`QModel::classify_batch`] for [`QBATCH`] samples.
+pub struct BatchScratch {
+    acts: Vec<u8>,
+    acc: Vec<i32>,
+}
+
+impl BatchScratch {
+    pub fn new(model: &QModel<'_>) -> Self {
+        BatchScratch {
+            acts: vec![0; batch_acts_len(model.spec(), QBATCH)],
+            acc: vec![0; batch_acc_len(model.spec(), QBATCH)],
+        }
+    }
+
+    pub fn get(&mut self) -> QBatchScratch<'_> {
+        QBatchScratch { acts: &mut self.acts, acc: &mut self.acc }
+    }
+}
+
+/// Checks that `model` takes this data set's samples (images) as they are.
+fn check_input(model: &QModel<'_>, split: &Split) -> usize {
+    let n_in = model.spec().inputs();
+    assert_eq!(n_in, IMAGE_PIXELS, "model input is not 28×28");
+    assert!(split.images.len() >= split.len() * n_in, "split holds fewer pixels than images");
+    n_in
+}
+
+/// Int8 predictions and every logit (`split.len() × OUT`) of `model` for
+/// every image of `split`: rayon over chunks of images, each through
+/// [`QModel::classify_batch`] with [`best_qkernels`]; bit-identical to the
+/// device.
+pub fn int8_predict_logits(model: &QModel<'_>, split: &Split) -> (Vec<u8>, Vec<i32>) {
+    let n_in = check_input(model, split);
+    let n_out = model.spec().outputs();
+    let kern = best_qkernels();
+    let mut classes = vec![0u8; split.len()];
+    let mut logits = vec![0i32; split.len() * n_out];
+    classes.par_chunks_mut(RAYON_CHUNK).zip(logits.par_chunks_mut(RAYON_CHUNK * n_out)).enumerate().for_each_init(
+        || BatchScratch::new(model),
+        |s, (c, (o, lg))| {
+            let px = &split.images[c * RAYON_CHUNK * n_in..];
+            model.classify_batch(&kern, px, o.len(), s.get(), |i, cls, l| {
+                o[i] = cls as u8;
+                lg[i * n_out..][..n_out].copy_from_slice(l);
+            });
+        },
+    );
+    (classes, logits)
+}
+
+/// Int8 predictions for every image of `split` (see [`int8_predict_logits`]).
+pub fn int8_predict_all(model: &QModel<'_>, split: &Split) -> Vec<u8> {
+    let n_in = check_input(model, split);
     let kern = best_qkernels();
     let mut out = vec![0u8; split.len()];
-    out.par_chunks_mut(RAYON_CHUNK).enumerate().for_each(|(c, o)| {
-        let px = &split.images[c * RAYON_CHUNK * IMAGE_PIXELS..];
-        model.classify_batch(&kern, px, o.len(), |i, cls, _| o[i] = cls as u8);
-    });
+    out.par_chunks_mut(RAYON_CHUNK).enumerate().for_each_init(
+        || BatchScratch::new(model),
+        |s, (c, o)| {
+            let px = &split.images[c * RAYON_CHUNK * n_in..];
+            model.classify_batch(&kern, px, o.len(), s.get(), |i, cls, _| o[i] = cls as u8);
+        },
+    );
     out
 }
 
 /// Int8 predictions like the f32 inference runs them: `batch` images at a
 /// time, each batch split evenly over the threads of `par`.
-pub fn int8_predict_par(model: &SeedQMlp, kern: &QKernels, split: &Split, par: &dyn Par, batch: usize) -> Vec<u8> {
+pub fn int8_predict_par(model: &QModel<'_>, kern: &QKernels, split: &Split, par: &dyn Par, batch: usize) -> Vec<u8> {
+    let n_in = check_input(model, split);
     let n = split.len();
     let batch = batch.max(1);
     let mut out = vec![0u8; n];
-    // Classes travel through `Par`'s f32 chunks (exact for 0..10).
+    // Classes travel through `Par`'s f32 chunks (exact for small integers).
     let mut cls = vec![0.0f32; batch];
+    let scratch: Vec<std::sync::Mutex<BatchScratch>> =
+        (0..par.width().max(1)).map(|_| std::sync::Mutex::new(BatchScratch::new(model))).collect();
     let mut start = 0;
     while start < n {
         let b = batch.min(n - start);
         let per = b.div_ceil(par.width().max(1));
         par.for_chunks(&mut cls[..b], per, &|ci, c| {
-            let px = &split.images[(start + ci * per) * IMAGE_PIXELS..];
-            model.classify_batch(kern, px, c.len(), |i, k, _| c[i] = k as f32);
+            let px = &split.images[(start + ci * per) * n_in..];
+            let mut s = scratch[ci % scratch.len()].lock().unwrap();
+            model.classify_batch(kern, px, c.len(), s.get(), |i, k, _| c[i] = k as f32);
         });
         for (d, &c) in out[start..start + b].iter_mut().zip(&cls[..b]) {
             *d = c as u8;
@@ -194,7 +286,7 @@ pub fn int8_predict_par(model: &SeedQMlp, kern: &QKernels, split: &Split, par: &
 /// `split`, `batch` images at a time over `par` (the int8 twin of the f32
 /// inference measurement of `tailor bench`).
 pub fn int8_infer_pass(
-    model: &SeedQMlp,
+    model: &QModel<'_>,
     kern: &QKernels,
     par: &dyn Par,
     split: &Split,
@@ -208,55 +300,26 @@ pub fn int8_infer_pass(
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-/// Int8 predictions for every image of `split` (rayon, bit-identical to the
-/// device). Any [`Classifier`]; see [`int8_predict_all_seed`] for the faster
-/// batched path of the seed model.
-pub fn int8_predict_all<M: Classifier + Sync>(model: &M, split: &Split) -> Vec<u8> {
-    assert_eq!(M::IN, IMAGE_PIXELS, "model input is not 28×28");
-    (0..split.len())
-        .into_par_iter()
-        .with_min_len(64)
-        .map_init(|| vec![0i32; M::OUT], |logits, i| model.classify(split.image(i), logits) as u8)
-        .collect()
-}
-
 /// Int8 accuracy (0..1) over `split`.
-pub fn int8_accuracy<M: Classifier + Sync>(model: &M, split: &Split) -> f64 {
+pub fn int8_accuracy(model: &QModel<'_>, split: &Split) -> f64 {
     let p = int8_predict_all(model, split);
     p.iter().zip(&split.labels).filter(|(a, b)| a == b).count() as f64 / split.len().max(1) as f64
 }
 
-/// Samples per second of [`int8_predict_all_seed`] over `split` (best of 3 runs).
-pub fn int8_throughput(model: &SeedQMlp, split: &Split) -> f64 {
+/// Samples per second of [`int8_predict_all`] over `split` (best of 3 runs).
+pub fn int8_throughput(model: &QModel<'_>, split: &Split) -> f64 {
     let mut best = f64::INFINITY;
     for _ in 0..3 {
         let t = Instant::now();
-        std::hint::black_box(int8_predict_all_seed(model, split));
+        std::hint::black_box(int8_predict_all(model, split));
         best = best.min(t.elapsed().as_secs_f64());
     }
     split.len() as f64 / best
 }
 
-/// Reads a `.q8` seed model into a heap box.
-pub fn load_q8(path: &Path) -> Result<Box<SeedQMlp>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading int8 model {}", path.display()))?;
-    let mut q = boxed::zeroed::<SeedQMlp>();
-    q.read(&bytes).map_err(|e| {
-        if matches!(e, tailor_core::format::FormatError::BadMagic { found, .. } if &found == b"TLRF") {
-            anyhow::anyhow!("{}: this is an f32 checkpoint; run `tailor quantize` on it first", path.display())
-        } else {
-            anyhow::anyhow!("{}: {e}", path.display())
-        }
-    })?;
-    Ok(q)
-}
-
-/// `.q8` file image of a model.
-pub fn q8_bytes(q: &SeedQMlp) -> Vec<u8> {
-    let mut out = vec![0u8; q.encoded_len()];
-    let n = q.to_bytes(&mut out);
-    out.truncate(n);
-    out
+/// Reads a `.q8` (version 1 is converted in memory, with a notice).
+pub fn load_q8(path: &Path) -> Result<Q8> {
+    crate::q8::load(path)
 }
 
 pub use crate::checkpoint::atomic_write as write_atomic;
@@ -304,21 +367,35 @@ pub struct BoardFit {
     pub fits: bool,
 }
 
-pub const BOARDS: [(&str, u64, u64); 4] = [
-    ("nRF52840", 1024 * 1024, 256 * 1024),
-    ("STM32F411", 512 * 1024, 128 * 1024),
-    ("STM32F746", 1024 * 1024, 320 * 1024),
-    ("RP2040", 2048 * 1024, 264 * 1024),
-];
-
 /// Estimated code size of an inference-only firmware (kernels, requant,
 /// UART protocol, runtime), from the size of a release build of this crate's
 /// inference path for thumbv7em. An estimate, not a measurement of the
 /// firmware.
 pub const CODE_BYTES_ESTIMATE: u64 = 24 * 1024;
-/// Stack and statics besides the activations (protocol frame buffer, stack
-/// frames of the inference, runtime), an estimate.
+/// Stack and statics besides the activations and I/O buffers (protocol
+/// frame buffer, stack frames of the inference, runtime), an estimate.
 pub const RAM_OVERHEAD_ESTIMATE: u64 = 4 * 1024;
+
+/// Flash and RAM one model needs: the `.q8` in flash beside the code; the
+/// inference scratch plus one input and its logits in RAM.
+pub fn board_fits(model: &QModel<'_>) -> (u64, u64, Vec<BoardFit>) {
+    let flash = model.encoded_len() as u64 + CODE_BYTES_ESTIMATE;
+    let spec = model.spec();
+    let io = spec.inputs() as u64 + 4 * spec.outputs() as u64;
+    let ram = 2 * model.scratch_len() as u64 + io + RAM_OVERHEAD_ESTIMATE;
+    let fit = |b: &Board| {
+        let refused = b.refuses(model.encoded_len() as u64, model.scratch_len() as u64, spec.outputs() as u64);
+        BoardFit {
+            board: b.name,
+            flash_bytes: b.flash_bytes,
+            ram_bytes: b.ram_bytes,
+            flash_used_pct: 100.0 * flash as f64 / b.flash_bytes as f64,
+            ram_used_pct: 100.0 * ram as f64 / b.ram_bytes as f64,
+            fits: flash <= b.flash_bytes && ram <= b.ram_bytes && refused.is_none(),
+        }
+    };
+    (flash, ram, BOARDS.iter().map(fit).collect())
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct QuantizeReport {
@@ -328,13 +405,13 @@ pub struct QuantizeReport {
     pub agreement: f64,
     /// Size of the `.q8` file (header + payload).
     pub model_bytes: u64,
-    /// Size of the raw image in flash (`export --format bin`).
-    pub weights_flash_bytes: u64,
+    /// Layer widths, inputs first.
+    pub dims: Vec<u32>,
     pub code_bytes_estimate: u64,
     pub flash_bytes: u64,
-    /// Peak activation scratch of one inference.
+    /// Activation scratch of one inference (`QModel::scratch_len`, i16).
     pub scratch_bytes: u64,
-    /// Activation scratch + overhead estimate.
+    /// Activation scratch + one input and its logits + overhead estimate.
     pub ram_bytes: u64,
     pub payload_crc: String,
     pub calib_images: usize,
@@ -355,51 +432,37 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
     let threads = crate::par::Threads::new(args.threads)?;
     let cal = calibrate_with(&ck.model, &ds.train, &pixels, args.calib_images, args.method, &threads);
-    let q = quantize_model(&ck.model, &cal);
-    let bytes = q8_bytes(&q);
-    write_atomic(&args.out, &bytes)?;
+    let q8 = quantize_model(&ck.model, &pixels, &cal);
+    write_atomic(&args.out, q8.bytes())?;
+    let q = q8.model()?;
 
     let kernels: Kernels = crate::simd::detect();
     let mut ws = boxed::zeroed::<Ws>();
     let f = evaluate(&ck.model, &kernels, &threads, &mut ws, &ds.test, &pixels);
     drop(threads);
     let t = Instant::now();
-    let preds = int8_predict_all_seed(&q, &ds.test);
+    let preds = int8_predict_all(&q, &ds.test);
     let int8_sps = ds.test.len() as f64 / t.elapsed().as_secs_f64();
     let correct = preds.iter().zip(&ds.test.labels).filter(|(a, b)| a == b).count();
     let agree = preds.iter().zip(&f.predictions).filter(|(a, b)| a == b).count();
     let n = ds.test.len().max(1) as f64;
 
-    let weights_flash = SeedQMlp::BIN_BYTES as u64;
-    let flash = weights_flash + CODE_BYTES_ESTIMATE;
-    let scratch = <SeedQMlp as Classifier>::SCRATCH_BYTES as u64;
-    let ram = scratch + RAM_OVERHEAD_ESTIMATE;
-    let boards = BOARDS
-        .iter()
-        .map(|&(board, fl, rm)| BoardFit {
-            board,
-            flash_bytes: fl,
-            ram_bytes: rm,
-            flash_used_pct: 100.0 * flash as f64 / fl as f64,
-            ram_used_pct: 100.0 * ram as f64 / rm as f64,
-            fits: flash <= fl && ram <= rm,
-        })
-        .collect();
+    let (flash, ram, boards) = board_fits(&q);
     let report = QuantizeReport {
         f32_accuracy: f.accuracy(),
         int8_accuracy: correct as f64 / n,
         agreement: agree as f64 / n,
-        model_bytes: bytes.len() as u64,
-        weights_flash_bytes: weights_flash,
+        model_bytes: q8.bytes().len() as u64,
+        dims: q.spec().dims().to_vec(),
         code_bytes_estimate: CODE_BYTES_ESTIMATE,
         flash_bytes: flash,
-        scratch_bytes: scratch,
+        scratch_bytes: 2 * q.scratch_len() as u64,
         ram_bytes: ram,
         payload_crc: format!("{:#010x}", q.payload_crc()),
         calib_images: args.calib_images,
         calib_method: args.method,
-        h1_max: cal.h1.max,
-        h2_max: cal.h2.max,
+        h1_max: cal[0].max,
+        h2_max: cal[1].max,
         int8_samples_per_sec: int8_sps,
         boards,
         out: args.out.clone(),
@@ -427,13 +490,8 @@ fn print_report(r: &QuantizeReport) {
     );
     println!("int8 host throughput: {:.0} samples/s", r.int8_samples_per_sec);
     println!(
-        "flash: {} B weights + ~{} B code = {} B    RAM: {} B activations + ~{} B overhead = {} B",
-        r.weights_flash_bytes,
-        r.code_bytes_estimate,
-        r.flash_bytes,
-        r.scratch_bytes,
-        RAM_OVERHEAD_ESTIMATE,
-        r.ram_bytes
+        "flash: {} B .q8 + ~{} B code = {} B    RAM: {} B activations + I/O + ~{} B overhead = {} B",
+        r.model_bytes, r.code_bytes_estimate, r.flash_bytes, r.scratch_bytes, RAM_OVERHEAD_ESTIMATE, r.ram_bytes
     );
     println!("{:<10} {:>9} {:>8} {:>8} {:>8}  fits", "board", "flash KB", "used", "RAM KB", "used");
     for b in &r.boards {
@@ -452,11 +510,11 @@ fn print_report(r: &QuantizeReport) {
 /// `tailor export --format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
-    /// Rust module + `<out stem>.bin` raw image beside it.
+    /// Rust module + `<out stem>.q8` beside it (`include_bytes!`, aligned).
     Rust,
-    /// C header with all arrays.
+    /// C header with the `.q8` bytes as an aligned array.
     C,
-    /// Raw `repr(C)` image only.
+    /// The `.q8` bytes only: the image of a model flash region.
     Bin,
 }
 
@@ -472,46 +530,34 @@ impl std::str::FromStr for ExportFormat {
     }
 }
 
-/// Raw image of a model (`--format bin`).
-pub fn bin_bytes(q: &SeedQMlp) -> Vec<u8> {
-    let mut out = vec![0u8; SeedQMlp::BIN_BYTES];
-    q.write_bin(&mut out);
-    out
-}
-
 /// `tailor export`: reads a `.q8` and writes firmware sources. For `rust`,
-/// `out` is the `.rs` module and the raw image goes to the same path with
-/// extension `.bin` (the module `include_bytes!`es it by file name).
-/// Returns the files written.
+/// `out` is the `.rs` module and the `.q8` (version 2) goes to the same
+/// path with extension `.q8` (the module `include_bytes!`es it by file
+/// name). Returns the files written.
 pub fn run_export(model_q8: &Path, format: ExportFormat, out: &Path) -> Result<Vec<PathBuf>> {
-    let q = load_q8(model_q8)?;
-    let crc = q.payload_crc();
+    let q8 = load_q8(model_q8)?;
+    let q = q8.model()?;
     match format {
         ExportFormat::Bin => {
-            write_atomic(out, &bin_bytes(&q))?;
+            write_atomic(out, q8.bytes())?;
             Ok(vec![out.to_path_buf()])
         }
         ExportFormat::Rust => {
-            let bin = out.with_extension("bin");
-            let name = bin.file_name().and_then(|n| n.to_str()).context("output path has no file name")?.to_string();
-            write_atomic(&bin, &bin_bytes(&q))?;
+            let file = out.with_extension("q8");
+            let name = file.file_name().and_then(|n| n.to_str()).context("output path has no file name")?.to_string();
+            write_atomic(&file, q8.bytes())?;
             let mut s = String::new();
-            export::write_rust_module(&*q, crc, &name, &mut s)?;
+            export::write_rust_module(&q, &name, &mut s)?;
             write_atomic(out, s.as_bytes())?;
-            Ok(vec![out.to_path_buf(), bin])
+            Ok(vec![out.to_path_buf(), file])
         }
         ExportFormat::C => {
-            let mut s = String::with_capacity(4 * 1024 * 1024);
-            export::write_c_header(&*q, crc, &mut s)?;
+            let mut s = String::with_capacity(5 * q8.bytes().len() + 4096);
+            export::write_c_header(&q, q8.bytes(), &mut s)?;
             write_atomic(out, s.as_bytes())?;
             Ok(vec![out.to_path_buf()])
         }
     }
-}
-
-/// Calibration ranges only (for reports): `(h1, h2)`.
-pub fn ranges(c: &Calibration) -> (ActRange, ActRange) {
-    (c.h1, c.h2)
 }
 
 #[cfg(test)]
@@ -528,25 +574,35 @@ mod tests {
             labels: (0..64).map(|i| (i % 10) as u8).collect(),
         };
         let cal = calibrate(&m, &split, &Pixels::FASHION_MNIST, 64);
-        assert!(cal.h1.max > 0.0 && cal.h2.max > 0.0);
-        let q = quantize_model(&m, &cal);
-        let bytes = q8_bytes(&q);
+        assert!(cal[0].max > 0.0 && cal[1].max > 0.0);
+        let q8 = quantize_model(&m, &Pixels::FASHION_MNIST, &cal);
+        let bytes = q8.bytes().to_vec();
         assert!(bytes.len() <= 690_000, "{} bytes", bytes.len());
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.q8");
         write_atomic(&p, &bytes).unwrap();
         let back = load_q8(&p).unwrap();
-        assert!(*back == *q);
-        let preds = int8_predict_all(&*back, &split);
+        assert_eq!(back.bytes(), q8.bytes());
+        let q = back.model().unwrap();
+        let preds = int8_predict_all(&q, &split);
         assert_eq!(preds.len(), 64);
         let short = Split { images: split.images[..63 * IMAGE_PIXELS].to_vec(), labels: split.labels[..63].to_vec() };
-        assert_eq!(int8_predict_all_seed(&back, &short), preds[..63]);
+        assert_eq!(int8_predict_all(&q, &short), preds[..63]);
+        let (classes, logits) = int8_predict_logits(&q, &split);
+        assert_eq!((classes, logits.len()), (preds, 640));
         let files = run_export(&p, ExportFormat::Rust, &dir.path().join("model.rs")).unwrap();
         let rs = std::fs::read_to_string(&files[0]).unwrap();
-        assert!(rs.contains("include_bytes!(\"model.bin\")"));
-        assert_eq!(std::fs::metadata(&files[1]).unwrap().len(), SeedQMlp::BIN_BYTES as u64);
+        assert!(rs.contains("include_bytes!(\"model.q8\")"));
+        assert_eq!(std::fs::read(&files[1]).unwrap(), bytes);
         assert!(rs.contains(&format!("{:#010x}", q.payload_crc())));
         run_export(&p, ExportFormat::C, &dir.path().join("model.h")).unwrap();
+        let bin = dir.path().join("model.bin");
+        run_export(&p, ExportFormat::Bin, &bin).unwrap();
+        assert_eq!(std::fs::read(&bin).unwrap(), bytes);
+        // The memory report: the seed model fits the 1 MB parts, not 512 KB.
+        let (_, _, fits) = board_fits(&q);
+        let fit = |name: &str| fits.iter().find(|b| b.board == name).unwrap().fits;
+        assert!(fit("nRF52840") && fit("mps2-an386") && !fit("STM32F411"));
         // A checkpoint-magic file gets a helpful error.
         let mut bad = bytes.clone();
         bad[..4].copy_from_slice(b"TLRF");
@@ -589,7 +645,8 @@ mod tests {
         let ds = data::load(None).unwrap();
         let pixels = Pixels { mean: ck.meta.pixel_mean, std: ck.meta.pixel_std };
         let cal = calibrate(&ck.model, &ds.train, &pixels, 500);
-        let q = quantize_model(&ck.model, &cal);
+        let q8 = quantize_model(&ck.model, &pixels, &cal);
+        let q = q8.model().unwrap();
         let threads = crate::par::Threads::new(0).unwrap();
         let mut ws = boxed::zeroed::<Ws>();
         let kernels = crate::simd::detect();
@@ -601,15 +658,16 @@ mod tests {
         for kern in [tailor_core::quant::QKernels::PORTABLE, tailor_core::quant::QKernels::BEST] {
             let t = Instant::now();
             let mut logits = [0i32; 10];
+            let mut scratch = vec![0i16; q.scratch_len()];
             for i in 0..2000 {
-                std::hint::black_box(q.classify_with(&kern, ds.test.image(i), &mut logits));
+                std::hint::black_box(q.classify(&kern, ds.test.image(i), &mut scratch, &mut logits));
             }
             eprintln!("SPEED 1 thread {}: {:.1} us/sample", kern.name, t.elapsed().as_secs_f64() / 2000.0 * 1e6);
         }
         eprintln!(
             "SPEED f32 {f32_sps:.0}/s ({:.4})  int8 {i8_sps:.0}/s ({:.4})",
             f.accuracy(),
-            int8_accuracy(&*q, &ds.test)
+            int8_accuracy(&q, &ds.test)
         );
     }
 
@@ -624,7 +682,8 @@ mod tests {
         let mut m = boxed::zeroed::<SeedMlp>();
         m.init(0);
         let cal = calibrate(&m, &ds.train, &Pixels::TO_TENSOR, 500);
-        let q = quantize_model(&m, &cal);
+        let q8 = quantize_model(&m, &Pixels::TO_TENSOR, &cal);
+        let q = q8.model().unwrap();
         let serial = tailor_core::par::Serial;
         let want = int8_predict_par(&q, &QKernels::BEST, &ds.test, &serial, 64);
         let only = std::env::var(QKERNELS_ENV).ok();
@@ -650,9 +709,12 @@ mod tests {
             labels: (0..n).map(|i| (i % 10) as u8).collect(),
         };
         let cal = calibrate(&m, &split, &Pixels::FASHION_MNIST, n);
-        let q = quantize_model(&m, &cal);
-        let want = int8_predict_all(&*q, &split);
-        assert_eq!(int8_predict_all_seed(&q, &split), want);
+        let q8 = quantize_model(&m, &Pixels::FASHION_MNIST, &cal);
+        let q = q8.model().unwrap();
+        let mut scratch = vec![0i16; q.scratch_len()];
+        let want: Vec<u8> =
+            (0..n).map(|i| q.classify(&QKernels::NAIVE, split.image(i), &mut scratch, &mut [0; 10]) as u8).collect();
+        assert_eq!(int8_predict_all(&q, &split), want);
         let threads = crate::par::Threads::new(2).unwrap();
         for kern in available_qkernels() {
             for batch in [1, 5, 64] {
@@ -663,9 +725,11 @@ mod tests {
 
     #[test]
     fn golden_classifies_on_host() {
-        let g = golden::model();
+        let blob = golden::blob();
+        let g = QModel::parse(&blob.0).unwrap();
         let mut logits = [0i32; 2];
-        assert_eq!(g.classify(&golden::INPUT, &mut logits), golden::EXPECTED_CLASS);
+        let mut scratch = [0i16; 32];
+        assert_eq!(g.classify(&best_qkernels(), &golden::INPUT, &mut scratch, &mut logits), golden::EXPECTED_CLASS);
         assert_eq!(logits, golden::EXPECTED_LOGITS);
     }
 }
