@@ -1,4 +1,5 @@
-//! The device: serves tailor's protocol with the compiled-in int8 model.
+//! The device: serves tailor's protocol with the int8 model flashed into
+//! the board's model region (see `memory.x`).
 //!
 //! The semihosting command line picks what to do (QEMU
 //! `-semihosting-config enable=on,target=native,arg=fw,arg=MODE,...`):
@@ -19,7 +20,7 @@ use defmt_semihosting as _;
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 use tailor_core::protocol::{serve, Buffers, ServeEnd, MAX_OUT};
-use tailor_firmware_sim::{counter, model, selftest, semi, uart, Device, MAX_BATCH, RX_BYTES};
+use tailor_firmware_sim::{board, counter, model, selftest, semi, uart, Device, MAX_BATCH, RX_BYTES};
 
 tailor_firmware_sim::fault_handlers!();
 
@@ -57,13 +58,24 @@ fn main() -> ! {
         .split_ascii_whitespace()
         .skip_while(|a| !matches!(*a, "semihosting" | "uart" | "overflow" | "selftest"));
     let mode = args.next().unwrap_or("selftest");
-    defmt::info!(
-        "{=str}: model {=[?]} crc {=u32:#x}, mode {=str}",
-        tailor_firmware_sim::FW_VERSION,
-        &model::MODEL_DIMS[..],
-        model::MODEL_CRC,
-        mode
-    );
+    // SAFETY: taken once, here, before anything else uses it.
+    let scratch: &mut [i16] = unsafe { &mut (*core::ptr::addr_of_mut!(model::SCRATCH)).0 };
+    let mut dev = Device::new(true, scratch);
+    let region = board::model_region();
+    defmt::info!("{=str}, mode {=str}", tailor_firmware_sim::FW_VERSION, mode);
+    match &dev.model {
+        model::Loaded::Ready(m) => defmt::info!(
+            "model {} ({=usize} bytes of the {=usize}-byte region at {=usize:#x}), crc {=u32:#x}, scratch {=usize} of {=usize} i16",
+            m.spec(),
+            m.encoded_len(),
+            region.len(),
+            region.as_ptr() as usize,
+            m.payload_crc(),
+            m.scratch_len(),
+            model::SCRATCH_LEN
+        ),
+        model::Loaded::Failed(state, why) => defmt::error!("no usable model ({}): {=str}", state, why.as_str()),
+    }
 
     // SAFETY: taken once, here, before anything else uses them.
     let bufs = unsafe {
@@ -73,7 +85,6 @@ fn main() -> ! {
             logits: &mut *core::ptr::addr_of_mut!(LOGITS),
         }
     };
-    let mut dev = Device { counting: true };
     match mode {
         "semihosting" => {
             let rx = args.next().unwrap_or("tailor.h2d");

@@ -10,8 +10,8 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, heprintln};
 use defmt_semihosting as _;
 use tailor_core::protocol::{self, Buffers, ErrorCode, Message, ServeEnd, Stats, MAX_OUT};
-use tailor_core::quant::Classifier;
-use tailor_firmware_sim::{counter, model, selftest, Device};
+use tailor_core::quant::{QKernels, QModel};
+use tailor_firmware_sim::{board, counter, model, selftest, Device};
 
 tailor_firmware_sim::fault_handlers!();
 
@@ -52,6 +52,14 @@ impl embedded_io::Write for Pipe<'_> {
 static mut WIRE: [u8; 24 * 1024] = [0; 24 * 1024];
 static mut OUT: [u8; 8 * 1024] = [0; 8 * 1024];
 static mut RX: [u8; 4096] = [0; 4096];
+static mut SCRATCH: [i16; 4096] = [0; 4096];
+
+/// The model the runner flashed (`run-qemu.sh`: `models/default.q8`).
+fn flashed() -> QModel<'static> {
+    let region = board::model_region();
+    let n = QModel::announced_len(region).expect("a .q8 in the model region");
+    QModel::parse(&region[..n]).expect("a valid .q8")
+}
 
 fn images() -> [u8; 3 * 784] {
     let mut rng = tailor_core::rng::Rng::new(99);
@@ -62,9 +70,15 @@ fn images() -> [u8; 3 * 784] {
 /// inference, every malformed frame gets an Error and the next request works.
 fn protocol_serve(out: &mut dyn core::fmt::Write) -> bool {
     // SAFETY: single-threaded test, each static used once here.
-    let (wire, outb, rx) = unsafe {
-        (&mut *core::ptr::addr_of_mut!(WIRE), &mut *core::ptr::addr_of_mut!(OUT), &mut *core::ptr::addr_of_mut!(RX))
+    let (wire, outb, rx, scratch) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(WIRE),
+            &mut *core::ptr::addr_of_mut!(OUT),
+            &mut *core::ptr::addr_of_mut!(RX),
+            &mut *core::ptr::addr_of_mut!(SCRATCH),
+        )
     };
+    let model = flashed();
     let imgs = images();
     let mut n = 0;
     let put = |m: &Message<'_>, wire: &mut [u8], n: &mut usize| {
@@ -106,7 +120,7 @@ fn protocol_serve(out: &mut dyn core::fmt::Write) -> bool {
     let (mut classes, mut logits) = ([0u8; 4], [0u8; 4 * 4 * MAX_OUT]);
     let end = protocol::serve(
         &mut pipe,
-        &mut Device { counting: true },
+        &mut Device::new(true, scratch),
         Buffers { rx, classes: &mut classes, logits: &mut logits },
     );
     let written = pipe.written;
@@ -118,10 +132,11 @@ fn protocol_serve(out: &mut dyn core::fmt::Write) -> bool {
     // Expected classes and logits, computed directly.
     let mut want = [[0i32; 16]; 3];
     let mut want_c = [0u8; 3];
+    let mut s = [0i16; 4096];
     for i in 0..3 {
-        want_c[i] = model::MODEL.classify(&imgs[i * 784..][..784], &mut want[i]) as u8;
+        want_c[i] = model.classify(&QKernels::BEST, &imgs[i * 784..][..784], &mut s, &mut want[i]) as u8;
     }
-    let out_n = model::Model::OUT;
+    let out_n = model.spec().outputs();
     let expect_errors = [ErrorCode::BadCrc, ErrorCode::UnknownTag, ErrorCode::Cobs, ErrorCode::Oversized];
     let mut k = 0;
     let mut preds = 0;
@@ -135,7 +150,7 @@ fn protocol_serve(out: &mut dyn core::fmt::Write) -> bool {
         };
         let good = match (k, m.clone()) {
             (0, Message::Hello(h)) => {
-                h.nonce == 0 && h.dims() == &model::MODEL_DIMS[..] && h.model_crc == model::MODEL_CRC
+                h.nonce == 0 && h.dims() == model.spec().dims() && h.model_crc == model.payload_crc()
             }
             (1, Message::Hello(h)) => h.nonce == 3,
             (k, Message::Predictions(p)) if k % 2 == 0 && k <= 10 => {
@@ -163,16 +178,42 @@ fn protocol_serve(out: &mut dyn core::fmt::Write) -> bool {
 /// SysTick counts: an inference takes at least one MAC per weight.
 fn instruction_counter(out: &mut dyn core::fmt::Write) -> bool {
     let imgs = images();
+    let m = flashed();
     let mut l = [0i32; 16];
+    let mut s = [0i16; 4096];
     let t0 = counter::instructions();
-    model::MODEL.classify(&imgs[..784], &mut l);
+    m.classify(&QKernels::BEST, &imgs[..784], &mut s, &mut l);
     let spent = counter::instructions() - t0;
-    let macs: u64 = model::MODEL_DIMS.windows(2).map(|w| (w[0] * w[1]) as u64).sum();
+    let macs = m.spec().macs() as u64;
     let _ = write!(out, "[{spent} instructions per inference, {} per MAC x1000] ", spent * 1000 / macs);
     spent >= macs / 2 && spent < macs * 10
 }
 
+/// The model region holds what the runner flashed, found through the
+/// linker's symbols, and the device loads it with its real scratch size.
+fn model_region_loads(out: &mut dyn core::fmt::Write) -> bool {
+    let region = board::model_region();
+    let _ = write!(out, "[region {:#x}, {} bytes] ", region.as_ptr() as usize, region.len());
+    let loaded = model::load(region, model::SCRATCH_LEN);
+    region.as_ptr() as usize == 0x0010_0000 && region.len() == 3 << 20 && loaded.model().is_some()
+}
+
+/// A region without a model, or with a corrupt one, is reported, not run.
+fn missing_or_corrupt_model_is_reported(out: &mut dyn core::fmt::Write) -> bool {
+    static ZEROS: [u8; 64] = [0; 64];
+    let missing =
+        matches!(model::load(&ZEROS, 4096), model::Loaded::Failed(tailor_core::protocol::ModelState::Missing, _));
+    let region = board::model_region();
+    let n = QModel::announced_len(region).unwrap_or(0);
+    // Too little scratch for the flashed model.
+    let big = matches!(model::load(region, 8), model::Loaded::Failed(tailor_core::protocol::ModelState::TooLarge, _));
+    let _ = write!(out, "[missing {missing}, too large {big}, {n} bytes] ");
+    missing && big
+}
+
 const TESTS: &[(&str, selftest::Check)] = &[
+    ("model_region_loads", model_region_loads),
+    ("missing_or_corrupt_model_is_reported", missing_or_corrupt_model_is_reported),
     ("golden_values", selftest::golden_values),
     ("kernels_match_naive", selftest::kernels_match_naive),
     ("model_kernels_agree", selftest::model_kernels_agree),

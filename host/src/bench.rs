@@ -214,12 +214,15 @@ pub fn run(
     let packed = crate::train::pack(&model, &kernels);
     let infer = best_of(|| infer_pass(kernels, &par, &packed, &ds.test, 64, usize::MAX));
     let infer1 = best_of(|| infer_pass(kernels, &par, &packed, &ds.test, 1, 2000));
-    // Int8: the same random model, quantized with 500 calibration images.
+    // Int8: the same random model, quantized with 500 calibration samples.
     let qkern = crate::quantize::best_qkernels();
-    let cal = crate::quantize::calibrate(&model, &ds.train, &Meta::fashion(Optimizer::Sgd(Sgd::default())).norm, 500);
-    let qmodel = crate::quantize::quantize_model(&model, &cal);
-    let int8 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 64, usize::MAX));
-    let int8_1 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &ds.test, 1, 2000));
+    let norm = identity_norm(&ds.train);
+    let cal = crate::quantize::calibrate(&model, &ds.train, &norm, 500);
+    let q8 = crate::quantize::quantize_model(&model, &norm, &ds.train, &cal)?;
+    let qmodel = q8.model()?;
+    let inputs = crate::quantize::device_inputs(&qmodel, &ds.test)?;
+    let int8 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &inputs, 64, usize::MAX));
+    let int8_1 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &inputs, 1, 2000));
     let kb = kernel_bench(&kernels);
     let gflops = train * train_flop_per_sample(&spec) / 1e9;
     let rep = BenchReport {

@@ -1,16 +1,19 @@
 //! `tailor device`: verify an int8 model on an emulated Cortex-M4 (QEMU).
 //!
-//! 1. Builds the firmware in `firmware-sim/` for the model
-//!    (`TAILOR_MODEL=<abs path> cargo build --release`) and keeps a copy of
-//!    the ELF per model CRC in `firmware-sim/target/models/`.
-//! 2. Starts `qemu-system-arm -machine mps2-an386 -cpu cortex-m4
-//!    -icount shift=0 ...` with one of two transports for the protocol of
-//!    [`tailor_core::protocol`]: semihosting files (two FIFOs in a temp
-//!    directory, the fast path) or the CMSDK UART0 (a Unix socket).
-//! 3. Checks the device's `Hello` (the model CRC must equal the `.q8`
-//!    header's), streams the test images in batches, collects the
-//!    predictions and the instruction counts, and compares them with the
-//!    host's int8 predictions of the same model.
+//! 1. Checks that the model fits the board ([`crate::board::MPS2_AN386`]:
+//!    its model region and the firmware's scratch), before anything runs.
+//! 2. Builds the firmware in `firmware-sim/` once (`cargo build --release`;
+//!    a no-op when nothing changed): the same ELF runs every model.
+//! 3. Starts `qemu-system-arm -machine mps2-an386 -cpu cortex-m4
+//!    -icount shift=0 ...` with the `.q8` written into the model region
+//!    (`-device loader,file=M.q8,addr=0x00100000,force-raw=on`, as a probe
+//!    flashes weights apart from code) and one of two transports for the
+//!    protocol of [`tailor_core::protocol`]: semihosting files (two FIFOs in
+//!    a temp directory, the fast path) or the CMSDK UART0 (a Unix socket).
+//! 4. Checks the device's `Hello` (a ready model whose CRC and widths equal
+//!    the `.q8`'s), streams the test images in batches, collects the
+//!    predictions, every logit and the instruction counts, and compares
+//!    them with the host's int8 inference of the same model.
 //!
 //! QEMU's stdout carries the firmware's defmt log (decoded with
 //! `defmt-print` when installed, for error messages); its stderr carries
@@ -29,8 +32,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
-use tailor_core::protocol::{self, FrameReader, Message, RecvError, Stats};
-use tailor_core::quant::{Classifier, QMlp, QMlp1};
+use tailor_core::protocol::{self, FrameReader, Message, ModelState, RecvError, Stats};
+use tailor_core::quant::QModel;
 
 use crate::data::Split;
 
@@ -77,9 +80,9 @@ pub struct DeviceArgs {
     pub timeout_secs: f64,
     /// Images per `Classify` (default: the device's `max_batch`).
     pub batch: Option<usize>,
-    /// Data directory (default: [`crate::data::locate`]'s search).
-    pub data: Option<PathBuf>,
-    /// A prebuilt firmware ELF to run instead of building one.
+    /// The data whose test split is streamed (default: Fashion-MNIST).
+    pub data: crate::data::DataArgs,
+    /// A prebuilt firmware ELF to run instead of building it.
     pub firmware: Option<PathBuf>,
     /// Print the report as JSON (for the CLI; [`run_device`] only returns it).
     pub json: bool,
@@ -95,7 +98,7 @@ impl DeviceArgs {
             transport: Transport::Semihosting,
             timeout_secs: 300.0,
             batch: None,
-            data: None,
+            data: crate::data::DataArgs::default(),
             firmware: None,
             json: false,
             log: false,
@@ -110,7 +113,11 @@ pub struct DeviceReport {
     pub dims: Vec<u32>,
     pub model_crc: u32,
     pub transport: String,
+    /// The firmware ELF: the same for every model.
     pub firmware: PathBuf,
+    /// Seconds `cargo build --release` of the firmware took (≈0 when it was
+    /// up to date, and 0 with `--firmware`).
+    pub firmware_build_secs: f64,
     pub fw_version: String,
     /// Accuracy of the device's predictions (0..1).
     pub device_accuracy: f64,
@@ -121,6 +128,8 @@ pub struct DeviceReport {
     pub total: usize,
     /// Indices of the first disagreeing images (at most 20).
     pub first_disagreements: Vec<usize>,
+    /// Images whose every int32 logit equals the host's.
+    pub logits_agree: usize,
     /// Instructions per inference (SysTick under `-icount shift=0`).
     pub instructions_per_inference: f64,
     /// `instructions_per_inference` / multiply-accumulates per inference.
@@ -160,7 +169,13 @@ impl DeviceReport {
 impl fmt::Display for DeviceReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "model            {} {:?} crc {:#010x}", self.model.display(), self.dims, self.model_crc)?;
-        writeln!(f, "firmware         {} ({})", self.firmware.display(), self.fw_version)?;
+        writeln!(
+            f,
+            "firmware         {} ({}, build {:.1} s)",
+            self.firmware.display(),
+            self.fw_version,
+            self.firmware_build_secs
+        )?;
         writeln!(f, "transport        {} (batch {})", self.transport, self.batch)?;
         writeln!(f, "device accuracy  {:.2} %", 100.0 * self.device_accuracy)?;
         writeln!(f, "host int8 acc.   {:.2} %", 100.0 * self.host_accuracy)?;
@@ -170,6 +185,13 @@ impl fmt::Display for DeviceReport {
             self.agree,
             self.total,
             if self.agree == self.total { "" } else { "  MISMATCH" }
+        )?;
+        writeln!(
+            f,
+            "logits equal     {}/{}{}",
+            self.logits_agree,
+            self.total,
+            if self.logits_agree == self.total { "" } else { "  MISMATCH" }
         )?;
         writeln!(
             f,
@@ -191,53 +213,20 @@ pub fn macs(dims: &[u32]) -> u64 {
 
 // ---------------------------------------------------------------- models
 
-/// The `.q8` header fields the driver needs.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Q8Info {
-    pub dims: Vec<u32>,
-    pub payload_crc: u32,
+/// Host int8 classes and every logit (bit-identical to the device) of any
+/// `.q8` over the samples of `split` (as the device takes them).
+pub fn host_predictions(model: &QModel<'_>, split: &Split) -> Result<(Vec<u8>, Vec<i32>)> {
+    let inputs = crate::quantize::device_inputs(model, split)?;
+    Ok(crate::quantize::int8_predict_logits(model, &inputs))
 }
 
-pub fn q8_info(bytes: &[u8], path: &Path) -> Result<Q8Info> {
-    if bytes.len() >= 4 && &bytes[..4] == b"TLRF" {
-        bail!("{}: this is an f32 checkpoint; run `tailor quantize` on it first", path.display());
+/// Refuses, before QEMU starts, a model the emulated board cannot hold.
+pub fn check_fits(model: &QModel<'_>, board: &crate::board::Board) -> Result<()> {
+    let spec = model.spec();
+    match board.refuses(model.encoded_len() as u64, model.scratch_len() as u64, spec.outputs() as u64) {
+        Some(why) => bail!("model {spec} does not fit {}: {why}", board.name),
+        None => Ok(()),
     }
-    let (h, _) = tailor_core::format::Header::parse(bytes, tailor_core::quant::MAGIC)
-        .map_err(|e| anyhow!("{}: not a valid int8 model (.q8): {e}", path.display()))?;
-    Ok(Q8Info { dims: h.spec.dims().to_vec(), payload_crc: h.payload_crc })
-}
-
-use crate::boxed::zeroed;
-
-fn predict<M: Classifier + Sync>(
-    mut m: Box<M>,
-    bytes: &[u8],
-    split: &Split,
-    read: fn(&mut M, &[u8]) -> Result<(), tailor_core::format::FormatError>,
-) -> Result<Vec<u8>> {
-    read(&mut m, bytes).map_err(|e| anyhow!("{e}"))?;
-    Ok(crate::quantize::int8_predict_all(&*m, split))
-}
-
-/// Host int8 predictions (bit-identical to the device) for a `.q8` of any
-/// shape the firmware supports (same list as `firmware-sim/build.rs`).
-pub fn host_predictions(bytes: &[u8], path: &Path, split: &Split) -> Result<Vec<u8>> {
-    let info = q8_info(bytes, path)?;
-    macro_rules! shapes {
-        ($(QMlp<$a:literal, $b:literal, $c:literal, $d:literal>),*; $(QMlp1<$e:literal, $f:literal, $g:literal>),*) => {
-            match info.dims.as_slice() {
-                $([$a, $b, $c, $d] => predict(zeroed::<QMlp<$a, $b, $c, $d>>(), bytes, split, QMlp::read),)*
-                $([$e, $f, $g] => predict(zeroed::<QMlp1<$e, $f, $g>>(), bytes, split, QMlp1::read),)*
-                d => bail!("{}: layer widths {d:?} are not supported by the firmware", path.display()),
-            }
-        };
-    }
-    shapes!(
-        QMlp<784, 512, 512, 10>, QMlp<784, 256, 256, 10>, QMlp<784, 256, 128, 10>, QMlp<784, 128, 128, 10>,
-        QMlp<784, 128, 64, 10>, QMlp<784, 64, 64, 10>, QMlp<784, 32, 32, 10>, QMlp<784, 16, 16, 10>;
-        QMlp1<784, 256, 10>, QMlp1<784, 128, 10>, QMlp1<784, 64, 10>, QMlp1<784, 32, 10>
-    )
-    .with_context(|| format!("host int8 inference of {}", path.display()))
 }
 
 // ---------------------------------------------------------------- firmware
@@ -251,20 +240,18 @@ pub fn firmware_dir() -> PathBuf {
 
 static BUILD_LOCK: Mutex<()> = Mutex::new(());
 
-/// Builds the firmware for `model` (a `.q8`) and returns a private copy of
-/// the ELF (`firmware-sim/target/models/<crc>.elf`), so concurrent builds
-/// for other models cannot replace it.
-pub fn build_firmware(model: &Path) -> Result<PathBuf> {
-    let model = std::fs::canonicalize(model).with_context(|| format!("model {}", model.display()))?;
-    let bytes = std::fs::read(&model).with_context(|| format!("reading {}", model.display()))?;
-    let info = q8_info(&bytes, &model)?;
+/// Builds the firmware (`cargo build --release` in `firmware-sim/`; cargo
+/// makes it a no-op when nothing changed) and returns its ELF, the same
+/// for every model, and the seconds the build took.
+pub fn build_firmware() -> Result<(PathBuf, f64)> {
     let dir = firmware_dir();
     if !dir.join("Cargo.toml").exists() {
         bail!("firmware crate not found at {} (set TAILOR_FIRMWARE_DIR)", dir.display());
     }
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let t = Instant::now();
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&dir).args(["build", "--release", "--bin", "tailor-firmware-sim"]).env("TAILOR_MODEL", &model);
+    cmd.current_dir(&dir).args(["build", "--release", "--bin", "tailor-firmware-sim"]);
     // Do not leak the parent cargo's build settings into the firmware build.
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
@@ -283,13 +270,8 @@ pub fn build_firmware(model: &Path) -> Result<PathBuf> {
         bail!("firmware build failed ({}):\n{}", out.status, tail(&String::from_utf8_lossy(&out.stderr), 40));
     }
     let elf = dir.join("target/thumbv7em-none-eabihf/release/tailor-firmware-sim");
-    let cache = dir.join("target/models");
-    std::fs::create_dir_all(&cache)?;
-    let dst = cache.join(format!("{:08x}.elf", info.payload_crc));
-    let tmp = cache.join(format!("{:08x}.elf.tmp{}", info.payload_crc, std::process::id()));
-    std::fs::copy(&elf, &tmp).with_context(|| format!("copying {}", elf.display()))?;
-    std::fs::rename(&tmp, &dst)?;
-    Ok(dst)
+    let elf = std::fs::canonicalize(&elf).with_context(|| format!("firmware ELF {}", elf.display()))?;
+    Ok((elf, t.elapsed().as_secs_f64()))
 }
 
 fn tail(s: &str, lines: usize) -> String {
@@ -327,6 +309,9 @@ impl<T: Write> embedded_io::Write for Eio<T> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HelloInfo {
     pub fw_version: String,
+    pub model_state: ModelState,
+    /// Why the model is not ready (empty when it is).
+    pub model_detail: String,
     pub dims: Vec<u32>,
     pub model_crc: u32,
     pub max_batch: usize,
@@ -359,6 +344,8 @@ fn owned(m: Message<'_>) -> Reply {
     match m {
         Message::Hello(h) => Reply::Hello(HelloInfo {
             fw_version: h.fw_version.to_string(),
+            model_state: h.model_state,
+            model_detail: h.model_detail.to_string(),
             dims: h.dims().to_vec(),
             model_crc: h.model_crc,
             max_batch: h.max_batch as usize,
@@ -431,9 +418,11 @@ struct ReaderState {
 static SESSION: AtomicU64 = AtomicU64::new(0);
 
 impl Qemu {
-    /// Starts QEMU with `elf`, opens the `transport`, waits for the `Hello`.
-    /// `timeout` bounds everything until [`Qemu::finish`] (QEMU is killed then).
-    pub fn start(elf: &Path, transport: Transport, timeout: Duration) -> Result<Qemu> {
+    /// Starts QEMU with `elf` and the `.q8` bytes `model` in the board's
+    /// model region (none: an empty region), opens the `transport`, waits
+    /// for the `Hello`. `timeout` bounds everything until [`Qemu::finish`]
+    /// (QEMU is killed then).
+    pub fn start(elf: &Path, model: Option<&[u8]>, transport: Transport, timeout: Duration) -> Result<Qemu> {
         let started = Instant::now();
         let dir = std::env::temp_dir().join(format!(
             "tailor-qemu-{}-{}",
@@ -443,6 +432,7 @@ impl Qemu {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let (h2d, d2h, sock) = (dir.join("tailor.h2d"), dir.join("tailor.d2h"), dir.join("uart.sock"));
+        let q8 = dir.join("model.q8");
         let mut cmd = Command::new("qemu-system-arm");
         cmd.args([
             "-machine",
@@ -455,6 +445,11 @@ impl Qemu {
             "-icount",
             "shift=0",
         ]);
+        if let Some(bytes) = model {
+            std::fs::write(&q8, bytes).with_context(|| format!("writing {}", q8.display()))?;
+            let region = crate::board::MPS2_AN386.model_region.expect("the emulated board has a model region");
+            cmd.arg("-device").arg(format!("loader,file={},addr={:#x},force-raw=on", q8.display(), region.base));
+        }
         match transport {
             Transport::Semihosting => {
                 for f in [&h2d, &d2h] {
@@ -533,6 +528,8 @@ impl Qemu {
             frame: vec![0u8; 1 << 16],
             hello: HelloInfo {
                 fw_version: String::new(),
+                model_state: ModelState::Missing,
+                model_detail: String::new(),
                 dims: vec![],
                 model_crc: 0,
                 max_batch: 0,
@@ -664,11 +661,12 @@ impl Qemu {
         }
     }
 
-    /// Classifies `images` (n × 784) as one batch.
+    /// Classifies `images` (n × the model's inputs) as one batch.
     pub fn classify(&mut self, seq: u32, images: &[u8], want_logits: bool) -> Result<BatchResult> {
         self.send(&Message::Classify { seq, want_logits, images })?;
+        let n_in = self.hello.dims.first().copied().unwrap_or(1) as usize;
         match self.recv()? {
-            Reply::Predictions { seq: s, result } if s == seq && result.classes.len() * 784 == images.len() => {
+            Reply::Predictions { seq: s, result } if s == seq && result.classes.len() * n_in == images.len() => {
                 Ok(result)
             }
             other => bail!("Classify #{seq}: unexpected reply {other:?}"),
@@ -765,50 +763,56 @@ pub fn decode_defmt(elf: &Path, raw: &[u8]) -> String {
 
 // ---------------------------------------------------------------- the command
 
-/// `tailor device`: build (or take) the firmware, run the test set through
-/// it in QEMU and compare with the host's int8 predictions.
+/// `tailor device`: check the model against the board, build (or take)
+/// the firmware, run the test set through it in QEMU with the model
+/// flashed, and compare every class and logit with the host's int8 ones.
 pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
-    let bytes = std::fs::read(&args.model).with_context(|| format!("reading {}", args.model.display()))?;
-    let info = q8_info(&bytes, &args.model)?;
-    let data = crate::data::load(&crate::data::DataArgs::from_dir(args.data.as_deref()))?;
+    let q8 = crate::q8::load(&args.model)?;
+    let model = q8.model()?;
+    let spec = *model.spec();
+    check_fits(&model, &crate::board::MPS2_AN386).with_context(|| args.model.display().to_string())?;
+    let data = crate::data::load(&args.data)?;
     let mut test = data.test;
     let n = args.limit.unwrap_or(test.len()).min(test.len());
     if n == 0 {
-        bail!("no test images to classify");
+        bail!("{}: no test samples to classify", data.source);
     }
+    let n_in = spec.inputs();
     test.truncate(n);
-    // Decoding the whole model on the host first checks it (checksum,
-    // shape, truncation) with a clear error before any firmware build.
-    let host = host_predictions(&bytes, &args.model, &test)?;
-    let elf = match &args.firmware {
-        Some(f) => f.clone(),
-        None => build_firmware(&args.model)?,
+    let inputs = crate::quantize::device_inputs(&model, &test)
+        .with_context(|| format!("{} on {}", args.model.display(), data.source))?;
+    let (host, host_logits) = crate::quantize::int8_predict_logits(&model, &inputs);
+    let (elf, build_secs) = match &args.firmware {
+        Some(f) => (f.clone(), 0.0),
+        None => build_firmware()?,
     };
 
     let t0 = Instant::now();
-    let mut q = Qemu::start(&elf, args.transport, Duration::from_secs_f64(args.timeout_secs))?;
+    let mut q = Qemu::start(&elf, Some(q8.bytes()), args.transport, Duration::from_secs_f64(args.timeout_secs))?;
     let hello = q.hello.clone();
-    if hello.model_crc != info.payload_crc || hello.dims != info.dims {
+    if hello.model_state != ModelState::Ready {
+        bail!("the device did not load {}: {:?}: {}", args.model.display(), hello.model_state, hello.model_detail);
+    }
+    if hello.model_crc != model.payload_crc() || hello.dims != spec.dims() {
         bail!(
-            "the firmware {} runs model {:?} crc {:#010x}, but {} is {:?} crc {:#010x} (rebuild the firmware for it)",
-            elf.display(),
+            "the device runs model {:?} crc {:#010x}, but {} is {:?} crc {:#010x}",
             hello.dims,
             hello.model_crc,
             args.model.display(),
-            info.dims,
-            info.payload_crc
+            spec.dims(),
+            model.payload_crc()
         );
     }
     let batch = args.batch.unwrap_or(hello.max_batch).clamp(1, hello.max_batch.max(1));
     let mut device = Vec::with_capacity(n);
+    let mut device_logits = Vec::with_capacity(n * spec.outputs());
     let mut instructions = 0u64;
     let t_stream = Instant::now();
-    for (seq, chunk) in
-        test.features.as_u8().context("the device takes byte (u8) images")?.chunks(batch * 784).enumerate()
-    {
-        let r = q.classify(seq as u32, chunk, false)?;
+    for (seq, chunk) in inputs.chunks(batch * n_in).enumerate() {
+        let r = q.classify(seq as u32, chunk, true)?;
         instructions += r.instructions;
         device.extend_from_slice(&r.classes);
+        device_logits.extend_from_slice(&r.logits);
     }
     let stream_secs = t_stream.elapsed().as_secs_f64();
     let (stats, log) = q.finish_with_log()?;
@@ -816,21 +820,26 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
 
     let acc = |p: &[u8]| p.iter().zip(&test.labels).filter(|(a, b)| a == b).count() as f64 / n as f64;
     let disagree: Vec<usize> = (0..n).filter(|&i| device[i] != host[i]).collect();
+    let o = spec.outputs();
+    let logits_agree =
+        (0..n).filter(|&i| device_logits.get(i * o..(i + 1) * o) == Some(&host_logits[i * o..][..o])).count();
     let ipi = instructions as f64 / n as f64;
     Ok(DeviceReport {
         model: args.model.clone(),
-        dims: info.dims.clone(),
-        model_crc: info.payload_crc,
+        dims: spec.dims().to_vec(),
+        model_crc: model.payload_crc(),
         transport: args.transport.to_string(),
         firmware: elf,
+        firmware_build_secs: build_secs,
         fw_version: hello.fw_version,
         device_accuracy: acc(&device),
         host_accuracy: acc(&host),
         agree: n - disagree.len(),
         total: n,
         first_disagreements: disagree.into_iter().take(20).collect(),
+        logits_agree,
         instructions_per_inference: ipi,
-        instructions_per_mac: ipi / macs(&info.dims) as f64,
+        instructions_per_mac: ipi / spec.macs() as f64,
         images_per_sec: n as f64 / stream_secs,
         wall_secs,
         batch,
@@ -847,19 +856,19 @@ mod tests {
     /// The device loop of `tailor_core::protocol::serve`, run in-process
     /// over a socket pair with the golden int8 model: the same protocol the
     /// firmware speaks, without QEMU.
-    struct Golden(tailor_core::quant::golden::Golden);
+    struct Golden(QModel<'static>, Vec<i16>);
     impl Backend for Golden {
         fn fw_version(&self) -> &str {
             "in-process"
         }
         fn dims(&self) -> &[u32] {
-            self.0.dims()
+            self.0.spec().dims()
         }
         fn model_crc(&self) -> u32 {
             7
         }
         fn classify(&mut self, pixels: &[u8], logits: &mut [i32]) -> usize {
-            self.0.classify(pixels, logits)
+            self.0.classify(&tailor_core::quant::QKernels::BEST, pixels, &mut self.1, logits)
         }
     }
 
@@ -872,7 +881,7 @@ mod tests {
             let (mut rx, mut classes, mut logits) = (vec![0u8; 4096], vec![0u8; 64], vec![0u8; 64 * 4 * 2]);
             let end = protocol::serve(
                 &mut io,
-                &mut Golden(golden::model()),
+                &mut Golden(QModel::parse(&Box::leak(Box::new(golden::blob())).0).unwrap(), vec![0; 64]),
                 Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits },
             );
             matches!(end, ServeEnd::Shutdown(_))

@@ -1,11 +1,13 @@
 //! The host side of tailor: data, training loop, checkpoints, commands.
 pub mod bench;
+pub mod board;
 pub mod boxed;
 pub mod checkpoint;
 pub mod commands;
 pub mod data;
 pub mod device;
 pub mod par;
+pub mod q8;
 pub mod quantize;
 pub mod recipe;
 pub mod simd;

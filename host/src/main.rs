@@ -37,8 +37,8 @@ enum Cmd {
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
-        #[arg(long)]
-        data: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataCli,
         /// Training images used for calibration.
         #[arg(long, default_value_t = tailor::quantize::DEFAULT_CALIB_IMAGES)]
         calib_images: usize,
@@ -49,6 +49,12 @@ enum Cmd {
         threads: usize,
         #[arg(long)]
         json: bool,
+    },
+    /// Convert a version-1 .q8 (postcard payload) to version 2 (read in place).
+    Convert {
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
     },
     /// Write a .q8 model as Rust source, a C header, or the raw flash image.
     Export {
@@ -72,8 +78,8 @@ enum Cmd {
         /// Images per request (default: the device's maximum).
         #[arg(long)]
         batch: Option<usize>,
-        #[arg(long)]
-        data: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataCli,
         /// Run this firmware ELF instead of building one for the model.
         #[arg(long)]
         firmware: Option<PathBuf>,
@@ -232,13 +238,24 @@ fn main() {
                 },
             };
             let mut a = tailor::quantize::QuantizeArgs::new(model, out);
-            a.data = data;
+            a.data = data.args();
             a.calib_images = calib_images;
             a.method = method;
             a.threads = threads;
             a.json = json;
             tailor::quantize::run_quantize(a).map(|_| ())
         })(),
+        Cmd::Convert { model, out } => tailor::q8::convert_file(&model, &out).and_then(|q| {
+            let m = q.model()?;
+            println!(
+                "wrote {} ({} {} bytes, payload CRC {:#010x})",
+                out.display(),
+                m.spec(),
+                q.bytes().len(),
+                m.payload_crc()
+            );
+            Ok(())
+        }),
         Cmd::Export { model, format, out } => format
             .parse::<tailor::quantize::ExportFormat>()
             .map_err(|e| anyhow::anyhow!("--format: {e}"))
@@ -254,7 +271,7 @@ fn main() {
             a.transport = transport.parse().map_err(|e| anyhow::anyhow!("--transport: {e}"))?;
             a.timeout_secs = timeout;
             a.batch = batch;
-            a.data = data;
+            a.data = data.args();
             a.firmware = firmware;
             a.json = json;
             a.log = log;

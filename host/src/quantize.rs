@@ -5,6 +5,7 @@
 //! dataset-driven parts (calibration, accuracy, throughput), files and the
 //! memory report.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -13,17 +14,16 @@ use rayon::prelude::*;
 use serde::Serialize;
 use tailor_core::gemm::Kernels;
 use tailor_core::par::Par;
-use tailor_core::quant::{export, ActRange, Calibration, Classifier, QKernels, SeedQMlp, QBATCH};
+use tailor_core::quant::{
+    batch_acc_len, batch_acts_len, export, ActRange, FloatLayer, InputAffine, InputKind, PerFeature, QBatchScratch,
+    QInput, QKernels, QModel,
+};
 use tailor_core::spec::Activation;
 
-use crate::boxed;
+use crate::board::{Board, BOARDS};
 use crate::checkpoint::Model;
 use crate::data::{self, fill_batch, Features, Norm, Split};
-
-/// The raw bytes of a split of `u8` data (what the device takes).
-fn bytes_of(split: &Split) -> &[u8] {
-    split.features.as_u8().expect("int8 models take byte inputs")
-}
+use crate::q8::Q8;
 use crate::train::{evaluate, EVAL_BATCH};
 
 /// How the activation range of each hidden layer is chosen.
@@ -43,22 +43,25 @@ pub const DEFAULT_METHOD: CalibMethod = CalibMethod::Percentile(99.999);
 /// Default number of training images used for calibration.
 pub const DEFAULT_CALIB_IMAGES: usize = 2000;
 
-/// Calibrates with [`DEFAULT_METHOD`] on the first `n_images` training images.
-pub fn calibrate(model: &Model, train: &Split, norm: &Norm, n_images: usize) -> Calibration {
+/// Calibrated f32 ranges of the hidden layers' outputs, in order.
+pub type Ranges = Vec<ActRange>;
+
+/// Calibrates with [`DEFAULT_METHOD`] on the first `n_images` training samples.
+pub fn calibrate(model: &Model, train: &Split, norm: &Norm, n_images: usize) -> Ranges {
     calibrate_with(model, train, norm, n_images, DEFAULT_METHOD, &tailor_core::par::Serial)
 }
 
-/// Runs the f32 model on `n_images` evenly spaced training images
+/// Runs the f32 model on `n_images` evenly spaced training samples
 /// (normalized with `norm`) and derives the range of every hidden layer's
 /// output.
-pub fn hidden_ranges(
+pub fn calibrate_with(
     model: &Model,
     train: &Split,
     norm: &Norm,
     n_images: usize,
     method: CalibMethod,
     par: &dyn Par,
-) -> Vec<ActRange> {
+) -> Ranges {
     let spec = *model.spec();
     let hidden = spec.depth() - 1;
     let n = n_images.clamp(1, train.len().max(1)).min(train.len());
@@ -94,22 +97,6 @@ pub fn hidden_ranges(
     ranges
 }
 
-/// [`hidden_ranges`] of a two-hidden-layer model as a [`Calibration`].
-pub fn calibrate_with(
-    model: &Model,
-    train: &Split,
-    norm: &Norm,
-    n_images: usize,
-    method: CalibMethod,
-    par: &dyn Par,
-) -> Calibration {
-    let r = hidden_ranges(model, train, norm, n_images, method, par);
-    let mut cal = Calibration::new(norm.mean[0], norm.std[0]);
-    cal.h1 = r.first().copied().unwrap_or(ActRange::EMPTY);
-    cal.h2 = r.get(1).copied().unwrap_or(ActRange::EMPTY);
-    cal
-}
-
 fn percentile(v: &mut [f32], p: f64) -> f32 {
     if v.is_empty() {
         return 0.0;
@@ -119,11 +106,124 @@ fn percentile(v: &mut [f32], p: f64) -> f32 {
     *v.select_nth_unstable_by(k, |a, b| a.total_cmp(b)).1
 }
 
-/// Quantizes into a fresh heap model (never on the stack).
-pub fn quantize_model(model: &Model, calib: &Calibration) -> Box<SeedQMlp> {
-    let mut q = boxed::zeroed::<SeedQMlp>();
-    q.quantize(model, calib);
-    q
+/// The f32 model's layers as the quantizer takes them.
+pub fn float_layers(model: &Model) -> Vec<FloatLayer<'_>> {
+    let spec = model.spec();
+    (0..spec.depth())
+        .map(|i| {
+            let (l, d) = (spec.layer(i), model.layer(i));
+            FloatLayer {
+                inputs: l.inputs,
+                outputs: l.outputs,
+                activation: l.activation,
+                weight: d.weight,
+                bias: d.bias,
+            }
+        })
+        .collect()
+}
+
+/// How `f32` features become the device's input bytes: per feature, the
+/// training set's range cut into 255 steps (`q = round((r − lo) / step)`,
+/// clamped to `0..=255`). A constant feature gets step 1.
+pub fn feature_grid(train: &Split) -> Result<(Vec<f32>, Vec<f32>)> {
+    let x = train.features.as_f32().context("feature_grid: the data is not f32")?;
+    let w = train.width;
+    let (mut lo, mut hi) = (vec![f32::INFINITY; w], vec![f32::NEG_INFINITY; w]);
+    for row in x.chunks_exact(w) {
+        for (k, &v) in row.iter().enumerate() {
+            lo[k] = lo[k].min(v);
+            hi[k] = hi[k].max(v);
+        }
+    }
+    let step = lo.iter().zip(&hi).map(|(&l, &h)| if h > l { (h - l) / 255.0 } else { 1.0 }).collect();
+    Ok((lo, step))
+}
+
+/// Quantizes `model`, trained on inputs normalized by `norm`, into `.q8`
+/// bytes. Byte data (`train` of `u8`) goes to the device as it is, with the
+/// normalization folded into the first layer; `f32` data is first cut to
+/// bytes on a per-feature grid from `train` ([`feature_grid`]), which is
+/// folded in too and stored in the `.q8` for the host to apply.
+pub fn quantize_model(model: &Model, norm: &Norm, train: &Split, ranges: &[ActRange]) -> Result<Q8> {
+    let layers = float_layers(model);
+    // x = (r·scale − mean)/std with r = lo + step·q: the data's scale
+    // folds into the grid.
+    let (mut lo, mut step, mut gain, mut offset) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    if let Features::F32(_) = train.features {
+        (lo, step) = feature_grid(train)?;
+        gain = step.iter().map(|s| s * norm.scale).collect();
+        offset = norm.mean.iter().zip(&lo).map(|(m, l)| m - l * norm.scale).collect();
+    }
+    let (affine, kind) = match (&train.features, norm.per_tensor_values()) {
+        // One mean and std for all (images): the folding of every version
+        // before this one, bit for bit.
+        (Features::U8(_), Some((mean, std))) if norm.scale == crate::data::U8_SCALE => {
+            (InputAffine::pixels(mean, std), InputKind::RawU8)
+        }
+        (Features::U8(_), _) => (
+            InputAffine {
+                in_scale: norm.scale,
+                gain: PerFeature::All(1.0),
+                offset: PerFeature::Each(&norm.mean),
+                std: PerFeature::Each(&norm.std),
+                section: QInput::RawU8,
+            },
+            InputKind::RawU8,
+        ),
+        (Features::F32(_), _) => {
+            let affine = InputAffine {
+                in_scale: 1.0,
+                gain: PerFeature::Each(&gain),
+                offset: PerFeature::Each(&offset),
+                std: PerFeature::Each(&norm.std),
+                section: QInput::AffineU8 { lo: &lo, step: &step },
+            };
+            (affine, InputKind::AffineU8)
+        }
+    };
+    quantize_layers(&layers, &affine, kind, ranges)
+}
+
+/// Quantizes f32 layers whose first layer's input is `affine` of the
+/// device's bytes into `.q8` bytes (the core's [`tailor_core::quant::quantize`]
+/// into a buffer of the right size).
+pub fn quantize_layers(
+    layers: &[FloatLayer<'_>],
+    affine: &InputAffine<'_>,
+    kind: InputKind,
+    ranges: &[ActRange],
+) -> Result<Q8> {
+    let mut dims: Vec<usize> = vec![layers.first().map_or(0, |l| l.inputs)];
+    dims.extend(layers.iter().map(|l| l.outputs));
+    let spec = tailor_core::spec::Spec::try_mlp(&dims).map_err(|e| anyhow::anyhow!("model {dims:?}: {e}"))?;
+    let mut q = Q8::zeroed(tailor_core::quant::encoded_len(&spec, kind));
+    let n = tailor_core::quant::quantize(layers, affine, ranges, q.bytes_mut())
+        .map_err(|e| anyhow::anyhow!("quantizing: {e}"))?;
+    q.truncate(n);
+    Ok(q)
+}
+
+/// The bytes the device takes for every sample of `split` (`split.len() ×
+/// inputs`): the samples themselves for byte data, or `f32` features cut to
+/// bytes on the model's grid. An error if the model does not take this data.
+pub fn device_inputs<'s>(model: &QModel<'_>, split: &'s Split) -> Result<Cow<'s, [u8]>> {
+    let n_in = model.spec().inputs();
+    if split.width != n_in {
+        bail!("the model takes {n_in} inputs, the data has {} features", split.width);
+    }
+    match (model.input(), &split.features) {
+        (QInput::RawU8, Features::U8(b)) => Ok(Cow::Borrowed(b)),
+        (q @ QInput::AffineU8 { .. }, Features::F32(x)) => {
+            let mut out = vec![0u8; x.len()];
+            for (row, o) in x.chunks_exact(n_in).zip(out.chunks_exact_mut(n_in)) {
+                q.quantize_features(row, o);
+            }
+            Ok(Cow::Owned(out))
+        }
+        (QInput::RawU8, _) => bail!("the model takes bytes (images), the data is f32 features"),
+        (_, _) => bail!("the model takes f32 features, the data is bytes"),
+    }
 }
 
 /// The environment variable that overrides [`best_qkernels`].
@@ -177,117 +277,146 @@ pub fn best_qkernels() -> QKernels {
     ["avx512vnni", "avx2"].into_iter().find_map(qkernels_by_name).unwrap_or(QKernels::BEST)
 }
 
-/// Images per rayon task of [`int8_predict_all_seed`].
+/// Samples per weight pass of the host's batched int8 path.
+pub const QBATCH: usize = 12;
+/// Samples per rayon task of [`int8_predict_all`].
 const RAYON_CHUNK: usize = 4 * QBATCH;
 
-/// Int8 predictions of the seed model for every image of `split`: rayon over
-/// chunks of images, each run through [`SeedQMlp::classify_batch`] with
-/// [`best_qkernels`]; bit-identical to the device (and to [`int8_predict_all`]).
-pub fn int8_predict_all_seed(model: &SeedQMlp, split: &Split) -> Vec<u8> {
+/// Heap scratch of [`QModel::classify_batch`] for [`QBATCH`] samples.
+pub struct BatchScratch {
+    acts: Vec<u8>,
+    acc: Vec<i32>,
+}
+
+impl BatchScratch {
+    pub fn new(model: &QModel<'_>) -> Self {
+        BatchScratch {
+            acts: vec![0; batch_acts_len(model.spec(), QBATCH)],
+            acc: vec![0; batch_acc_len(model.spec(), QBATCH)],
+        }
+    }
+
+    pub fn get(&mut self) -> QBatchScratch<'_> {
+        QBatchScratch { acts: &mut self.acts, acc: &mut self.acc }
+    }
+}
+
+/// Samples in `inputs` (device bytes, [`device_inputs`]) for `model`.
+fn samples(model: &QModel<'_>, inputs: &[u8]) -> (usize, usize) {
+    let n_in = model.spec().inputs();
+    assert!(inputs.len().is_multiple_of(n_in), "inputs are not whole samples of {n_in} bytes");
+    (inputs.len() / n_in, n_in)
+}
+
+/// Int8 predictions and every logit (`n × outputs`) of `model` for every
+/// sample of `inputs` (device bytes, [`device_inputs`]): rayon over chunks,
+/// each through [`QModel::classify_batch`] with [`best_qkernels`];
+/// bit-identical to the device.
+pub fn int8_predict_logits(model: &QModel<'_>, inputs: &[u8]) -> (Vec<u8>, Vec<i32>) {
+    let (n, n_in) = samples(model, inputs);
+    let n_out = model.spec().outputs();
     let kern = best_qkernels();
-    let mut out = vec![0u8; split.len()];
-    out.par_chunks_mut(RAYON_CHUNK).enumerate().for_each(|(c, o)| {
-        let px = &bytes_of(split)[c * RAYON_CHUNK * split.width..];
-        model.classify_batch(&kern, px, o.len(), |i, cls, _| o[i] = cls as u8);
-    });
+    let mut classes = vec![0u8; n];
+    let mut logits = vec![0i32; n * n_out];
+    classes.par_chunks_mut(RAYON_CHUNK).zip(logits.par_chunks_mut(RAYON_CHUNK * n_out)).enumerate().for_each_init(
+        || BatchScratch::new(model),
+        |s, (c, (o, lg))| {
+            let px = &inputs[c * RAYON_CHUNK * n_in..];
+            model.classify_batch(&kern, px, o.len(), s.get(), |i, cls, l| {
+                o[i] = cls as u8;
+                lg[i * n_out..][..n_out].copy_from_slice(l);
+            });
+        },
+    );
+    (classes, logits)
+}
+
+/// Int8 predictions for every sample of `inputs` (see [`int8_predict_logits`]).
+pub fn int8_predict_all(model: &QModel<'_>, inputs: &[u8]) -> Vec<u8> {
+    let (n, n_in) = samples(model, inputs);
+    let kern = best_qkernels();
+    let mut out = vec![0u8; n];
+    out.par_chunks_mut(RAYON_CHUNK).enumerate().for_each_init(
+        || BatchScratch::new(model),
+        |s, (c, o)| {
+            let px = &inputs[c * RAYON_CHUNK * n_in..];
+            model.classify_batch(&kern, px, o.len(), s.get(), |i, cls, _| o[i] = cls as u8);
+        },
+    );
     out
 }
 
-/// Int8 predictions like the f32 inference runs them: `batch` images at a
+/// Int8 predictions like the f32 inference runs them: `batch` samples at a
 /// time, each batch split evenly over the threads of `par`.
-pub fn int8_predict_par(model: &SeedQMlp, kern: &QKernels, split: &Split, par: &dyn Par, batch: usize) -> Vec<u8> {
-    let n = split.len();
+pub fn int8_predict_par(model: &QModel<'_>, kern: &QKernels, inputs: &[u8], par: &dyn Par, batch: usize) -> Vec<u8> {
+    let (n, n_in) = samples(model, inputs);
     let batch = batch.max(1);
     let mut out = vec![0u8; n];
-    // Classes travel through `Par`'s f32 chunks (exact for 0..10).
-    let mut cls = vec![0.0f32; batch];
+    let scratch: Vec<std::sync::Mutex<BatchScratch>> =
+        (0..par.width().max(1)).map(|_| std::sync::Mutex::new(BatchScratch::new(model))).collect();
     let mut start = 0;
     while start < n {
         let b = batch.min(n - start);
         let per = b.div_ceil(par.width().max(1));
-        par.for_chunks(&mut cls[..b], per, &|ci, c| {
-            let px = &bytes_of(split)[(start + ci * per) * split.width..];
-            model.classify_batch(kern, px, c.len(), |i, k, _| c[i] = k as f32);
+        let dst = SyncOut(out[start..].as_mut_ptr());
+        par.for_tasks(b.div_ceil(per), &|ci| {
+            let dst = &dst;
+            let (first, len) = (ci * per, per.min(b - ci * per));
+            let px = &inputs[(start + first) * n_in..];
+            let mut s = scratch[ci % scratch.len()].lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: task ci alone writes samples first..first + len of
+            // this batch, inside `out`, which outlives the call.
+            let o = unsafe { std::slice::from_raw_parts_mut(dst.0.add(first), len) };
+            model.classify_batch(kern, px, len, s.get(), |i, k, _| o[i] = k as u8);
         });
-        for (d, &c) in out[start..start + b].iter_mut().zip(&cls[..b]) {
-            *d = c as u8;
-        }
         start += b;
     }
     out
 }
 
-/// Samples per second of int8 inference over the first `limit` images of
-/// `split`, `batch` images at a time over `par` (the int8 twin of the f32
+/// Where the tasks of [`int8_predict_par`] write their disjoint ranges.
+struct SyncOut(*mut u8);
+// SAFETY: tasks write disjoint ranges (see the user).
+unsafe impl Sync for SyncOut {}
+
+/// Samples per second of int8 inference over the first `limit` samples of
+/// `inputs`, `batch` at a time over `par` (the int8 twin of the f32
 /// inference measurement of `tailor bench`).
 pub fn int8_infer_pass(
-    model: &SeedQMlp,
+    model: &QModel<'_>,
     kern: &QKernels,
     par: &dyn Par,
-    split: &Split,
+    inputs: &[u8],
     batch: usize,
     limit: usize,
 ) -> f64 {
-    let n = split.len().min(limit);
-    let part =
-        Split::new(Features::U8(bytes_of(split)[..n * split.width].to_vec()), split.labels[..n].to_vec(), split.width);
+    let (n, n_in) = samples(model, inputs);
+    let n = n.min(limit);
     let t = Instant::now();
-    std::hint::black_box(int8_predict_par(model, kern, &part, par, batch));
+    std::hint::black_box(int8_predict_par(model, kern, &inputs[..n * n_in], par, batch));
     n as f64 / t.elapsed().as_secs_f64()
 }
 
-/// Int8 predictions for every image of `split` (rayon, bit-identical to the
-/// device). Any [`Classifier`]; see [`int8_predict_all_seed`] for the faster
-/// batched path of the seed model.
-pub fn int8_predict_all<M: Classifier + Sync>(model: &M, split: &Split) -> Vec<u8> {
-    assert_eq!(M::IN, split.width, "model input is not the data's width");
-    (0..split.len())
-        .into_par_iter()
-        .with_min_len(64)
-        .map_init(
-            || vec![0i32; M::OUT],
-            |logits, i| model.classify(split.row_u8(i).expect("byte inputs"), logits) as u8,
-        )
-        .collect()
-}
-
 /// Int8 accuracy (0..1) over `split`.
-pub fn int8_accuracy<M: Classifier + Sync>(model: &M, split: &Split) -> f64 {
-    let p = int8_predict_all(model, split);
-    p.iter().zip(&split.labels).filter(|(a, b)| a == b).count() as f64 / split.len().max(1) as f64
+pub fn int8_accuracy(model: &QModel<'_>, split: &Split) -> Result<f64> {
+    let p = int8_predict_all(model, &device_inputs(model, split)?);
+    Ok(p.iter().zip(&split.labels).filter(|(a, b)| a == b).count() as f64 / split.len().max(1) as f64)
 }
 
-/// Samples per second of [`int8_predict_all_seed`] over `split` (best of 3 runs).
-pub fn int8_throughput(model: &SeedQMlp, split: &Split) -> f64 {
+/// Samples per second of [`int8_predict_all`] over `inputs` (best of 3 runs).
+pub fn int8_throughput(model: &QModel<'_>, inputs: &[u8]) -> f64 {
     let mut best = f64::INFINITY;
     for _ in 0..3 {
         let t = Instant::now();
-        std::hint::black_box(int8_predict_all_seed(model, split));
+        std::hint::black_box(int8_predict_all(model, inputs));
         best = best.min(t.elapsed().as_secs_f64());
     }
-    split.len() as f64 / best
+    samples(model, inputs).0 as f64 / best
 }
 
-/// Reads a `.q8` seed model into a heap box.
-pub fn load_q8(path: &Path) -> Result<Box<SeedQMlp>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading int8 model {}", path.display()))?;
-    let mut q = boxed::zeroed::<SeedQMlp>();
-    q.read(&bytes).map_err(|e| {
-        if matches!(e, tailor_core::format::FormatError::BadMagic { found, .. } if &found == b"TLRF") {
-            anyhow::anyhow!("{}: this is an f32 checkpoint; run `tailor quantize` on it first", path.display())
-        } else {
-            anyhow::anyhow!("{}: {e}", path.display())
-        }
-    })?;
-    Ok(q)
-}
-
-/// `.q8` file image of a model.
-pub fn q8_bytes(q: &SeedQMlp) -> Vec<u8> {
-    let mut out = vec![0u8; q.encoded_len()];
-    let n = q.to_bytes(&mut out);
-    out.truncate(n);
-    out
+/// Reads a `.q8` (version 1 is converted in memory, with a notice).
+pub fn load_q8(path: &Path) -> Result<Q8> {
+    crate::q8::load(path)
 }
 
 pub use crate::checkpoint::atomic_write as write_atomic;
@@ -299,8 +428,9 @@ pub struct QuantizeArgs {
     pub checkpoint: PathBuf,
     /// Where to write the `.q8`.
     pub out: PathBuf,
-    /// Data directory (as `data::load`).
-    pub data: Option<PathBuf>,
+    /// The data: calibration uses its training split, the accuracy report
+    /// its test split.
+    pub data: data::DataArgs,
     /// Training images used for calibration ([`DEFAULT_CALIB_IMAGES`]).
     pub calib_images: usize,
     pub method: CalibMethod,
@@ -315,7 +445,7 @@ impl QuantizeArgs {
         QuantizeArgs {
             checkpoint,
             out,
-            data: None,
+            data: data::DataArgs::default(),
             calib_images: DEFAULT_CALIB_IMAGES,
             method: DEFAULT_METHOD,
             threads: 0,
@@ -335,21 +465,35 @@ pub struct BoardFit {
     pub fits: bool,
 }
 
-pub const BOARDS: [(&str, u64, u64); 4] = [
-    ("nRF52840", 1024 * 1024, 256 * 1024),
-    ("STM32F411", 512 * 1024, 128 * 1024),
-    ("STM32F746", 1024 * 1024, 320 * 1024),
-    ("RP2040", 2048 * 1024, 264 * 1024),
-];
-
 /// Estimated code size of an inference-only firmware (kernels, requant,
 /// UART protocol, runtime), from the size of a release build of this crate's
 /// inference path for thumbv7em. An estimate, not a measurement of the
 /// firmware.
 pub const CODE_BYTES_ESTIMATE: u64 = 24 * 1024;
-/// Stack and statics besides the activations (protocol frame buffer, stack
-/// frames of the inference, runtime), an estimate.
+/// Stack and statics besides the activations and I/O buffers (protocol
+/// frame buffer, stack frames of the inference, runtime), an estimate.
 pub const RAM_OVERHEAD_ESTIMATE: u64 = 4 * 1024;
+
+/// Flash and RAM one model needs: the `.q8` in flash beside the code; the
+/// inference scratch plus one input and its logits in RAM.
+pub fn board_fits(model: &QModel<'_>) -> (u64, u64, Vec<BoardFit>) {
+    let flash = model.encoded_len() as u64 + CODE_BYTES_ESTIMATE;
+    let spec = model.spec();
+    let io = spec.inputs() as u64 + 4 * spec.outputs() as u64;
+    let ram = 2 * model.scratch_len() as u64 + io + RAM_OVERHEAD_ESTIMATE;
+    let fit = |b: &Board| {
+        let refused = b.refuses(model.encoded_len() as u64, model.scratch_len() as u64, spec.outputs() as u64);
+        BoardFit {
+            board: b.name,
+            flash_bytes: b.flash_bytes,
+            ram_bytes: b.ram_bytes,
+            flash_used_pct: 100.0 * flash as f64 / b.flash_bytes as f64,
+            ram_used_pct: 100.0 * ram as f64 / b.ram_bytes as f64,
+            fits: flash <= b.flash_bytes && ram <= b.ram_bytes && refused.is_none(),
+        }
+    };
+    (flash, ram, BOARDS.iter().map(fit).collect())
+}
 
 #[derive(Clone, Debug, Serialize)]
 pub struct QuantizeReport {
@@ -359,19 +503,19 @@ pub struct QuantizeReport {
     pub agreement: f64,
     /// Size of the `.q8` file (header + payload).
     pub model_bytes: u64,
-    /// Size of the raw image in flash (`export --format bin`).
-    pub weights_flash_bytes: u64,
+    /// Layer widths, inputs first.
+    pub dims: Vec<u32>,
     pub code_bytes_estimate: u64,
     pub flash_bytes: u64,
-    /// Peak activation scratch of one inference.
+    /// Activation scratch of one inference (`QModel::scratch_len`, i16).
     pub scratch_bytes: u64,
-    /// Activation scratch + overhead estimate.
+    /// Activation scratch + one input and its logits + overhead estimate.
     pub ram_bytes: u64,
     pub payload_crc: String,
     pub calib_images: usize,
     pub calib_method: CalibMethod,
-    pub h1_max: f32,
-    pub h2_max: f32,
+    /// Calibrated upper end of each hidden layer's output range.
+    pub hidden_max: Vec<f32>,
     pub int8_samples_per_sec: f64,
     pub boards: Vec<BoardFit>,
     pub out: PathBuf,
@@ -382,54 +526,53 @@ pub struct QuantizeReport {
 /// memory report (text or `--json`).
 pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     let ck = crate::checkpoint::load(&args.checkpoint)?;
-    let ds = data::load(&data::DataArgs::from_dir(args.data.as_deref()))?;
-    let pixels = ck.meta.norm.clone();
+    let ds = data::load(&args.data)?;
+    let spec = *ck.model.spec();
+    if ds.features != spec.inputs() {
+        bail!(
+            "{}: the model {spec} takes {} inputs, {} has {} features",
+            args.checkpoint.display(),
+            spec.inputs(),
+            ds.source,
+            ds.features
+        );
+    }
+    if ds.train.is_empty() || ds.test.is_empty() {
+        bail!("{}: calibration and the accuracy report need training and test samples", ds.source);
+    }
+    let norm = ck.meta.norm.clone();
     let threads = crate::par::Threads::new(args.threads)?;
-    let cal = calibrate_with(&ck.model, &ds.train, &pixels, args.calib_images, args.method, &threads);
-    let q = quantize_model(&ck.model, &cal);
-    let bytes = q8_bytes(&q);
-    write_atomic(&args.out, &bytes)?;
+    let cal = calibrate_with(&ck.model, &ds.train, &norm, args.calib_images, args.method, &threads);
+    let q8 = quantize_model(&ck.model, &norm, &ds.train, &cal)?;
+    write_atomic(&args.out, q8.bytes())?;
+    let q = q8.model()?;
 
     let kernels: Kernels = crate::simd::detect();
-    let f = evaluate(&ck.model, &kernels, &threads, &ds.test, &pixels);
+    let f = evaluate(&ck.model, &kernels, &threads, &ds.test, &norm);
     drop(threads);
+    let inputs = device_inputs(&q, &ds.test)?;
     let t = Instant::now();
-    let preds = int8_predict_all_seed(&q, &ds.test);
+    let preds = int8_predict_all(&q, &inputs);
     let int8_sps = ds.test.len() as f64 / t.elapsed().as_secs_f64();
     let correct = preds.iter().zip(&ds.test.labels).filter(|(a, b)| a == b).count();
     let agree = preds.iter().zip(&f.predictions).filter(|(a, b)| a == b).count();
     let n = ds.test.len().max(1) as f64;
 
-    let weights_flash = SeedQMlp::BIN_BYTES as u64;
-    let flash = weights_flash + CODE_BYTES_ESTIMATE;
-    let scratch = <SeedQMlp as Classifier>::SCRATCH_BYTES as u64;
-    let ram = scratch + RAM_OVERHEAD_ESTIMATE;
-    let boards = BOARDS
-        .iter()
-        .map(|&(board, fl, rm)| BoardFit {
-            board,
-            flash_bytes: fl,
-            ram_bytes: rm,
-            flash_used_pct: 100.0 * flash as f64 / fl as f64,
-            ram_used_pct: 100.0 * ram as f64 / rm as f64,
-            fits: flash <= fl && ram <= rm,
-        })
-        .collect();
+    let (flash, ram, boards) = board_fits(&q);
     let report = QuantizeReport {
         f32_accuracy: f.accuracy(),
         int8_accuracy: correct as f64 / n,
         agreement: agree as f64 / n,
-        model_bytes: bytes.len() as u64,
-        weights_flash_bytes: weights_flash,
+        model_bytes: q8.bytes().len() as u64,
+        dims: q.spec().dims().to_vec(),
         code_bytes_estimate: CODE_BYTES_ESTIMATE,
         flash_bytes: flash,
-        scratch_bytes: scratch,
+        scratch_bytes: 2 * q.scratch_len() as u64,
         ram_bytes: ram,
         payload_crc: format!("{:#010x}", q.payload_crc()),
         calib_images: args.calib_images,
         calib_method: args.method,
-        h1_max: cal.h1.max,
-        h2_max: cal.h2.max,
+        hidden_max: cal.iter().map(|r| r.max).collect(),
         int8_samples_per_sec: int8_sps,
         boards,
         out: args.out.clone(),
@@ -444,9 +587,12 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
 
 fn print_report(r: &QuantizeReport) {
     println!("wrote {} ({} bytes, payload CRC {})", r.out.display(), r.model_bytes, r.payload_crc);
+    let ranges: Vec<String> = r.hidden_max.iter().map(|m| format!("{m:.3}")).collect();
     println!(
-        "calibration: {} training images, {:?}: h1 range [0, {:.3}], h2 range [0, {:.3}]",
-        r.calib_images, r.calib_method, r.h1_max, r.h2_max
+        "calibration: {} training samples, {:?}: hidden layers' upper ends [{}]",
+        r.calib_images,
+        r.calib_method,
+        ranges.join(", ")
     );
     println!(
         "test accuracy   f32 {:6.2} %   int8 {:6.2} %   (Δ {:+.2} points, same class on {:.2} %)",
@@ -457,13 +603,8 @@ fn print_report(r: &QuantizeReport) {
     );
     println!("int8 host throughput: {:.0} samples/s", r.int8_samples_per_sec);
     println!(
-        "flash: {} B weights + ~{} B code = {} B    RAM: {} B activations + ~{} B overhead = {} B",
-        r.weights_flash_bytes,
-        r.code_bytes_estimate,
-        r.flash_bytes,
-        r.scratch_bytes,
-        RAM_OVERHEAD_ESTIMATE,
-        r.ram_bytes
+        "flash: {} B .q8 + ~{} B code = {} B    RAM: {} B activations + I/O + ~{} B overhead = {} B",
+        r.model_bytes, r.code_bytes_estimate, r.flash_bytes, r.scratch_bytes, RAM_OVERHEAD_ESTIMATE, r.ram_bytes
     );
     println!("{:<10} {:>9} {:>8} {:>8} {:>8}  fits", "board", "flash KB", "used", "RAM KB", "used");
     for b in &r.boards {
@@ -482,11 +623,11 @@ fn print_report(r: &QuantizeReport) {
 /// `tailor export --format`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
-    /// Rust module + `<out stem>.bin` raw image beside it.
+    /// Rust module + `<out stem>.q8` beside it (`include_bytes!`, aligned).
     Rust,
-    /// C header with all arrays.
+    /// C header with the `.q8` bytes as an aligned array.
     C,
-    /// Raw `repr(C)` image only.
+    /// The `.q8` bytes only: the image of a model flash region.
     Bin,
 }
 
@@ -502,46 +643,34 @@ impl std::str::FromStr for ExportFormat {
     }
 }
 
-/// Raw image of a model (`--format bin`).
-pub fn bin_bytes(q: &SeedQMlp) -> Vec<u8> {
-    let mut out = vec![0u8; SeedQMlp::BIN_BYTES];
-    q.write_bin(&mut out);
-    out
-}
-
 /// `tailor export`: reads a `.q8` and writes firmware sources. For `rust`,
-/// `out` is the `.rs` module and the raw image goes to the same path with
-/// extension `.bin` (the module `include_bytes!`es it by file name).
-/// Returns the files written.
+/// `out` is the `.rs` module and the `.q8` (version 2) goes to the same
+/// path with extension `.q8` (the module `include_bytes!`es it by file
+/// name). Returns the files written.
 pub fn run_export(model_q8: &Path, format: ExportFormat, out: &Path) -> Result<Vec<PathBuf>> {
-    let q = load_q8(model_q8)?;
-    let crc = q.payload_crc();
+    let q8 = load_q8(model_q8)?;
+    let q = q8.model()?;
     match format {
         ExportFormat::Bin => {
-            write_atomic(out, &bin_bytes(&q))?;
+            write_atomic(out, q8.bytes())?;
             Ok(vec![out.to_path_buf()])
         }
         ExportFormat::Rust => {
-            let bin = out.with_extension("bin");
-            let name = bin.file_name().and_then(|n| n.to_str()).context("output path has no file name")?.to_string();
-            write_atomic(&bin, &bin_bytes(&q))?;
+            let file = out.with_extension("q8");
+            let name = file.file_name().and_then(|n| n.to_str()).context("output path has no file name")?.to_string();
+            write_atomic(&file, q8.bytes())?;
             let mut s = String::new();
-            export::write_rust_module(&*q, crc, &name, &mut s)?;
+            export::write_rust_module(&q, &name, &mut s)?;
             write_atomic(out, s.as_bytes())?;
-            Ok(vec![out.to_path_buf(), bin])
+            Ok(vec![out.to_path_buf(), file])
         }
         ExportFormat::C => {
-            let mut s = String::with_capacity(4 * 1024 * 1024);
-            export::write_c_header(&*q, crc, &mut s)?;
+            let mut s = String::with_capacity(5 * q8.bytes().len() + 4096);
+            export::write_c_header(&q, q8.bytes(), &mut s)?;
             write_atomic(out, s.as_bytes())?;
             Ok(vec![out.to_path_buf()])
         }
     }
-}
-
-/// Calibration ranges only (for reports): `(h1, h2)`.
-pub fn ranges(c: &Calibration) -> (ActRange, ActRange) {
-    (c.h1, c.h2)
 }
 
 #[cfg(test)]
@@ -550,7 +679,7 @@ mod tests {
     use tailor_core::quant::golden;
 
     fn seed_model(seed: u64) -> Model {
-        let mut m = crate::checkpoint::zero_model(tailor_core::Spec::mlp(&[784, 512, 512, 10]));
+        let mut m = crate::checkpoint::zero_model(crate::bench::SPEC);
         m.init(seed);
         m
     }
@@ -566,26 +695,35 @@ mod tests {
         let m = seed_model(1);
         let split = bytes_split(64, 37, 251);
         let cal = calibrate(&m, &split, &Norm::fashion_mnist(), 64);
-        assert!(cal.h1.max > 0.0 && cal.h2.max > 0.0);
-        let q = quantize_model(&m, &cal);
-        let bytes = q8_bytes(&q);
+        assert!(cal[0].max > 0.0 && cal[1].max > 0.0);
+        let q8 = quantize_model(&m, &Norm::fashion_mnist(), &split, &cal).unwrap();
+        let bytes = q8.bytes().to_vec();
         assert!(bytes.len() <= 690_000, "{} bytes", bytes.len());
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.q8");
         write_atomic(&p, &bytes).unwrap();
         let back = load_q8(&p).unwrap();
-        assert!(*back == *q);
-        let preds = int8_predict_all(&*back, &split);
+        assert_eq!(back.bytes(), q8.bytes());
+        let q = back.model().unwrap();
+        let inputs = device_inputs(&q, &split).unwrap();
+        let preds = int8_predict_all(&q, &inputs);
         assert_eq!(preds.len(), 64);
-        let mut short = split.clone();
-        short.truncate(63);
-        assert_eq!(int8_predict_all_seed(&back, &short), preds[..63]);
+        assert_eq!(int8_predict_all(&q, &inputs[..63 * 784]), preds[..63]);
+        let (classes, logits) = int8_predict_logits(&q, &inputs);
+        assert_eq!((classes, logits.len()), (preds, 640));
         let files = run_export(&p, ExportFormat::Rust, &dir.path().join("model.rs")).unwrap();
         let rs = std::fs::read_to_string(&files[0]).unwrap();
-        assert!(rs.contains("include_bytes!(\"model.bin\")"));
-        assert_eq!(std::fs::metadata(&files[1]).unwrap().len(), SeedQMlp::BIN_BYTES as u64);
+        assert!(rs.contains("include_bytes!(\"model.q8\")"));
+        assert_eq!(std::fs::read(&files[1]).unwrap(), bytes);
         assert!(rs.contains(&format!("{:#010x}", q.payload_crc())));
         run_export(&p, ExportFormat::C, &dir.path().join("model.h")).unwrap();
+        let bin = dir.path().join("model.bin");
+        run_export(&p, ExportFormat::Bin, &bin).unwrap();
+        assert_eq!(std::fs::read(&bin).unwrap(), bytes);
+        // The memory report: the seed model fits the 1 MB parts, not 512 KB.
+        let (_, _, fits) = board_fits(&q);
+        let fit = |name: &str| fits.iter().find(|b| b.board == name).unwrap().fits;
+        assert!(fit("nRF52840") && fit("mps2-an386") && !fit("STM32F411"));
         // A checkpoint-magic file gets a helpful error.
         let mut bad = bytes.clone();
         bad[..4].copy_from_slice(b"TLRF");
@@ -628,26 +766,29 @@ mod tests {
         let ds = data::load_default().unwrap();
         let pixels = ck.meta.norm.clone();
         let cal = calibrate(&ck.model, &ds.train, &pixels, 500);
-        let q = quantize_model(&ck.model, &cal);
+        let q8 = quantize_model(&ck.model, &pixels, &ds.train, &cal).unwrap();
+        let q = q8.model().unwrap();
         let threads = crate::par::Threads::new(0).unwrap();
         let kernels = crate::simd::detect();
         let t = Instant::now();
         let f = evaluate(&ck.model, &kernels, &threads, &ds.test, &pixels);
         let f32_sps = ds.test.len() as f64 / t.elapsed().as_secs_f64();
         drop(threads);
-        let i8_sps = int8_throughput(&q, &ds.test);
+        let inputs = device_inputs(&q, &ds.test).unwrap();
+        let i8_sps = int8_throughput(&q, &inputs);
         for kern in [tailor_core::quant::QKernels::PORTABLE, tailor_core::quant::QKernels::BEST] {
             let t = Instant::now();
             let mut logits = [0i32; 10];
+            let mut scratch = vec![0i16; q.scratch_len()];
             for i in 0..2000 {
-                std::hint::black_box(q.classify_with(&kern, ds.test.row_u8(i).unwrap(), &mut logits));
+                std::hint::black_box(q.classify(&kern, ds.test.row_u8(i).unwrap(), &mut scratch, &mut logits));
             }
             eprintln!("SPEED 1 thread {}: {:.1} us/sample", kern.name, t.elapsed().as_secs_f64() / 2000.0 * 1e6);
         }
         eprintln!(
             "SPEED f32 {f32_sps:.0}/s ({:.4})  int8 {i8_sps:.0}/s ({:.4})",
             f.accuracy(),
-            int8_accuracy(&*q, &ds.test)
+            int8_accuracy(&q, &ds.test).unwrap()
         );
     }
 
@@ -660,15 +801,18 @@ mod tests {
     fn int8_kernel_speed() {
         let ds = data::load_default().unwrap();
         let m = seed_model(0);
-        let cal = calibrate(&m, &ds.train, &Norm::identity(784, true), 500);
-        let q = quantize_model(&m, &cal);
+        let norm = Norm::identity(784, true);
+        let cal = calibrate(&m, &ds.train, &norm, 500);
+        let q8 = quantize_model(&m, &norm, &ds.train, &cal).unwrap();
+        let q = q8.model().unwrap();
+        let inputs = device_inputs(&q, &ds.test).unwrap();
         let serial = tailor_core::par::Serial;
-        let want = int8_predict_par(&q, &QKernels::BEST, &ds.test, &serial, 64);
+        let want = int8_predict_par(&q, &QKernels::BEST, &inputs, &serial, 64);
         let only = std::env::var(QKERNELS_ENV).ok();
         for kern in available_qkernels().into_iter().skip(2).filter(|k| only.as_deref().is_none_or(|o| o == k.name)) {
-            assert_eq!(int8_predict_par(&q, &kern, &ds.test, &serial, 64), want, "{}", kern.name);
+            assert_eq!(int8_predict_par(&q, &kern, &inputs, &serial, 64), want, "{}", kern.name);
             let best = |batch: usize, limit: usize| {
-                (0..5).map(|_| int8_infer_pass(&q, &kern, &serial, &ds.test, batch, limit)).fold(0.0, f64::max)
+                (0..5).map(|_| int8_infer_pass(&q, &kern, &serial, &inputs, batch, limit)).fold(0.0, f64::max)
             };
             let (b64, b1) = (best(64, 10_000), best(1, 2000));
             eprintln!("SPEED {:<11} batch 64: {b64:>8.0}/s   batch 1: {b1:>8.0}/s ({:.1} us)", kern.name, 1e6 / b1);
@@ -683,22 +827,58 @@ mod tests {
         let n = 77;
         let split = bytes_split(n, 131, 253);
         let cal = calibrate(&m, &split, &Norm::fashion_mnist(), n);
-        let q = quantize_model(&m, &cal);
-        let want = int8_predict_all(&*q, &split);
-        assert_eq!(int8_predict_all_seed(&q, &split), want);
+        let q8 = quantize_model(&m, &Norm::fashion_mnist(), &split, &cal).unwrap();
+        let q = q8.model().unwrap();
+        let mut scratch = vec![0i16; q.scratch_len()];
+        let want: Vec<u8> = (0..n)
+            .map(|i| q.classify(&QKernels::NAIVE, split.row_u8(i).unwrap(), &mut scratch, &mut [0; 10]) as u8)
+            .collect();
+        let inputs = device_inputs(&q, &split).unwrap();
+        assert_eq!(int8_predict_all(&q, &inputs), want);
         let threads = crate::par::Threads::new(2).unwrap();
         for kern in available_qkernels() {
             for batch in [1, 5, 64] {
-                assert_eq!(int8_predict_par(&q, &kern, &split, &threads, batch), want, "{} batch {batch}", kern.name);
+                assert_eq!(int8_predict_par(&q, &kern, &inputs, &threads, batch), want, "{} batch {batch}", kern.name);
             }
         }
     }
 
+    /// `f32` features (sensor readings on wildly different scales) go to
+    /// the device as bytes on a per-feature grid folded into layer 1: the
+    /// int8 model tracks the f32 one.
+    #[test]
+    fn f32_features_quantize_and_track_f32() {
+        let spec = tailor_core::Spec::mlp(&[6, 24, 3]);
+        let mut m = crate::checkpoint::zero_model(spec);
+        m.init(5);
+        let mut r = tailor_core::rng::Rng::new(2);
+        let scale = [1.0f32, 100.0, 0.01, 5.0, 1000.0, 0.5];
+        let n = 500;
+        let x: Vec<f32> = (0..n * 6).map(|i| (r.uniform(-1.0, 1.0) + 3.0) * scale[i % 6]).collect();
+        let split = Split::new(Features::F32(x), (0..n).map(|i| (i % 3) as u8).collect(), 6);
+        let norm = Norm::standardize(&split);
+        let cal = calibrate(&m, &split, &norm, n);
+        let q8 = quantize_model(&m, &norm, &split, &cal).unwrap();
+        let q = q8.model().unwrap();
+        assert!(matches!(q.input(), QInput::AffineU8 { .. }));
+        let inputs = device_inputs(&q, &split).unwrap();
+        assert_eq!(inputs.len(), n * 6);
+        let int8 = int8_predict_all(&q, &inputs);
+        let f = evaluate(&m, &crate::simd::detect(), &tailor_core::par::Serial, &split, &norm);
+        let agree = int8.iter().zip(&f.predictions).filter(|(a, b)| a == b).count();
+        assert!(agree as f64 >= 0.95 * n as f64, "int8 and f32 agree on {agree} of {n}");
+        // Byte data for a feature model (and the reverse) is refused.
+        let bytes = Split::new(Features::U8(vec![0; 12]), vec![0, 1], 6);
+        assert!(device_inputs(&q, &bytes).unwrap_err().to_string().contains("f32 features"));
+    }
+
     #[test]
     fn golden_classifies_on_host() {
-        let g = golden::model();
+        let blob = golden::blob();
+        let g = QModel::parse(&blob.0).unwrap();
         let mut logits = [0i32; 2];
-        assert_eq!(g.classify(&golden::INPUT, &mut logits), golden::EXPECTED_CLASS);
+        let mut scratch = [0i16; 32];
+        assert_eq!(g.classify(&best_qkernels(), &golden::INPUT, &mut scratch, &mut logits), golden::EXPECTED_CLASS);
         assert_eq!(logits, golden::EXPECTED_LOGITS);
     }
 }

@@ -1,5 +1,6 @@
 //! End to end on the emulated Cortex-M4 (QEMU mps2-an386): the firmware in
-//! `firmware-sim/` built for a model, driven through `tailor::device`.
+//! `firmware-sim/`, built once, with a model flashed into its model region,
+//! driven through `tailor::device`.
 //!
 //! The model is `firmware-sim/models/default.q8` (784-64-64-10, small so the
 //! 10,000 images take seconds), or `$TAILOR_DEVICE_MODEL`. Needs
@@ -10,7 +11,9 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use tailor::device::{self, DeviceArgs, Qemu, Reply, Transport};
-use tailor_core::protocol::{self, ErrorCode, Message};
+use tailor_core::protocol::{self, ErrorCode, Message, ModelState};
+use tailor_core::quant::{ActRange, FloatLayer};
+use tailor_core::spec::Activation;
 
 fn model() -> PathBuf {
     std::env::var_os("TAILOR_DEVICE_MODEL")
@@ -18,10 +21,15 @@ fn model() -> PathBuf {
         .unwrap_or_else(|| tailor_e2e::workspace_root().join("firmware-sim/models/default.q8"))
 }
 
-/// The firmware ELF for [`model`], built once per test process.
+/// The firmware ELF (one for every model), built once per test process.
 fn firmware() -> PathBuf {
     static ELF: OnceLock<PathBuf> = OnceLock::new();
-    ELF.get_or_init(|| device::build_firmware(&model()).unwrap_or_else(|e| panic!("{e:#}"))).clone()
+    ELF.get_or_init(|| device::build_firmware().unwrap_or_else(|e| panic!("{e:#}")).0).clone()
+}
+
+/// [`model`]'s bytes (converted if it is a version-1 file).
+fn model_bytes() -> Vec<u8> {
+    tailor::q8::load(&model()).unwrap().bytes().to_vec()
 }
 
 fn test_split() -> &'static tailor::data::Split {
@@ -39,12 +47,22 @@ fn all_10000_test_images_agree_with_the_host_over_semihosting() {
     eprintln!("{r}");
     assert_eq!(r.total, 10_000);
     assert_eq!(r.agree, r.total, "first disagreements: {:?}", r.first_disagreements);
+    assert_eq!(r.logits_agree, r.total, "every int32 logit equals the host's");
     assert_eq!(r.device_accuracy, r.host_accuracy);
     assert!(r.instructions_per_inference > device::macs(&r.dims) as f64 * 0.5, "{}", r.instructions_per_inference);
     assert_eq!(r.device_stats.images, 10_000);
     assert_eq!(r.device_stats.frames_bad, 0);
     let j = r.to_json();
-    for k in ["device_accuracy", "host_accuracy", "agree", "total", "instructions_per_inference", "images_per_sec"] {
+    for k in [
+        "device_accuracy",
+        "host_accuracy",
+        "agree",
+        "total",
+        "instructions_per_inference",
+        "images_per_sec",
+        "firmware",
+        "firmware_build_secs",
+    ] {
         assert!(j.get(k).is_some(), "JSON lacks {k}");
     }
 }
@@ -64,8 +82,8 @@ fn uart_classifies_64_images_like_the_host() {
 fn malformed_frames_are_answered_and_the_device_keeps_serving() {
     let split = test_split();
     let imgs = &split.features.as_u8().unwrap()[..4 * 784];
-    let mut q =
-        Qemu::start(&firmware(), Transport::Semihosting, Duration::from_secs(120)).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut q = Qemu::start(&firmware(), Some(&model_bytes()), Transport::Semihosting, Duration::from_secs(120))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let reference = q.classify(1, imgs, true).unwrap();
     assert_eq!(reference.classes.len(), 4);
 
@@ -115,28 +133,99 @@ fn malformed_frames_are_answered_and_the_device_keeps_serving() {
 
 #[test]
 fn golden_int8_values_and_kernels_on_device() {
-    let mut q =
-        Qemu::start(&firmware(), Transport::Semihosting, Duration::from_secs(60)).unwrap_or_else(|e| panic!("{e:#}"));
+    let mut q = Qemu::start(&firmware(), Some(&model_bytes()), Transport::Semihosting, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}"));
     let (passed, failed, detail) = q.self_test().unwrap();
     assert_eq!(failed, 0, "{detail}");
     assert!(passed >= 3, "{detail}");
     q.finish().unwrap();
 }
 
+/// A random (untrained) 784-32-10 model: another depth and width than
+/// the default one, quantized with the core's API.
+fn second_model(dir: &std::path::Path) -> PathBuf {
+    let mut rng = tailor_core::rng::Rng::new(12);
+    let mut v = |n: usize, a: f32| (0..n).map(|_| rng.uniform(-a, a)).collect::<Vec<f32>>();
+    let (w1, b1, w2, b2) = (v(32 * 784, 0.05), v(32, 0.05), v(10 * 32, 0.2), v(10, 0.2));
+    let layers = [
+        FloatLayer { inputs: 784, outputs: 32, activation: Activation::Relu, weight: &w1, bias: &b1 },
+        FloatLayer { inputs: 32, outputs: 10, activation: Activation::None, weight: &w2, bias: &b2 },
+    ];
+    let q8 = tailor::quantize::quantize_layers(
+        &layers,
+        &tailor_core::quant::InputAffine::pixels(0.2860, 0.3530),
+        tailor_core::quant::InputKind::RawU8,
+        &[ActRange { min: 0.0, max: 3.0 }],
+    )
+    .unwrap();
+    let p = dir.join("second.q8");
+    std::fs::write(&p, q8.bytes()).unwrap();
+    p
+}
+
+/// Two different models through the same firmware ELF: nothing is rebuilt
+/// for the second, and both agree with the host to the last logit.
 #[test]
-fn a_wrong_firmware_for_the_model_is_refused() {
-    // Another valid model: one weight byte changed, header CRC updated.
-    let mut bytes = std::fs::read(model()).unwrap();
-    let at = bytes.len() / 2;
-    bytes[at] ^= 1;
-    let (h, p) = tailor_core::format::Header::parse(&bytes, tailor_core::quant::MAGIC).unwrap();
-    let n = h.encoded_len();
-    let h = tailor_core::format::Header::new(h.magic, h.spec, p);
-    h.encode(&mut bytes[..n]);
+fn two_models_run_on_the_same_firmware() {
     let dir = tempfile::tempdir().unwrap();
-    let other = dir.path().join("other.q8");
-    std::fs::write(&other, bytes).unwrap();
-    let err = device::run_device(&DeviceArgs { model: other, limit: Some(8), ..args(Transport::Semihosting, Some(8)) })
+    let second = second_model(dir.path());
+    let run = |m: PathBuf| {
+        let a = DeviceArgs {
+            limit: Some(300),
+            transport: Transport::Semihosting,
+            timeout_secs: 240.0,
+            ..DeviceArgs::new(m)
+        };
+        device::run_device(&a).unwrap_or_else(|e| panic!("{e:#}"))
+    };
+    let (a, b) = (run(model()), run(second));
+    eprintln!("{a}\n{b}");
+    assert_eq!(a.firmware, b.firmware, "one ELF for both models");
+    assert_ne!(a.model_crc, b.model_crc);
+    assert_eq!((a.dims.len(), &b.dims[..]), (4, &[784, 32, 10][..]));
+    for r in [&a, &b] {
+        assert_eq!((r.agree, r.logits_agree), (r.total, r.total), "{}", r.model.display());
+    }
+    assert!(b.firmware_build_secs < 5.0, "the second model rebuilt the firmware ({:.1} s)", b.firmware_build_secs);
+}
+
+/// A model that does not fit the board is refused before QEMU starts, with
+/// the sizes; a corrupt or missing model is reported by the device itself.
+#[test]
+fn models_the_device_cannot_run_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    // 16-8200-10: 0.2 MB, but its scratch (2·8200+2 i16) exceeds the firmware's 16 Ki.
+    let (w1, b1, w2, b2) = (vec![0.01f32; 8200 * 16], vec![0.0f32; 8200], vec![0.01f32; 10 * 8200], vec![0.0f32; 10]);
+    let layers = [
+        FloatLayer { inputs: 16, outputs: 8200, activation: Activation::Relu, weight: &w1, bias: &b1 },
+        FloatLayer { inputs: 8200, outputs: 10, activation: Activation::None, weight: &w2, bias: &b2 },
+    ];
+    let big = tailor::quantize::quantize_layers(
+        &layers,
+        &tailor_core::quant::InputAffine::pixels(0.0, 1.0),
+        tailor_core::quant::InputKind::RawU8,
+        &[ActRange { min: 0.0, max: 1.0 }],
+    )
+    .unwrap();
+    let p = dir.path().join("big.q8");
+    std::fs::write(&p, big.bytes()).unwrap();
+    let err = device::run_device(&DeviceArgs { limit: Some(4), firmware: Some(firmware()), ..DeviceArgs::new(&p) })
         .unwrap_err();
-    assert!(format!("{err:#}").contains("crc"), "{err:#}");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("does not fit mps2-an386") && msg.contains("16384 i16"), "{msg}");
+
+    // Flipped payload bits with the header intact: the device's CRC check.
+    let mut bad = model_bytes();
+    let at = bad.len() / 2;
+    bad[at] ^= 1;
+    let q = Qemu::start(&firmware(), Some(&bad), Transport::Semihosting, Duration::from_secs(60)).unwrap();
+    assert_eq!(q.hello.model_state, ModelState::Invalid, "{:?}", q.hello);
+    assert!(q.hello.model_detail.contains("checksum"), "{}", q.hello.model_detail);
+    q.finish().unwrap();
+
+    let mut q = Qemu::start(&firmware(), None, Transport::Semihosting, Duration::from_secs(60)).unwrap();
+    assert_eq!(q.hello.model_state, ModelState::Missing, "{:?}", q.hello);
+    q.send(&Message::Classify { seq: 1, want_logits: false, images: &[0; 784] }).unwrap();
+    assert!(matches!(q.recv().unwrap(), Reply::Error { code: ErrorCode::NoModel, .. }));
+    q.finish().unwrap();
 }

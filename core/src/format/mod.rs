@@ -75,6 +75,24 @@ pub enum FormatError {
     TrailingBytes {
         count: usize,
     },
+    /// A payload read in place is not as long as its layer table says.
+    PayloadLength {
+        expected: usize,
+        found: usize,
+    },
+    /// The payload's layout id is not this build's (1: a version-1 `.q8`).
+    Layout {
+        found: u32,
+    },
+    /// The `.q8` input section has an unknown kind.
+    InputKind {
+        code: u32,
+    },
+    /// A field of layer `layer` is out of its range.
+    Field {
+        layer: usize,
+        field: &'static str,
+    },
 }
 
 impl fmt::Display for FormatError {
@@ -112,6 +130,20 @@ impl fmt::Display for FormatError {
             }
             FormatError::Payload => write!(f, "payload is not valid postcard for this format"),
             FormatError::TrailingBytes { count } => write!(f, "{count} unexpected bytes after the payload"),
+            FormatError::PayloadLength { expected, found } => {
+                write!(f, "payload of {found} bytes, but the layer table and input section need {expected}")
+            }
+            FormatError::Layout { found: 1 } => {
+                write!(
+                    f,
+                    "a version-1 int8 model (postcard payload): convert it with `tailor convert OLD.q8 --out NEW.q8`"
+                )
+            }
+            FormatError::Layout { found } => write!(f, "payload layout {found} is not one this build reads"),
+            FormatError::InputKind { code } => {
+                write!(f, "unknown input section kind {code} (this build knows 0 = raw u8, 1 = quantized f32)")
+            }
+            FormatError::Field { layer, field } => write!(f, "layer {layer}: {field} out of range"),
         }
     }
 }

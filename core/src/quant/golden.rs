@@ -8,9 +8,15 @@
 //! computed independently (Python, arbitrary-precision integers, TFLite's
 //! reference formulas), not by this crate.
 
-use super::{QDense, QMlp};
+use super::encode::{encode_raw, RawLayer};
+use super::input::{InputKind, QInput};
+use super::layout::QParams;
+use super::Aligned;
+use crate::spec::{Activation, Layer, Spec};
 
-pub type Golden = QMlp<10, 5, 3, 2>;
+pub const SPEC: Spec = Spec::mlp(&[10, 5, 3, 2]);
+/// Bytes of the golden `.q8`.
+pub const BYTES: usize = super::layout::encoded_len(&SPEC, InputKind::RawU8);
 
 pub const INPUT: [u8; 10] = [0, 17, 255, 128, 64, 3, 200, 99, 250, 1];
 
@@ -42,33 +48,45 @@ pub const EXPECTED_ACT2: [u8; 3] = [1, 25, 5];
 pub const EXPECTED_LOGITS: [i32; 2] = [-77, 256];
 pub const EXPECTED_CLASS: usize = 1;
 
-fn layer<const I: usize, const O: usize>(
-    l: &mut QDense<I, O>,
-    w: &[[i8; I]; O],
-    b: [i32; O],
-    m: [i32; O],
-    s: [i32; O],
-    in_zp: i32,
-    out_zp: i32,
-) {
-    l.set_weights_row_major(w.as_flattened());
-    l.bias = b;
-    l.multiplier = m;
-    l.shift = s;
-    l.in_zp = in_zp;
-    l.out_zp = out_zp;
-    l.out_min = out_zp;
-    l.out_max = 255;
-    l.in_scale = 1.0;
-    l.out_scale = 1.0;
-    l.w_scale = [1.0; O];
+fn params(in_zp: i32, out_zp: i32) -> QParams {
+    QParams { in_scale: 1.0, in_zp, out_scale: 1.0, out_zp, out_min: out_zp, out_max: 255 }
 }
 
-/// The golden model (about 100 bytes: fine on any stack).
-pub fn model() -> Golden {
-    let mut m = Golden::ZERO;
-    layer(&mut m.l1, &W1, B1, M1, S1, 0, Z1);
-    layer(&mut m.l2, &W2, B2, M2, S2, Z1, 0);
-    layer(&mut m.l3, &W3, B3, [0; 2], [0; 2], 0, 0);
-    m
+/// The golden model's `.q8` bytes (about 200: fine on any stack), aligned
+/// for [`super::QModel::parse`].
+pub fn blob() -> Aligned<[u8; BYTES]> {
+    let layer = |i, o, act| Layer { inputs: i, outputs: o, activation: act };
+    let layers = [
+        RawLayer {
+            layer: layer(10, 5, Activation::Relu),
+            params: params(0, Z1),
+            w_scale: &[1.0; 5],
+            bias: &B1,
+            multiplier: &M1,
+            shift: &S1,
+            weight: W1.as_flattened(),
+        },
+        RawLayer {
+            layer: layer(5, 3, Activation::Relu),
+            params: params(Z1, 0),
+            w_scale: &[1.0; 3],
+            bias: &B2,
+            multiplier: &M2,
+            shift: &S2,
+            weight: W2.as_flattened(),
+        },
+        RawLayer {
+            layer: layer(3, 2, Activation::None),
+            params: params(0, 0),
+            w_scale: &[1.0; 2],
+            bias: &B3,
+            multiplier: &[0; 2],
+            shift: &[0; 2],
+            weight: W3.as_flattened(),
+        },
+    ];
+    let mut out = Aligned([0u8; BYTES]);
+    let n = encode_raw(&layers, &QInput::RawU8, &mut out.0).expect("golden model encodes");
+    debug_assert_eq!(n, BYTES);
+    out
 }

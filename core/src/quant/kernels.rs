@@ -69,7 +69,7 @@ pub fn pack(row_major: &[i8], rows: usize, kdim: usize, out: &mut [i8]) {
 pub type Block4Fn = fn(x: &[i16], wb: &[i8], k: usize) -> [i32; 4];
 
 /// Batched layer product on `u8` inputs (the host's batched path, see
-/// [`super::QMlp::classify_batch`]): for every sample `i < m` and row
+/// [`super::QModel::classify_batch`]): for every sample `i < m` and row
 /// `r < rows`, `out[i·rows + r] = Σ_p x[i·ldx + p] · w[r][p]` (exact `i32`,
 /// no bias), `w` in the packed layout. Every implementation returns
 /// bit-identical sums.
@@ -85,7 +85,7 @@ pub struct Requant {
 
 /// Requantizes one sample's accumulators of a hidden layer:
 /// `out[r] = clamp(zp + MBQM(acc[r] + bias[r], m0[r], shift[r]), min, max) as u8`
-/// for `r < out.len()`, exactly [`super::QDense::requantize`].
+/// for `r < out.len()`, exactly [`super::QLayer::requantize`].
 pub type RequantFn = fn(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [u8]);
 
 /// A kernel choice. [`QKernels::BEST`] is what `classify` uses; on x86-64
@@ -229,7 +229,7 @@ pub fn gemm_by_block4(
     }
 }
 
-/// Scalar [`RequantFn`]: [`super::QDense::requantize`] row by row.
+/// Scalar [`RequantFn`]: [`super::QLayer::requantize`] row by row.
 pub fn requant_scalar(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [u8]) {
     let n = out.len();
     let it = acc[..n].iter().zip(&bias[..n]).zip(m0[..n].iter().zip(&shift[..n]));
@@ -1117,7 +1117,7 @@ pub mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     use super::*;
     use proptest::prelude::*;
@@ -1261,41 +1261,64 @@ mod tests {
 
     /// A seed-shape (784-512-512-10) model with random weights and
     /// requantization parameters that spread the hidden outputs over 0..=255.
-    fn random_seed_model(seed: u64) -> std::boxed::Box<crate::quant::SeedQMlp> {
-        use crate::quant::{QDense, SeedQMlp};
-        // SAFETY: all-zero is a valid SeedQMlp (see its `Zeroed` impl);
-        // the layout is that of the box.
-        let mut q: std::boxed::Box<SeedQMlp> = unsafe {
-            let layout = std::alloc::Layout::new::<SeedQMlp>();
-            std::boxed::Box::from_raw(std::alloc::alloc_zeroed(layout) as *mut SeedQMlp)
-        };
+    fn random_seed_model(seed: u64) -> Vec<u32> {
+        use crate::quant::{encode_raw, QInput, QParams, RawLayer};
+        use crate::spec::Spec;
+        let spec = Spec::mlp(&[784, 512, 512, 10]);
         let mut rng = crate::rng::Rng::new(seed);
-        fn fill<const I: usize, const O: usize>(l: &mut QDense<I, O>, rng: &mut crate::rng::Rng, hidden: bool) {
-            for w in l.weight.as_flattened_mut() {
-                *w = (rng.next_u32() % 255) as i8;
-            }
-            for o in 0..O {
-                l.bias[o] = (rng.next_u32() % 200_001) as i32 - 100_000;
-                if hidden {
-                    l.multiplier[o] = (1 << 30) + (rng.next_u32() >> 2) as i32;
-                    l.shift[o] = -10 - (rng.next_u32() % 3) as i32;
-                }
-            }
-            if hidden {
-                l.out_zp = (rng.next_u32() % 3) as i32;
-                (l.out_min, l.out_max) = (l.out_zp, 255);
-            }
+        struct L {
+            w: Vec<i8>,
+            b: Vec<i32>,
+            m: Vec<i32>,
+            s: Vec<i32>,
+            zp: i32,
         }
-        fill(&mut q.l1, &mut rng, true);
-        fill(&mut q.l2, &mut rng, true);
-        fill(&mut q.l3, &mut rng, false);
-        q
+        let mut ls = Vec::new();
+        for (i, l) in spec.layers().enumerate() {
+            let hidden = i + 1 < spec.depth();
+            let o = l.outputs;
+            ls.push(L {
+                w: (0..o * l.inputs).map(|_| (rng.next_u32() % 255) as i8).collect(),
+                b: (0..o).map(|_| (rng.next_u32() % 200_001) as i32 - 100_000).collect(),
+                m: (0..o).map(|_| if hidden { (1 << 30) + (rng.next_u32() >> 2) as i32 } else { 0 }).collect(),
+                s: (0..o).map(|_| if hidden { -10 - (rng.next_u32() % 3) as i32 } else { 0 }).collect(),
+                zp: if hidden { (rng.next_u32() % 3) as i32 } else { 0 },
+            });
+        }
+        let raw: Vec<RawLayer<'_>> = spec
+            .layers()
+            .zip(&ls)
+            .map(|(layer, l)| RawLayer {
+                layer,
+                params: QParams { in_scale: 1.0, in_zp: 0, out_scale: 1.0, out_zp: l.zp, out_min: l.zp, out_max: 255 },
+                w_scale: &[],
+                bias: &l.b,
+                multiplier: &l.m,
+                shift: &l.s,
+                weight: &l.w,
+            })
+            .collect();
+        let w_scales: Vec<Vec<f32>> = spec.layers().map(|l| std::vec![1.0; l.outputs]).collect();
+        let raw: Vec<RawLayer<'_>> =
+            raw.into_iter().zip(&w_scales).map(|(r, s)| RawLayer { w_scale: s, ..r }).collect();
+        let n = crate::quant::encoded_len(&spec, crate::quant::InputKind::RawU8);
+        let mut words = std::vec![0u32; n.div_ceil(4)];
+        // SAFETY: u32 storage viewed as bytes (any bits are valid u8).
+        let bytes = unsafe { core::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, n) };
+        encode_raw(&raw, &QInput::RawU8, bytes).unwrap();
+        words
     }
 
     #[test]
     fn seed_model_identical_on_every_kernel() {
-        let mut q = random_seed_model(7);
-        let n = 2 * crate::quant::QBATCH + 5;
+        use crate::quant::{batch_acc_len, batch_acts_len, QBatchScratch, QModel};
+        let words = random_seed_model(7);
+        let n_bytes =
+            crate::quant::encoded_len(&crate::spec::Spec::mlp(&[784, 512, 512, 10]), crate::quant::InputKind::RawU8);
+        // SAFETY: as in random_seed_model.
+        let bytes = unsafe { core::slice::from_raw_parts(words.as_ptr() as *const u8, n_bytes) };
+        let q = QModel::parse(bytes).unwrap();
+        let n = 2 * 12 + 5;
         let mut rng = crate::rng::Rng::new(8);
         let pixels: Vec<u8> = (0..n * 784).map(|_| rng.next_u32() as u8).collect();
         // Hidden activations really use the whole u8 range (the test would
@@ -1303,36 +1326,33 @@ mod tests {
         let mut x = [0i16; 784];
         crate::quant::widen(&pixels[..784], &mut x);
         let mut h = [0i16; 512];
-        q.l1.forward_hidden(&QKernels::NAIVE, &x, &mut h);
+        q.layer(0).forward_hidden(&QKernels::NAIVE, &x, &mut h);
         let mid = h.iter().filter(|&&v| v > 0 && v < 255).count();
         assert!(mid > 100, "only {mid} hidden values strictly inside 0..255");
-        for round in 0..2 {
-            if round == 1 {
-                // Outside the u8 path's domain: classify_batch falls back.
-                q.l2.out_min = -1;
-            }
-            let want: Vec<(usize, [i32; 10])> = (0..n)
-                .map(|i| {
-                    let mut l = [0i32; 10];
-                    (q.classify_with(&QKernels::NAIVE, &pixels[i * 784..][..784], &mut l), l)
-                })
-                .collect();
-            for kern in all_kernels() {
+        let mut scratch = std::vec![0i16; q.scratch_len() + 1];
+        let want: Vec<(usize, [i32; 10])> = (0..n)
+            .map(|i| {
+                let mut l = [0i32; 10];
+                (q.classify(&QKernels::NAIVE, &pixels[i * 784..][..784], &mut scratch, &mut l), l)
+            })
+            .collect();
+        let spec = *q.spec();
+        for kern in all_kernels() {
+            for batch in [1, 12] {
+                let mut acts = std::vec![0u8; batch_acts_len(&spec, batch)];
+                let mut acc = std::vec![0i32; batch_acc_len(&spec, batch)];
                 let mut seen = 0;
-                q.classify_batch(&kern, &pixels, n, |i, c, l| {
+                q.classify_batch(&kern, &pixels, n, QBatchScratch { acts: &mut acts, acc: &mut acc }, |i, c, l| {
                     assert_eq!(i, seen);
                     seen += 1;
-                    assert_eq!((c, *l), want[i], "{} batch image {i}", kern.name);
+                    assert_eq!((c, l), (want[i].0, &want[i].1[..]), "{} batch {batch} image {i}", kern.name);
                 });
                 assert_eq!(seen, n);
-                q.classify_batch(&kern, &pixels[5 * 784..], 1, |i, c, l| {
-                    assert_eq!((i, c, *l), (0, want[5].0, want[5].1), "{} single image", kern.name)
-                });
-                for (i, w) in want.iter().enumerate().step_by(7) {
-                    let mut l = [0i32; 10];
-                    let c = q.classify_with(&kern, &pixels[i * 784..][..784], &mut l);
-                    assert_eq!((c, l), *w, "{} image {i}", kern.name);
-                }
+            }
+            for (i, w) in want.iter().enumerate().step_by(7) {
+                let mut l = [0i32; 10];
+                let c = q.classify(&kern, &pixels[i * 784..][..784], &mut scratch[1..], &mut l);
+                assert_eq!((c, l), *w, "{} image {i}", kern.name);
             }
         }
     }

@@ -1,42 +1,77 @@
 extern crate std;
-use super::golden::{self, Golden};
-use super::*;
-use crate::format::{FormatError, Header};
-const HEADER_LEN: usize = Header::len_for(3);
-use crate::rng::Rng;
 
-fn all_kernels() -> [QKernels; 3] {
-    [QKernels::NAIVE, QKernels::PORTABLE, QKernels::BEST]
+use std::vec::Vec;
+
+use super::golden;
+use super::kernels::tests::all_kernels;
+use super::*;
+use crate::format::{crc32, FormatError, Header};
+use crate::rng::Rng;
+use crate::spec::{Activation, Layer, Spec};
+use proptest::prelude::*;
+
+/// A word-aligned byte buffer, as the host keeps `.q8` files.
+pub(crate) struct Buf {
+    words: Vec<u32>,
+    len: usize,
+}
+
+impl Buf {
+    pub(crate) fn new(len: usize) -> Self {
+        Buf { words: std::vec![0; len.div_ceil(4) + 1], len }
+    }
+    pub(crate) fn from(bytes: &[u8]) -> Self {
+        let mut b = Buf::new(bytes.len());
+        b.bytes_mut().copy_from_slice(bytes);
+        b
+    }
+    pub(crate) fn bytes(&self) -> &[u8] {
+        // SAFETY: u32 storage of at least `len` bytes; any bits are valid u8.
+        unsafe { core::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+    }
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: as above, uniquely borrowed.
+        unsafe { core::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
+    }
+    /// The same bytes one byte past a word boundary.
+    fn misaligned(&mut self) -> &[u8] {
+        let n = self.len;
+        // SAFETY: the storage has one spare word.
+        let all = unsafe { core::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, n + 4) };
+        all.copy_within(0..n, 1);
+        &all[1..n + 1]
+    }
 }
 
 #[test]
 fn golden_values_on_every_kernel() {
-    let m = golden::model();
+    let blob = golden::blob();
+    let m = QModel::parse(&blob.0).unwrap();
+    assert_eq!(m.spec().dims(), &[10, 5, 3, 2]);
+    let (l1, l2) = (m.layer(0), m.layer(1));
     for k in all_kernels() {
         let mut x = Aligned([0i16; 10]);
         widen(&golden::INPUT, &mut x.0);
         let mut acc1 = [0i32; 5];
-        m.l1.accumulate(&k, &x.0, &mut acc1);
+        l1.accumulate(&k, &x.0, &mut acc1);
         assert_eq!(acc1, golden::EXPECTED_ACC1, "{}", k.name);
         let mut h1 = Aligned([0i16; 5]);
-        m.l1.forward_hidden(&k, &x.0, &mut h1.0);
+        l1.forward_hidden(&k, &x.0, &mut h1.0);
         assert_eq!(h1.0.map(|v| v as u8), golden::EXPECTED_ACT1);
         let mut acc2 = [0i32; 3];
-        m.l2.accumulate(&k, &h1.0, &mut acc2);
+        l2.accumulate(&k, &h1.0, &mut acc2);
         assert_eq!(acc2, golden::EXPECTED_ACC2);
         let mut h2 = Aligned([0i16; 3]);
-        m.l2.forward_hidden(&k, &h1.0, &mut h2.0);
+        l2.forward_hidden(&k, &h1.0, &mut h2.0);
         assert_eq!(h2.0.map(|v| v as u8), golden::EXPECTED_ACT2);
         let mut logits = [0i32; 2];
-        assert_eq!(m.classify_with(&k, &golden::INPUT, &mut logits), golden::EXPECTED_CLASS);
+        let mut scratch = [0i16; 32];
+        assert_eq!(m.classify(&k, &golden::INPUT, &mut scratch, &mut logits), golden::EXPECTED_CLASS);
         assert_eq!(logits, golden::EXPECTED_LOGITS);
     }
-    let mut logits = [0i32; 2];
-    assert_eq!(m.classify(&golden::INPUT, &mut logits), golden::EXPECTED_CLASS);
-    assert_eq!(m.dims(), &[10, 5, 3, 2]);
     for r in 0..5 {
         for k in 0..10 {
-            assert_eq!(m.l1.weight_at(r, k), golden::W1[r][k]);
+            assert_eq!(l1.weight_at(r, k), golden::W1[r][k]);
         }
     }
 }
@@ -94,177 +129,325 @@ fn act_range_qparams() {
     assert_eq!(ActRange::EMPTY.qparams(), (1.0, 0));
 }
 
-type Small = crate::mlp::Mlp<std::vec::Vec<f32>>;
-type QSmall = QMlp<13, 9, 6, 4>;
-
-/// f32 reference forward on normalized pixels, returning logits.
-fn f32_logits(m: &Small, c: &Calibration, px: &[u8; 13], calib: Option<&mut Calibration>) -> [f32; 4] {
-    let x: [f32; 13] = core::array::from_fn(|i| (px[i] as f32 / 255.0 - c.mean) / c.std);
-    let (l1, l2, l3) = (m.layer(0), m.layer(1), m.layer(2));
-    let h1: [f32; 9] =
-        core::array::from_fn(|o| (l1.bias[o] + (0..13).map(|k| l1.weight[o * 13 + k] * x[k]).sum::<f32>()).max(0.0));
-    let h2: [f32; 6] =
-        core::array::from_fn(|o| (l2.bias[o] + (0..9).map(|k| l2.weight[o * 9 + k] * h1[k]).sum::<f32>()).max(0.0));
-    if let Some(cal) = calib {
-        cal.h1.observe(&h1);
-        cal.h2.observe(&h2);
-    }
-    core::array::from_fn(|o| l3.bias[o] + (0..6).map(|k| l3.weight[o * 6 + k] * h2[k]).sum::<f32>())
+/// An f32 MLP of any shape with weights from a seeded [`Rng`].
+struct FloatModel {
+    spec: Spec,
+    params: Vec<(Vec<f32>, Vec<f32>)>,
 }
 
-fn small_model() -> (Small, QSmall, Calibration, [[u8; 13]; 64]) {
-    let spec = crate::spec::Spec::mlp(&[13, 9, 6, 4]);
-    let mut m = Small::new(spec, std::vec![0.0; spec.params()]).unwrap();
-    m.init(7);
-    let mut rng = Rng::new(3);
-    let imgs: [[u8; 13]; 64] = core::array::from_fn(|_| core::array::from_fn(|_| rng.next_u32() as u8));
-    let mut c = Calibration::new(0.3, 0.35);
-    let c0 = c;
-    for px in &imgs {
-        f32_logits(&m, &c0, px, Some(&mut c));
+impl FloatModel {
+    fn random(spec: Spec, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let params = spec
+            .layers()
+            .map(|l| {
+                let a = 1.0 / libm::sqrtf(l.inputs as f32);
+                let w = (0..l.inputs * l.outputs).map(|_| rng.uniform(-a, a)).collect();
+                let b = (0..l.outputs).map(|_| rng.uniform(-a, a)).collect();
+                (w, b)
+            })
+            .collect();
+        FloatModel { spec, params }
     }
-    let mut q = QSmall::ZERO;
-    q.quantize(&m, &c);
-    (m, q, c, imgs)
+
+    fn layers(&self) -> Vec<FloatLayer<'_>> {
+        self.spec
+            .layers()
+            .zip(&self.params)
+            .map(|(l, (w, b))| FloatLayer {
+                inputs: l.inputs,
+                outputs: l.outputs,
+                activation: l.activation,
+                weight: w,
+                bias: b,
+            })
+            .collect()
+    }
+
+    /// Logits on normalized pixels; `ranges` observes each hidden output.
+    fn forward(&self, px: &[u8], mean: f32, std: f32, mut ranges: Option<&mut [ActRange]>) -> Vec<f32> {
+        let mut x: Vec<f32> = px.iter().map(|&p| (p as f32 / 255.0 - mean) / std).collect();
+        for (i, (l, (w, b))) in self.spec.layers().zip(&self.params).enumerate() {
+            let mut y: Vec<f32> =
+                (0..l.outputs).map(|o| b[o] + (0..l.inputs).map(|k| w[o * l.inputs + k] * x[k]).sum::<f32>()).collect();
+            if l.activation == Activation::Relu {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+            if i + 1 < self.spec.depth() {
+                if let Some(r) = ranges.as_deref_mut() {
+                    r[i].observe(&y);
+                }
+            }
+            x = y;
+        }
+        x
+    }
+}
+
+fn quantize_random(spec: Spec, seed: u64, imgs: &[Vec<u8>]) -> (FloatModel, Buf) {
+    let m = FloatModel::random(spec, seed);
+    let mut ranges = std::vec![ActRange::EMPTY; spec.depth() - 1];
+    for px in imgs {
+        m.forward(px, 0.3, 0.35, Some(&mut ranges));
+    }
+    let mut buf = Buf::new(encoded_len(&spec, InputKind::RawU8));
+    let n = quantize(&m.layers(), &InputAffine::pixels(0.3, 0.35), &ranges, buf.bytes_mut()).unwrap();
+    assert_eq!(n, buf.len);
+    (m, buf)
+}
+
+fn images(n: usize, len: usize, seed: u64) -> Vec<Vec<u8>> {
+    let mut rng = Rng::new(seed);
+    (0..n).map(|_| (0..len).map(|_| rng.next_u32() as u8).collect()).collect()
 }
 
 #[test]
-fn quantized_model_tracks_f32() {
-    let (m, q, c, imgs) = small_model();
-    assert_eq!(q.l1.in_zp, 0);
-    assert_eq!(q.l1.out_zp, 0, "after ReLU the zero point is 0");
-    let logit_scale = q.l3.out_scale;
-    let mut agree = 0;
-    for px in &imgs {
-        let f = f32_logits(&m, &c, px, None);
-        let mut logits = [0i32; 4];
-        let cls = q.classify_with(&QKernels::NAIVE, px, &mut logits);
+fn quantized_models_of_any_depth_track_f32() {
+    for dims in [&[13usize, 4][..], &[13, 9, 4], &[13, 9, 6, 4], &[13, 12, 9, 8, 6, 4]] {
+        let spec = Spec::mlp(dims);
+        let imgs = images(64, 13, 3);
+        let (m, buf) = quantize_random(spec, 7, &imgs);
+        let q = QModel::parse(buf.bytes()).unwrap();
+        let logit_scale = q.layer(spec.depth() - 1).params.out_scale;
+        let mut agree = 0;
+        let mut scratch = std::vec![0i16; q.scratch_len()];
+        for px in &imgs {
+            let f = m.forward(px, 0.3, 0.35, None);
+            let mut logits = [0i32; 4];
+            let cls = q.classify(&QKernels::NAIVE, px, &mut scratch, &mut logits);
+            let fmax = f.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
+            // Each layer adds its rounding; deeper models drift more.
+            let tol = 0.05 * spec.depth() as f32;
+            for o in 0..4 {
+                let deq = logits[o] as f32 * logit_scale;
+                assert!((deq - f[o]).abs() < tol * fmax + 0.05, "{spec}: logit {o}: int8 {deq} vs f32 {}", f[o]);
+            }
+            agree += (crate::loss::argmax(&f) == cls) as usize;
+        }
+        assert!(agree >= 52, "{spec}: argmax agreement {agree}/64");
+    }
+}
+
+/// The old typed quantizer's output (`v1-13-9-6-4.q8`, captured before it
+/// was removed) converted to version 2 equals the new quantizer's bytes.
+#[test]
+fn quantize_reproduces_the_old_quantizer_bit_for_bit() {
+    let mut rng = Rng::new(41);
+    let mut f = |n: usize, a: f32| (0..n).map(|_| rng.uniform(-a, a)).collect::<Vec<f32>>();
+    let (w1, b1, w2, b2, w3, b3) = (f(9 * 13, 0.3), f(9, 0.1), f(6 * 9, 0.4), f(6, 0.1), f(4 * 6, 0.5), f(4, 0.1));
+    let fl = |i, o, act, w: &'static [f32], b: &'static [f32]| FloatLayer {
+        inputs: i,
+        outputs: o,
+        activation: act,
+        weight: w,
+        bias: b,
+    };
+    let (w1, b1, w2, b2, w3, b3) = (w1.leak(), b1.leak(), w2.leak(), b2.leak(), w3.leak(), b3.leak());
+    let layers =
+        [fl(13, 9, Activation::Relu, w1, b1), fl(9, 6, Activation::Relu, w2, b2), fl(6, 4, Activation::None, w3, b3)];
+    let ranges = [ActRange { min: 0.0, max: 2.5 }, ActRange { min: 0.0, max: 1.7 }];
+    let spec = Spec::mlp(&[13, 9, 6, 4]);
+    let mut new = Buf::new(encoded_len(&spec, InputKind::RawU8));
+    quantize(&layers, &InputAffine::pixels(0.2860, 0.3530), &ranges, new.bytes_mut()).unwrap();
+    let old = include_bytes!("../../../tests/golden/v1-13-9-6-4.q8");
+    let mut conv = Buf::new(legacy::converted_len(&spec));
+    assert_eq!(legacy::convert(old, conv.bytes_mut()), Ok(conv.len));
+    assert_eq!(conv.bytes(), new.bytes());
+}
+
+/// The firmware's old default model (version 1) converts, and gives the
+/// logits the old typed code gave (captured before it was removed).
+#[test]
+fn version_1_model_converts_to_identical_logits() {
+    let v1 = include_bytes!("../../../tests/golden/v1-784-64-64-10.q8");
+    let expected = include_str!("../../../tests/golden/v1-784-64-64-10.logits");
+    assert!(matches!(QModel::parse(Buf::from(v1).bytes()), Err(FormatError::BadVersion { found: 1, .. })));
+    let (spec, _) = legacy::detect(v1).unwrap().unwrap();
+    assert_eq!(spec.dims(), &[784, 64, 64, 10]);
+    let mut buf = Buf::new(legacy::converted_len(&spec));
+    legacy::convert(v1, buf.bytes_mut()).unwrap();
+    assert!(legacy::detect(buf.bytes()).is_none());
+    let q = QModel::parse(buf.bytes()).unwrap();
+    assert_eq!(q.input(), QInput::RawU8);
+    let mut rng = Rng::new(2024);
+    let mut scratch = std::vec![0i16; q.scratch_len()];
+    for (i, line) in expected.lines().enumerate() {
+        let px: Vec<u8> = (0..784)
+            .map(|_| match i {
+                0 => 0,
+                1 => 255,
+                _ if rng.below(3) == 0 => 0,
+                _ => rng.below(256) as u8,
+            })
+            .collect();
+        let want: Vec<i32> = line.split_whitespace().map(|v| v.parse().unwrap()).collect();
         for k in all_kernels() {
-            let mut l2 = [0i32; 4];
-            assert_eq!(q.classify_with(&k, px, &mut l2), cls);
-            assert_eq!(l2, logits);
+            let mut l = [0i32; 10];
+            let c = q.classify(&k, &px, &mut scratch, &mut l);
+            assert_eq!((&l[..], c as i32), (&want[..10], want[10]), "input {i}, {}", k.name);
         }
-        let mut l4 = [[0i32; 4]; 4];
-        let c4 = q.classify4([px, &imgs[0], px, &imgs[1]], &mut l4);
-        assert_eq!((c4[0], c4[2], l4[0], l4[2]), (cls, cls, logits, logits));
-        let fmax = f.iter().fold(0.0f32, |a, &v| a.max(v.abs()));
-        for o in 0..4 {
-            let deq = logits[o] as f32 * logit_scale;
-            assert!((deq - f[o]).abs() < 0.05 * fmax + 0.05, "logit {o}: int8 {deq} vs f32 {}", f[o]);
-        }
-        let fcls = (0..4).fold(0, |b, i| if f[i] > f[b] { i } else { b });
-        agree += (fcls == cls) as usize;
     }
-    assert!(agree >= 60, "argmax agreement {agree}/64");
+    // Corrupt version-1 files are reported as such, not converted.
+    let mut bad = v1.to_vec();
+    bad[100] ^= 1;
+    assert!(matches!(legacy::detect(&bad), Some(Err(FormatError::Checksum { .. }))));
+}
+
+/// Re-seals a modified payload (payload and header CRCs) so only the
+/// intended defect remains.
+fn reseal(bytes: &mut [u8], payload_len: usize) {
+    let depth = u16::from_le_bytes([bytes[6], bytes[7]]) as usize;
+    let hl = Header::len_for(depth);
+    let o = 12 + 8 * depth;
+    bytes[o..o + 4].copy_from_slice(&(payload_len as u32).to_le_bytes());
+    let c = crc32(&bytes[hl..hl + payload_len]);
+    bytes[o + 4..o + 8].copy_from_slice(&c.to_le_bytes());
+    let hc = crc32(&bytes[..hl - 4]);
+    bytes[hl - 4..hl].copy_from_slice(&hc.to_le_bytes());
 }
 
 #[test]
-fn q8_roundtrip_and_every_error() {
-    let (_, q, _, _) = small_model();
-    let mut buf = [0u8; 2048];
-    let n = q.to_bytes(&mut buf);
-    assert_eq!(n, q.encoded_len());
-    let bytes = &buf[..n];
-    let mut back = QSmall::ZERO;
-    back.read(bytes).unwrap();
-    assert!(back == q);
-    assert_eq!(q.payload_crc(), crate::format::crc32(&bytes[HEADER_LEN..]));
-    assert_eq!(&bytes[..4], b"TLQ8");
-
-    let mut t = QSmall::ZERO;
-    assert!(matches!(t.read(&bytes[..10]), Err(FormatError::Truncated { needed: 48, found: 10 })));
-    assert!(matches!(t.read(&bytes[..n - 1]), Err(FormatError::Truncated { .. })));
-    let mut bad = [0u8; 2048];
-    bad[..n].copy_from_slice(bytes);
-    bad[0] = b'X';
-    assert!(matches!(t.read(&bad[..n]), Err(FormatError::BadMagic { .. })));
-    bad[..n].copy_from_slice(bytes);
-    bad[4] = 9;
-    assert!(matches!(t.read(&bad[..n]), Err(FormatError::BadVersion { found: 9, .. })));
-    let mut other = QMlp::<13, 9, 7, 4>::ZERO;
-    assert!(matches!(other.read(bytes), Err(FormatError::ShapeMismatch)));
-    let mut one = QMlp1::<13, 9, 4>::ZERO;
-    assert!(matches!(one.read(bytes), Err(FormatError::ShapeMismatch)));
-    bad[..n].copy_from_slice(bytes);
-    bad[n - 5] ^= 0x40;
-    assert!(matches!(t.read(&bad[..n]), Err(FormatError::Checksum { .. })));
-    bad[..n].copy_from_slice(bytes);
-    assert!(matches!(t.read(&bad[..n + 3]), Err(FormatError::TrailingBytes { count: 3 })));
-    // A CRC-valid payload with the wrong layout id: rejected, not misread.
-    bad[..n].copy_from_slice(bytes);
-    bad[HEADER_LEN] = 7;
-    let h = Header::new(MAGIC, crate::spec::Spec::mlp(&QSmall::DIMS.map(|d| d as usize)), &bad[HEADER_LEN..n]);
-    h.encode(&mut bad);
-    assert_eq!(t.read(&bad[..n]), Err(FormatError::Payload));
-    // Every truncation is an error, never a panic.
+fn parse_reports_each_malformed_file() {
+    let spec = Spec::mlp(&[13, 9, 6, 4]);
+    let (_, good) = quantize_random(spec, 1, &images(8, 13, 1));
+    let n = good.len;
+    let hl = Header::len_for(3);
+    let parse = |b: &Buf| QModel::parse(b.bytes()).map(|_| ());
+    assert_eq!(parse(&good), Ok(()));
+    let with = |f: &dyn Fn(&mut Vec<u8>)| {
+        let mut v = good.bytes().to_vec();
+        f(&mut v);
+        Buf::from(&v)
+    };
+    // Truncated anywhere: an error, never a panic.
     for cut in 0..n {
-        assert!(t.read(&bytes[..cut]).is_err());
+        assert!(QModel::parse(&good.bytes()[..cut]).is_err(), "cut at {cut}");
     }
+    assert!(matches!(parse(&with(&|v| v.truncate(10))), Err(FormatError::Truncated { .. })));
+    assert!(matches!(parse(&with(&|v| v[0] = b'X')), Err(FormatError::BadMagic { .. })));
+    assert!(matches!(parse(&with(&|v| v[4] = 9)), Err(FormatError::BadVersion { found: 9, .. })));
+    assert!(matches!(parse(&with(&|v| v[12] ^= 1)), Err(FormatError::HeaderChecksum { .. })));
+    assert!(matches!(parse(&with(&|v| v[n - 9] ^= 1)), Err(FormatError::Checksum { .. })));
+    // Section lengths that disagree with the layer table (CRCs valid).
+    let short = with(&|v| {
+        v.truncate(n - 4);
+        reseal(v, n - 4 - hl)
+    });
+    assert!(matches!(parse(&short), Err(FormatError::PayloadLength { .. })), "{:?}", parse(&short));
+    let long = with(&|v| {
+        v.extend_from_slice(&[0; 8]);
+        reseal(v, n + 8 - hl)
+    });
+    assert_eq!(parse(&long), Err(FormatError::PayloadLength { expected: n - hl, found: n + 8 - hl }));
+    // Input section says "affine" but has no lo/step.
+    let kind_at = n - 4;
+    let affine = with(&|v| {
+        v[kind_at] = 1;
+        reseal(v, n - hl)
+    });
+    assert!(matches!(parse(&affine), Err(FormatError::PayloadLength { .. })));
+    let unknown = with(&|v| {
+        v[kind_at] = 7;
+        reseal(v, n - hl)
+    });
+    assert_eq!(parse(&unknown), Err(FormatError::InputKind { code: 7 }));
+    let layout = with(&|v| {
+        v[hl] = 3;
+        reseal(v, n - hl)
+    });
+    assert_eq!(parse(&layout), Err(FormatError::Layout { found: 3 }));
+    // A hidden layer whose outputs are not u8 values, a shift out of range.
+    let out_max = with(&|v| {
+        v[hl + 4 + 20..hl + 4 + 24].copy_from_slice(&256i32.to_le_bytes());
+        reseal(v, n - hl)
+    });
+    assert!(matches!(parse(&out_max), Err(FormatError::Field { layer: 0, .. })));
+    let shift = with(&|v| {
+        let at = hl + 4 + layout::shift_at(9);
+        v[at..at + 4].copy_from_slice(&40i32.to_le_bytes());
+        reseal(v, n - hl)
+    });
+    assert!(matches!(parse(&shift), Err(FormatError::Field { layer: 0, .. })));
+    // In a larger region (flash), the header says where the file ends.
+    let mut region = good.bytes().to_vec();
+    region.extend_from_slice(&[0xff; 100]);
+    assert_eq!(QModel::announced_len(&region), Ok(n));
+    assert!(matches!(QModel::announced_len(&[0; 64]), Err(FormatError::BadMagic { .. })));
+    let mut m = Buf::from(good.bytes());
+    assert_eq!(QModel::parse(m.misaligned()).map(|_| ()), Err(FormatError::Misaligned));
 }
 
 #[test]
-fn payload_is_postcard() {
-    #[derive(serde::Deserialize)]
-    struct Layer<'a> {
-        in_scale: f32,
-        in_zp: i32,
-        _out_scale: f32,
-        out_zp: i32,
-        _out_min: i32,
-        out_max: i32,
-        w_scale: heapless::Vec<f32, 16>,
-        bias: heapless::Vec<i32, 16>,
-        multiplier: heapless::Vec<i32, 16>,
-        shift: heapless::Vec<i32, 16>,
-        #[serde(borrow)]
-        weight: &'a [u8],
-    }
-    #[derive(serde::Deserialize)]
-    struct Payload<'a> {
-        layout: u32,
-        #[serde(borrow)]
-        l1: Layer<'a>,
-        #[serde(borrow)]
-        _l2: Layer<'a>,
-        #[serde(borrow)]
-        l3: Layer<'a>,
-    }
-    let (_, q, _, _) = small_model();
-    let mut buf = [0u8; 2048];
-    let n = q.to_bytes(&mut buf);
-    let p: Payload = postcard::from_bytes(&buf[HEADER_LEN..n]).unwrap();
-    assert_eq!(p.layout, LAYOUT_ID);
-    assert_eq!((p.l1.in_scale, p.l1.in_zp, p.l1.out_zp, p.l1.out_max), (q.l1.in_scale, 0, q.l1.out_zp, 255));
-    assert_eq!(&p.l1.w_scale[..], &q.l1.w_scale[..]);
-    assert_eq!(&p.l1.bias[..], &q.l1.bias[..]);
-    assert_eq!(&p.l1.multiplier[..], &q.l1.multiplier[..]);
-    assert_eq!(&p.l1.shift[..], &q.l1.shift[..]);
-    assert_eq!(p.l3.weight.len(), 24);
-    assert!(p.l3.weight.iter().zip(q.l3.packed()).all(|(&a, &b)| a as i8 == b));
-}
-
-#[test]
-fn bin_image_is_the_memory_layout() {
-    let g = golden::model();
-    let mut buf = [0u8; 512];
-    let n = g.write_bin(&mut buf);
-    assert_eq!(n, Golden::BIN_BYTES);
-    assert_eq!(n, core::mem::size_of::<Golden>());
-    let mut arr = [0u8; core::mem::size_of::<Golden>()];
-    arr.copy_from_slice(&buf[..n]);
-    // What the generated firmware module does.
-    let back: Golden = unsafe { core::mem::transmute(arr) };
-    assert!(back == g);
+fn input_section_roundtrips_and_quantizes_features() {
+    let spec = Spec::mlp(&[3, 2]);
+    let m = FloatModel::random(spec, 5);
+    let (lo, step, mean, std) =
+        ([-1.0f32, 0.0, 10.0], [0.01f32, 0.5, 2.0], [0.0f32, 60.0, 200.0], [1.0f32, 30.0, 100.0]);
+    let offset: Vec<f32> = mean.iter().zip(&lo).map(|(m, l)| m - l).collect();
+    let a = InputAffine {
+        in_scale: 1.0,
+        gain: PerFeature::Each(&step),
+        offset: PerFeature::Each(&offset),
+        std: PerFeature::Each(&std),
+        section: QInput::AffineU8 { lo: &lo, step: &step },
+    };
+    let mut buf = Buf::new(encoded_len(&spec, InputKind::AffineU8));
+    quantize(&m.layers(), &a, &[], buf.bytes_mut()).unwrap();
+    let q = QModel::parse(buf.bytes()).unwrap();
+    assert_eq!(q.input(), QInput::AffineU8 { lo: &lo, step: &step });
+    let mut bytes = [0u8; 3];
+    q.input().quantize_features(&[-0.5, 1000.0, 9.0], &mut bytes);
+    assert_eq!(bytes, [50, 255, 0]);
+    // The folded model on those bytes tracks the f32 one on the features
+    // they stand for.
+    let feats = [-0.5f32, 60.0, 300.0];
+    q.input().quantize_features(&feats, &mut bytes);
+    let x: Vec<f32> = feats.iter().zip(mean.iter().zip(&std)).map(|(r, (m, s))| (r - m) / s).collect();
+    let (w, b) = &m.params[0];
+    let f: Vec<f32> = (0..2).map(|o| b[o] + (0..3).map(|k| w[o * 3 + k] * x[k]).sum::<f32>()).collect();
     let mut logits = [0i32; 2];
-    assert_eq!(back.classify(&golden::INPUT, &mut logits), golden::EXPECTED_CLASS);
+    let mut scratch = [0i16; 16];
+    q.classify(&QKernels::BEST, &bytes, &mut scratch, &mut logits);
+    let s = q.layer(0).params.out_scale;
+    for o in 0..2 {
+        assert!((logits[o] as f32 * s - f[o]).abs() < 0.05, "{o}: {} vs {}", logits[o] as f32 * s, f[o]);
+    }
+    // Slices of the wrong length are refused.
+    let bad = InputAffine { std: PerFeature::Each(&std[..2]), ..a };
+    assert!(matches!(
+        quantize(&m.layers(), &bad, &[], buf.bytes_mut()),
+        Err(EncodeError::Input { field: "std", features: 3, found: 2 })
+    ));
 }
 
 #[test]
-fn seed_sizes_and_scratch() {
-    assert_eq!(<SeedQMlp as Classifier>::SCRATCH_BYTES, 2 * 512 + 2 * 784);
-    assert_eq!(<QMlp1<784, 128, 10> as Classifier>::SCRATCH_BYTES, 2 * 784 + 2 * 128);
+fn hidden_layer_without_relu_uses_the_whole_u8_range() {
+    let layers = [
+        Layer { inputs: 4, outputs: 3, activation: Activation::None },
+        Layer { inputs: 3, outputs: 2, activation: Activation::None },
+    ];
+    let spec = Spec::from_layers(&layers).unwrap();
+    let mut m = FloatModel::random(Spec::mlp(&[4, 3, 2]), 3);
+    m.spec = spec;
+    let ranges = [ActRange { min: -2.0, max: 2.0 }];
+    let mut buf = Buf::new(encoded_len(&spec, InputKind::RawU8));
+    quantize(&m.layers(), &InputAffine::pixels(0.0, 1.0), &ranges, buf.bytes_mut()).unwrap();
+    let q = QModel::parse(buf.bytes()).unwrap();
+    let p = q.layer(0).params;
+    assert!((127..=128).contains(&p.out_zp) && (p.out_min, p.out_max) == (0, 255), "{p:?}");
+    assert_eq!(q.layer(1).params.in_zp, p.out_zp);
+}
+
+#[test]
+fn sizes_and_scratch() {
+    let seed = Spec::mlp(&[784, 512, 512, 10]);
+    assert_eq!(scratch_len(&seed), 2 * 784 + 2);
     let weights = 784 * 512 + 512 * 512 + 512 * 10;
-    assert_eq!(SeedQMlp::BIN_BYTES, weights + 16 * (512 + 512 + 10) + 3 * 24);
+    let payload = 4 + weights + 16 * (512 + 512 + 10) + 3 * 24 + 4;
+    assert_eq!(encoded_len(&seed, InputKind::RawU8), Header::len_for(3) + payload);
+    assert_eq!(batch_acts_len(&seed, 12), 2 * 12 * 512);
+    assert_eq!(batch_acc_len(&seed, 12), 12 * 512);
+    assert_eq!(batch_acts_len(&Spec::mlp(&[5, 3]), 4), 0);
 }
 
 #[test]
@@ -275,40 +458,155 @@ fn rust_module_and_c_header_text() {
             self.0.push_str(s).map_err(|_| core::fmt::Error)
         }
     }
-    let g = golden::model();
+    let blob = golden::blob();
+    let g = QModel::parse(&blob.0).unwrap();
     let mut w = W::<2048>(heapless::String::new());
-    export::write_rust_module(&g, 0xdead_beef, "model.bin", &mut w).unwrap();
+    export::write_rust_module(&g, "model.q8", &mut w).unwrap();
     let s = w.0.as_str();
-    assert!(s.contains("pub type Model = tailor_core::quant::QMlp<10, 5, 3, 2>;"), "{s}");
-    assert!(s.contains("pub const MODEL_DIMS: [u32; 4] = [10, 5, 3, 2];"));
-    assert!(s.contains("pub const MODEL_CRC: u32 = 0xdeadbeef;"));
-    assert!(s.contains(r#"core::mem::transmute(*include_bytes!("model.bin"))"#));
+    assert!(s.contains("pub const MODEL_DIMS: [u32; 4] = [10, 5, 3, 2];"), "{s}");
+    assert!(s.contains(&std::format!("pub const MODEL_CRC: u32 = {:#010x};", g.payload_crc())));
+    assert!(s.contains(r#"Aligned(*include_bytes!("model.q8"))"#));
     let mut c = W::<8192>(heapless::String::new());
-    export::write_c_header(&g, 0x1234, &mut c).unwrap();
+    export::write_c_header(&g, &blob.0, &mut c).unwrap();
     let s = c.0.as_str();
-    assert!(s.contains("static const int8_t tailor_l1_weight[50] = {"), "{s}");
-    assert!(s.contains("static const int32_t tailor_l2_bias[3] = {\n  -40,300,-1000,"));
-    assert!(s.contains("#define TAILOR_L1_OUT_ZP 3"));
+    assert!(
+        s.contains(&std::format!(
+            "static const uint8_t tailor_model_q8[{}] __attribute__((aligned(4))) = {{\n  84,76,81,56,2,0,3,0,",
+            golden::BYTES
+        )),
+        "{s}"
+    );
 }
 
-#[test]
-fn one_hidden_layer_variant() {
-    let spec = crate::spec::Spec::mlp(&[13, 8, 3]);
-    let mut m = Small::new(spec, std::vec![0.0; spec.params()]).unwrap();
-    m.init(1);
-    let (l1, l2) = (m.layer(0), m.layer(1));
-    let mut c = Calibration::new(0.0, 1.0);
-    c.h1 = ActRange { min: 0.0, max: 2.0 };
-    let mut q = QMlp1::<13, 8, 3>::ZERO;
-    q.quantize(&l1, &l2, &c);
-    let px = [200u8; 13];
-    let mut logits = [0i32; 3];
-    let cls = q.classify(&px, &mut logits);
-    assert_eq!(cls, argmax(&logits));
-    let mut buf = [0u8; 1024];
-    let n = q.to_bytes(&mut buf);
-    let mut back = QMlp1::<13, 8, 3>::ZERO;
-    back.read(&buf[..n]).unwrap();
-    assert!(back == q);
-    assert_eq!(back.dims(), &[13, 8, 3]);
+/// A random integer model: `(layers, row-major weights, params)` as owned data.
+struct RandomQ {
+    spec: Spec,
+    w: Vec<Vec<i8>>,
+    bias: Vec<Vec<i32>>,
+    mult: Vec<Vec<i32>>,
+    shift: Vec<Vec<i32>>,
+    params: Vec<QParams>,
+}
+
+impl RandomQ {
+    fn new(layers: &[Layer], seed: u64) -> Self {
+        let spec = Spec::from_layers(layers).unwrap();
+        let mut rng = Rng::new(seed);
+        let mut r =
+            RandomQ { spec, w: Vec::new(), bias: Vec::new(), mult: Vec::new(), shift: Vec::new(), params: Vec::new() };
+        for (i, l) in spec.layers().enumerate() {
+            let hidden = i + 1 < spec.depth();
+            let o = l.outputs;
+            r.w.push((0..o * l.inputs).map(|_| (rng.below(255) as i32 - 127) as i8).collect());
+            r.bias.push((0..o).map(|_| rng.below(20_001) as i32 - 10_000).collect());
+            r.mult.push((0..o).map(|_| if hidden { (1 << 30) + (rng.next_u32() >> 2) as i32 } else { 0 }).collect());
+            r.shift.push((0..o).map(|_| if hidden { rng.below(12) as i32 - 10 } else { 0 }).collect());
+            let zp = rng.below(5) as i32;
+            let out_min = if l.activation == Activation::Relu { zp } else { 0 };
+            r.params.push(QParams { in_scale: 1.0, in_zp: 0, out_scale: 1.0, out_zp: zp, out_min, out_max: 255 });
+        }
+        r
+    }
+
+    fn encode(&self) -> Buf {
+        let ones: Vec<Vec<f32>> = self.spec.layers().map(|l| std::vec![1.0; l.outputs]).collect();
+        let raw: Vec<RawLayer<'_>> = self
+            .spec
+            .layers()
+            .enumerate()
+            .map(|(i, layer)| RawLayer {
+                layer,
+                params: self.params[i],
+                w_scale: &ones[i],
+                bias: &self.bias[i],
+                multiplier: &self.mult[i],
+                shift: &self.shift[i],
+                weight: &self.w[i],
+            })
+            .collect();
+        let mut buf = Buf::new(encoded_len(&self.spec, InputKind::RawU8));
+        encode_raw(&raw, &QInput::RawU8, buf.bytes_mut()).unwrap();
+        buf
+    }
+
+    /// The integer math written out directly on row-major weights.
+    fn reference(&self, input: &[u8]) -> (usize, Vec<i32>) {
+        let mut x: Vec<i64> = input.iter().map(|&v| v as i64).collect();
+        for (i, l) in self.spec.layers().enumerate() {
+            let acc: Vec<i32> = (0..l.outputs)
+                .map(|o| {
+                    let s: i64 = (0..l.inputs).map(|k| x[k] * self.w[i][o * l.inputs + k] as i64).sum();
+                    (s as i32).wrapping_add(self.bias[i][o])
+                })
+                .collect();
+            if i + 1 == self.spec.depth() {
+                let acc: Vec<i32> =
+                    acc.into_iter().map(|a| if l.activation == Activation::Relu { a.max(0) } else { a }).collect();
+                return (crate::loss::argmax(&acc), acc);
+            }
+            let p = self.params[i];
+            x = acc
+                .iter()
+                .enumerate()
+                .map(|(o, &a)| {
+                    (p.out_zp + mbqm(a, self.mult[i][o], self.shift[i][o])).clamp(p.out_min, p.out_max) as i64
+                })
+                .collect();
+        }
+        unreachable!()
+    }
+}
+
+fn random_layers(dims: &[usize], acts: &[bool]) -> Vec<Layer> {
+    dims.windows(2)
+        .zip(acts)
+        .map(|(w, &relu)| Layer {
+            inputs: w[0],
+            outputs: w[1],
+            activation: if relu { Activation::Relu } else { Activation::None },
+        })
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// `classify` (every kernel) and `classify_batch` (every kernel, two
+    /// batch sizes) equal the integer math written out, for depths 1, 2,
+    /// 3 and 5 with random widths and activations.
+    #[test]
+    fn classify_equals_naive_reference(
+        depth in prop::sample::select(std::vec![1usize, 2, 3, 5]),
+        widths in prop::collection::vec(1usize..=19, 6),
+        acts in prop::collection::vec(any::<bool>(), 5),
+        seed in any::<u64>(),
+    ) {
+        let layers = random_layers(&widths[..depth + 1], &acts[..depth]);
+        let r = RandomQ::new(&layers, seed);
+        let buf = r.encode();
+        let q = QModel::parse(buf.bytes()).unwrap();
+        let n_in = widths[0];
+        let n = 9;
+        let inputs: Vec<u8> = images(1, n * n_in, seed ^ 1).remove(0);
+        let want: Vec<(usize, Vec<i32>)> = (0..n).map(|i| r.reference(&inputs[i * n_in..][..n_in])).collect();
+        let mut scratch = std::vec![0i16; q.scratch_len() + 1];
+        let n_out = widths[depth];
+        for k in all_kernels() {
+            for (i, w) in want.iter().enumerate() {
+                let mut l = [0i32; 19];
+                let c = q.classify(&k, &inputs[i * n_in..][..n_in], &mut scratch[i % 2..], &mut l);
+                prop_assert_eq!((c, &l[..n_out]), (w.0, &w.1[..]), "{} sample {}", k.name, i);
+            }
+            for batch in [1usize, 4] {
+                let mut acts = std::vec![0u8; batch_acts_len(q.spec(), batch)];
+                let mut acc = std::vec![0i32; batch_acc_len(q.spec(), batch)];
+                let mut seen = 0;
+                q.classify_batch(&k, &inputs, n, QBatchScratch { acts: &mut acts, acc: &mut acc }, |i, c, l| {
+                    assert_eq!((i, c, l), (seen, want[i].0, &want[i].1[..]), "{} batch {}", k.name, batch);
+                    seen += 1;
+                });
+                prop_assert_eq!(seen, n);
+            }
+        }
+    }
 }

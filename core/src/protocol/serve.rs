@@ -1,0 +1,194 @@
+//! The device loop: a `Hello`, then one answer per request.
+
+use core::fmt::Write as _;
+
+use embedded_io::{Read, Write};
+
+use super::{
+    classify_frame_capacity, send, ErrorCode, FrameReader, Hello, Message, ModelState, Predictions, RecvError,
+    SendError, Stats, MAX_DIMS, PROTOCOL_VERSION,
+};
+
+/// What the device loop needs from the firmware (or a host-side stand-in).
+pub trait Backend {
+    fn fw_version(&self) -> &str;
+    /// Whether there is a model to run, and why not (reported in `Hello`;
+    /// `Classify` is then answered with [`ErrorCode::NoModel`]).
+    fn model_state(&self) -> (ModelState, &str) {
+        (ModelState::Ready, "")
+    }
+    /// Layer widths, input first (at most [`MAX_DIMS`]; empty without a model).
+    fn dims(&self) -> &[u32];
+    fn model_crc(&self) -> u32;
+    /// Classifies one image of `dims()[0]` pixels; fills `logits` (`OUT`
+    /// long) and returns the predicted class.
+    fn classify(&mut self, pixels: &[u8], logits: &mut [i32]) -> usize;
+    /// A free-running instruction counter, if the platform has one.
+    fn instructions(&mut self) -> Option<u64> {
+        None
+    }
+    /// Built-in checks; writes a summary to `detail`. Returns (passed, failed).
+    fn self_test(&mut self, detail: &mut dyn core::fmt::Write) -> (u32, u32) {
+        let _ = detail.write_str("no self tests");
+        (0, 0)
+    }
+}
+
+/// Most output classes the device loop supports.
+pub const MAX_OUT: usize = 16;
+
+/// Caller-owned memory of [`serve`].
+pub struct Buffers<'b> {
+    /// The receive frame buffer (at least [`classify_frame_capacity`] for
+    /// the batches you want).
+    pub rx: &'b mut [u8],
+    /// One byte per image of a batch.
+    pub classes: &'b mut [u8],
+    /// `4 × OUT` bytes per image of a batch.
+    pub logits: &'b mut [u8],
+}
+
+/// Why [`serve`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServeEnd<E> {
+    /// The host sent `Shutdown` (answered with `Bye`).
+    Shutdown(Stats),
+    /// The input ended.
+    Eof(Stats),
+    Io(E),
+}
+
+/// The device's `Hello`; `limits` = (max batch, frame capacity, counts instructions).
+fn hello<B: Backend>(dev: &B, nonce: u32, limits: (u32, u32, bool)) -> Hello<'_> {
+    let (model_state, model_detail) = dev.model_state();
+    Hello {
+        nonce,
+        protocol: PROTOCOL_VERSION,
+        fw_version: dev.fw_version(),
+        model_state,
+        model_detail,
+        dims: heapless::Vec::from_slice(dev.dims()).unwrap_or_default(),
+        model_crc: dev.model_crc(),
+        max_batch: limits.0,
+        frame_capacity: limits.1,
+        counts_instructions: limits.2,
+    }
+}
+
+/// The device side: sends a `Hello`, then answers requests until `Shutdown`,
+/// end of input or an I/O error. Malformed frames and bad requests are
+/// answered with `Error` and do not stop it.
+pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers<'_>) -> ServeEnd<T::Error> {
+    let Buffers { rx, classes, logits } = bufs;
+    let ready = dev.model_state().0 == ModelState::Ready;
+    let dims = dev.dims();
+    let (n_in, n_out) = match dims {
+        [i, .., o] if ready => (*i as usize, *o as usize),
+        _ => (1, 1),
+    };
+    assert!(n_out <= MAX_OUT && dims.len() <= MAX_DIMS, "serve: at most {MAX_OUT} classes and {MAX_DIMS} widths");
+    let frame_capacity = rx.len();
+    // Largest batch whose frame surely fits.
+    let mut max_batch = classes.len().min(logits.len() / (4 * n_out));
+    while max_batch > 0 && classify_frame_capacity(max_batch, n_in) > frame_capacity {
+        max_batch -= 1;
+    }
+    let counts = dev.instructions().is_some();
+    let mut reader = FrameReader::new(rx);
+    let mut stats = Stats::default();
+    let limits = (max_batch as u32, frame_capacity as u32, counts);
+    macro_rules! reply {
+        ($m:expr) => {
+            if let Err(e) = send(io, &$m) {
+                match e {
+                    SendError::Io(e) => return ServeEnd::Io(e),
+                    SendError::Encode => {}
+                }
+            }
+        };
+    }
+    reply!(Message::Hello(hello(dev, 0, limits)));
+    loop {
+        let msg = match reader.recv(io) {
+            Ok(m) => m,
+            Err(RecvError::Io(e)) => return ServeEnd::Io(e),
+            Err(RecvError::Eof) => return ServeEnd::Eof(stats),
+            Err(RecvError::Frame(e)) => {
+                stats.frames_bad += 1;
+                let mut detail = heapless::String::<80>::new();
+                let _ = write!(detail, "{e}");
+                reply!(Message::Error { code: e.into(), seq: 0, detail: &detail });
+                continue;
+            }
+        };
+        stats.frames_ok += 1;
+        match msg {
+            Message::Ping { nonce } => {
+                reply!(Message::Hello(hello(dev, nonce, limits)))
+            }
+            Message::Classify { seq, .. } if !ready => {
+                let detail = dev.model_state().1;
+                reply!(Message::Error { code: ErrorCode::NoModel, seq, detail })
+            }
+            Message::Classify { seq, want_logits, images } => {
+                let n = images.len() / n_in;
+                if images.is_empty() || !images.len().is_multiple_of(n_in) {
+                    let mut detail = heapless::String::<80>::new();
+                    let _ = write!(detail, "{} bytes is not a multiple of {n_in}", images.len());
+                    reply!(Message::Error { code: ErrorCode::BadImageSize, seq, detail: &detail });
+                    continue;
+                }
+                if n > max_batch {
+                    let mut detail = heapless::String::<80>::new();
+                    let _ = write!(detail, "{n} images, at most {max_batch} per batch");
+                    reply!(Message::Error { code: ErrorCode::BatchTooLarge, seq, detail: &detail });
+                    continue;
+                }
+                let mut out = [0i32; MAX_OUT];
+                let t0 = dev.instructions();
+                for (i, img) in images.chunks_exact(n_in).enumerate() {
+                    classes[i] = dev.classify(img, &mut out[..n_out]) as u8;
+                    for (j, l) in out[..n_out].iter().enumerate() {
+                        let o = 4 * (i * n_out + j);
+                        logits[o..o + 4].copy_from_slice(&l.to_le_bytes());
+                    }
+                }
+                let spent = match (t0, dev.instructions()) {
+                    (Some(a), Some(b)) => b.wrapping_sub(a),
+                    _ => 0,
+                };
+                stats.images += n as u64;
+                stats.instructions += spent;
+                let nl = if want_logits { 4 * n * n_out } else { 0 };
+                reply!(Message::Predictions(Predictions {
+                    seq,
+                    classes: &classes[..n],
+                    logits: &logits[..nl],
+                    instructions: spent
+                }));
+            }
+            Message::GetStats => reply!(Message::Stats(stats)),
+            Message::SelfTest => {
+                let mut detail = heapless::String::<200>::new();
+                let (passed, failed) = dev.self_test(&mut detail);
+                reply!(Message::SelfTestReport { passed, failed, detail: &detail });
+            }
+            Message::Shutdown => {
+                reply!(Message::Bye(stats));
+                return ServeEnd::Shutdown(stats);
+            }
+            Message::Hello(_)
+            | Message::Predictions(_)
+            | Message::Error { .. }
+            | Message::Stats(_)
+            | Message::SelfTestReport { .. }
+            | Message::Bye(_) => {
+                reply!(Message::Error {
+                    code: ErrorCode::Unexpected,
+                    seq: 0,
+                    detail: "device-to-host message sent to the device"
+                });
+            }
+        }
+    }
+}
