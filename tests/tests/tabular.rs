@@ -69,6 +69,20 @@ fn csv_trains_evaluates_and_names_its_classes() {
     assert_eq!(e["test_accuracy"], v["test_accuracy"]);
     let names: Vec<&str> = e["per_class_accuracy"].as_array().unwrap().iter().map(|p| p[0].as_str().unwrap()).collect();
     assert_eq!(names, ["idle", "walk", "run"]);
+    // Quantized: features go to the device as bytes on a per-feature grid;
+    // the emulated Cortex-M4 agrees with the host on every test sample.
+    let q8 = dir.path().join("blobs.q8");
+    let q8 = q8.to_str().unwrap();
+    let q = tailor_json(&["quantize", out, "--train", tr, "--test", te, "--out", q8]);
+    eprintln!(
+        "CSV int8: {:.2}% (f32 {:.2}%)",
+        100.0 * q["int8_accuracy"].as_f64().unwrap(),
+        100.0 * q["f32_accuracy"].as_f64().unwrap()
+    );
+    assert!(q["int8_accuracy"].as_f64().unwrap() > 0.95, "{q}");
+    let d = tailor_json(&["device", q8, "--train", tr, "--test", te]);
+    assert_eq!((d["agree"].as_u64(), d["total"].as_u64()), (Some(600), Some(600)), "{d}");
+    assert_eq!(d["device_accuracy"], q["int8_accuracy"]);
     // Multinomial logistic regression (no hidden layer) on the same data.
     let v = tailor_json(&["train", "--train", tr, "--test", te, "--hidden", "", "--epochs", "5", "--out", out]);
     assert_eq!(v["dims"], serde_json::json!([6, 3]));
@@ -81,13 +95,13 @@ fn bad_tabular_input_fails_with_the_file_and_the_problem() {
     let good = dir.path().join("good.csv");
     write_blobs(&good, 30, 3);
     let g = good.to_str().unwrap();
-    let cases: [(&str, &str, &str); 4] = [
-        ("ragged.csv", "a,b,label\n1,2,0\n1,0\n", "ragged.csv"),
-        ("text.csv", "a,b,label\n1,x,0\n", "text.csv"),
-        ("nan.csv", "a,b,label\n1,NaN,0\n", "text.csv"),
-        ("neg.csv", "a,b,label\n1,2,-1\n", "neg.csv"),
+    let cases: [(&str, &str); 4] = [
+        ("ragged.csv", "a,b,label\n1,2,0\n1,0\n"),
+        ("text.csv", "a,b,label\n1,x,0\n"),
+        ("nan.csv", "a,b,label\n1,NaN,0\n"),
+        ("neg.csv", "a,b,label\n1,2,-1\n"),
     ];
-    for (name, body, _) in cases {
+    for (name, body) in cases {
         let p = dir.path().join(name);
         std::fs::write(&p, body).unwrap();
         let e = tailor_fails(&["train", "--train", p.to_str().unwrap(), "--test", g, "--epochs", "1"]);
