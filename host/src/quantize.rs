@@ -570,7 +570,7 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
         scratch_bytes: 2 * q.scratch_len() as u64,
         ram_bytes: ram,
         payload_crc: format!("{:#010x}", q.payload_crc()),
-        calib_images: args.calib_images,
+        calib_images: args.calib_images.min(ds.train.len()),
         calib_method: args.method,
         hidden_max: cal.iter().map(|r| r.max).collect(),
         int8_samples_per_sec: int8_sps,
