@@ -1,7 +1,6 @@
 //! The host side of tailor: data, training loop, checkpoints, commands.
 pub mod bench;
 pub mod board;
-pub mod boxed;
 pub mod checkpoint;
 pub mod commands;
 pub mod data;
