@@ -1,5 +1,6 @@
-//! `.q8` files on the host: read into a word-aligned buffer (so
-//! `QModel::parse` reads them in place), version-1 files converted in
+//! `.q8` files on the host: read into a cache-line-aligned buffer (so
+//! `QModel::parse` reads them in place, each layer's weights on a line of
+//! their own), version-1 files converted in
 //! memory with a notice, and `tailor convert`.
 
 use std::path::Path;
@@ -7,12 +8,16 @@ use std::path::Path;
 use anyhow::{anyhow, bail, Context, Result};
 use tailor_core::quant::{legacy, QModel};
 
-/// A `.q8` file's bytes at a 4-byte aligned address.
+/// A `.q8` file's bytes at a 64-byte aligned address.
 #[derive(Clone)]
 pub struct Q8 {
-    words: Vec<u32>,
+    lines: Vec<Line>,
     len: usize,
 }
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Line([u8; 64]);
 
 impl std::fmt::Debug for Q8 {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -23,7 +28,7 @@ impl std::fmt::Debug for Q8 {
 impl Q8 {
     /// `len` zero bytes, to write a model into.
     pub fn zeroed(len: usize) -> Self {
-        Q8 { words: vec![0; len.div_ceil(4)], len }
+        Q8 { lines: vec![Line([0; 64]); len.div_ceil(64)], len }
     }
 
     pub fn from_bytes(bytes: &[u8]) -> Self {
@@ -33,13 +38,13 @@ impl Q8 {
     }
 
     pub fn bytes(&self) -> &[u8] {
-        // SAFETY: `words` holds at least `len` bytes; any bits are valid u8.
-        unsafe { std::slice::from_raw_parts(self.words.as_ptr() as *const u8, self.len) }
+        // SAFETY: `lines` holds at least `len` bytes; any bits are valid u8.
+        unsafe { std::slice::from_raw_parts(self.lines.as_ptr() as *const u8, self.len) }
     }
 
     pub fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `bytes`, borrowed uniquely.
-        unsafe { std::slice::from_raw_parts_mut(self.words.as_mut_ptr() as *mut u8, self.len) }
+        unsafe { std::slice::from_raw_parts_mut(self.lines.as_mut_ptr() as *mut u8, self.len) }
     }
 
     /// Keeps the first `len` bytes.

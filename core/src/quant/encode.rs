@@ -91,6 +91,8 @@ pub(crate) fn write(
     }
     let hl = Header::len_for(spec.depth());
     let payload = &mut out[hl..total];
+    let first = layout::layer_offset(spec, 0);
+    payload[..first].fill(0);
     payload[..4].copy_from_slice(&LAYOUT_ID.to_le_bytes());
     for (i, l) in spec.layers().enumerate() {
         let (a, b) = (layout::layer_offset(spec, i), layout::layer_offset(spec, i + 1));

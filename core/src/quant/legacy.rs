@@ -77,7 +77,7 @@ pub fn convert(bytes: &[u8], out: &mut [u8]) -> Result<usize, FormatError> {
             Item::Params(p) => w.params(&p),
             Item::Row { o, w_scale, bias, multiplier, shift } => w.row(o, w_scale, bias, multiplier, shift),
             Item::Weights(b) => {
-                let at = layout::weight_at(o);
+                let at = layout::weight_at(n, o);
                 w.buf[at..at + b.len()].copy_from_slice(b);
             }
         });

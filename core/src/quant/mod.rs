@@ -62,14 +62,16 @@
 //! A [`crate::format::Header`] (magic `TLQ8`, version 2, the layer table,
 //! payload length and CRC, its own CRC; `24 + 8·L` bytes, a multiple of 8)
 //! then a payload of little-endian fields, each 4-byte aligned when the
-//! file is, so [`QModel`] reads them in place (from flash, or a host
+//! file is (and every layer's weights 64-byte aligned when the file is), so [`QModel`] reads them in place (from flash, or a host
 //! buffer) without copying or decoding:
 //!
 //! ```text
-//! payload  = layout u32 (= LAYOUT_ID = 2), layer[0..L], input
-//! layer    = in_scale f32, in_zp i32, out_scale f32, out_zp i32, out_min i32, out_max i32,
+//! payload  = layout u32 (= LAYOUT_ID = 3), zeros to a file offset that is a multiple of 64,
+//!            layer[0..L], input
+//! layer    = weight[O·I] i8 (packed layout of `kernels`), zeros to a multiple of 4,
+//!            in_scale f32, in_zp i32, out_scale f32, out_zp i32, out_min i32, out_max i32,
 //!            w_scale[O] f32, bias[O] i32, multiplier[O] i32, shift[O] i32,
-//!            weight[O·I] i8 (packed layout of `kernels`), zeros to a multiple of 4
+//!            zeros to a multiple of 64 bytes
 //! input    = kind u32: 0 = raw u8 bytes (image pixels)
 //!                      1 = f32 features, q_k = clamp(round((r_k − lo_k)/step_k), 0, 255),
 //!                          followed by lo[I] f32, step[I] f32

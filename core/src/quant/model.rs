@@ -277,8 +277,9 @@ impl<'a> QModel<'a> {
         let l = self.spec().layer(i);
         let (n, o) = (l.inputs, l.outputs);
         let b = &self.payload[self.offsets[i] as usize..self.offsets[i + 1] as usize];
-        let f = |at: usize| f32::from_bits(word(b, at));
-        let s = |at: usize| word(b, at) as i32;
+        let at = layout::scalars_at(n, o);
+        let f = |k: usize| f32::from_bits(word(b, at + k));
+        let s = |k: usize| word(b, at + k) as i32;
         QLayer {
             inputs: n,
             outputs: o,
@@ -291,11 +292,11 @@ impl<'a> QModel<'a> {
                 out_min: s(16),
                 out_max: s(20),
             },
-            w_scale: words(&b[layout::w_scale_at(o)..layout::bias_at(o)]),
-            bias: words(&b[layout::bias_at(o)..layout::multiplier_at(o)]),
-            multiplier: words(&b[layout::multiplier_at(o)..layout::shift_at(o)]),
-            shift: words(&b[layout::shift_at(o)..layout::weight_at(o)]),
-            weight: as_i8(&b[layout::weight_at(o)..][..o * n]),
+            w_scale: words(&b[layout::w_scale_at(n, o)..layout::bias_at(n, o)]),
+            bias: words(&b[layout::bias_at(n, o)..layout::multiplier_at(n, o)]),
+            multiplier: words(&b[layout::multiplier_at(n, o)..layout::shift_at(n, o)]),
+            shift: words(&b[layout::shift_at(n, o)..layout::rows_end(n, o)]),
+            weight: as_i8(&b[layout::weight_at(n, o)..][..o * n]),
         }
     }
 

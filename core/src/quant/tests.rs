@@ -352,18 +352,19 @@ fn parse_reports_each_malformed_file() {
     });
     assert_eq!(parse(&unknown), Err(FormatError::InputKind { code: 7 }));
     let layout = with(&|v| {
-        v[hl] = 3;
+        v[hl] = 2;
         reseal(v, n - hl)
     });
-    assert_eq!(parse(&layout), Err(FormatError::Layout { found: 3 }));
+    assert_eq!(parse(&layout), Err(FormatError::Layout { found: 2 }));
     // A hidden layer whose outputs are not u8 values, a shift out of range.
     let out_max = with(&|v| {
-        v[hl + 4 + 20..hl + 4 + 24].copy_from_slice(&256i32.to_le_bytes());
+        let at = hl + layout::layer_offset(&spec, 0) + layout::scalars_at(13, 9) + 20;
+        v[at..at + 4].copy_from_slice(&256i32.to_le_bytes());
         reseal(v, n - hl)
     });
     assert!(matches!(parse(&out_max), Err(FormatError::Field { layer: 0, .. })));
     let shift = with(&|v| {
-        let at = hl + 4 + layout::shift_at(9);
+        let at = hl + layout::layer_offset(&spec, 0) + layout::shift_at(13, 9);
         v[at..at + 4].copy_from_slice(&40i32.to_le_bytes());
         reseal(v, n - hl)
     });
@@ -443,8 +444,14 @@ fn sizes_and_scratch() {
     let seed = Spec::mlp(&[784, 512, 512, 10]);
     assert_eq!(scratch_len(&seed), 2 * 784 + 2);
     let weights = 784 * 512 + 512 * 512 + 512 * 10;
-    let payload = 4 + weights + 16 * (512 + 512 + 10) + 3 * 24 + 4;
-    assert_eq!(encoded_len(&seed, InputKind::RawU8), Header::len_for(3) + payload);
+    let fields = weights + 16 * (512 + 512 + 10) + 3 * 24;
+    // The layout word, then each layer at a 64-byte file offset.
+    let len = encoded_len(&seed, InputKind::RawU8);
+    assert!(len >= Header::len_for(3) + 4 + fields + 4 && len <= Header::len_for(3) + 4 + fields + 4 + 4 * 64, "{len}");
+    let spec = Spec::mlp(&[13, 9, 6, 4]);
+    for i in 0..3 {
+        assert_eq!((Header::len_for(3) + layout::layer_offset(&spec, i)) % layout::ALIGN, 0);
+    }
     assert_eq!(batch_acts_len(&seed, 12), 2 * 12 * 512);
     assert_eq!(batch_acc_len(&seed, 12), 12 * 512);
     assert_eq!(batch_acts_len(&Spec::mlp(&[5, 3]), 4), 0);
