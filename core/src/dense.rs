@@ -173,9 +173,12 @@ impl DenseMut<'_> {
     /// computed, while both are in cache. The parameters end up as with
     /// `backward` followed by one `update` over all of them (bit for bit,
     /// given an elementwise `update`), and so do `dx` and `grad.bias`.
-    /// `grad.weight` does too if `keep_weight_grad`; otherwise it is scratch
-    /// (each task reuses its first block of rows, which stays in cache, and
-    /// the rest is left as it was).
+    /// `grad.weight` does too if `keep_weight_grad` (it must then hold the
+    /// whole gradient); otherwise it is scratch of any length that gives
+    /// each task at least one row: the tasks share it equally, and each
+    /// reuses its share for block after block of rows, which stays in cache.
+    /// (A microcontroller passes a few rows' worth instead of a gradient the
+    /// size of the layer.)
     #[allow(clippy::too_many_arguments)]
     pub fn backward_update(
         &mut self,
@@ -231,13 +234,31 @@ impl DenseMut<'_> {
             (None, None) => unreachable!(),
         };
         let rows = rows_per_task(n_out, par.width(), 4);
+        let tasks = n_out.div_ceil(rows);
+        let (per, block) = if keep_weight_grad {
+            assert!(grad.weight.len() >= n_out * n_in, "backward_update: kept gradient shorter than the weights");
+            (rows * n_in, UPDATE_ROWS)
+        } else {
+            let per = grad.weight.len() / tasks / n_in * n_in;
+            (per, UPDATE_ROWS.min(per / n_in))
+        };
+        assert!(
+            block >= 1,
+            "backward_update: weight-gradient scratch of {} floats holds less than one row of {n_in} for each of {tasks} tasks",
+            grad.weight.len()
+        );
         let w = SyncMut(self.weight.as_mut_ptr());
-        par.for_chunks(&mut grad.weight[..n_out * n_in], rows * n_in, &|t, dw| {
-            let w = &w;
+        let g = SyncMut(grad.weight.as_mut_ptr());
+        par.for_tasks(tasks, &|t| {
+            let (w, g) = (&w, &g);
             let r0 = t * rows;
-            let rows = dw.len() / n_in;
-            for b in 0..rows.div_ceil(UPDATE_ROWS) {
-                let (j0, r) = (r0 + b * UPDATE_ROWS, UPDATE_ROWS.min(rows - b * UPDATE_ROWS));
+            let rows = rows.min(n_out - r0);
+            // SAFETY: task t's share of the scratch, [t·per, (t + 1)·per)
+            // (when kept: its own rows of the gradient), lies inside
+            // grad.weight (checked above) and no other task touches it.
+            let dw = unsafe { core::slice::from_raw_parts_mut(g.0.add(t * per), per.min(rows * n_in)) };
+            for b in 0..rows.div_ceil(block) {
+                let (j0, r) = (r0 + b * block, block.min(rows - b * block));
                 let at = if keep_weight_grad { (j0 - r0) * n_in } else { 0 };
                 let dwb = &mut dw[at..][..r * n_in];
                 // SAFETY: rows j0..j0 + r of the weights (and of the state

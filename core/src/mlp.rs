@@ -216,9 +216,12 @@ impl<S: AsRef<[f32]> + AsMut<[f32]>> Mlp<S> {
     /// while both are in cache, instead of one more pass over all weights
     /// and gradients afterwards. Plain SGD and Adam go further: the
     /// weight-gradient kernel applies them to each tile still in registers
-    /// ([`Update::Fused`]). So `grad` holds only scratch (and the bias
-    /// gradients) afterwards. `state` holds `opt.buffers()` buffers of
-    /// `spec.params()` floats, one after another.
+    /// ([`Update::Fused`]). So no whole gradient is ever stored: `grad` is
+    /// scratch, at least [`Spec::train_scratch`] floats for one row per
+    /// block (a microcontroller's choice), or `spec.params()` on a host,
+    /// where blocks of up to 64 rows per thread keep the kernels fast.
+    /// `state` holds `opt.buffers()` buffers of `spec.params()` floats, one
+    /// after another.
     #[allow(clippy::too_many_arguments)]
     pub fn train_step<W: AsMut<[f32]>>(
         &mut self,
@@ -234,8 +237,12 @@ impl<S: AsRef<[f32]> + AsMut<[f32]>> Mlp<S> {
     ) -> Result<f32, BadTarget> {
         let (spec, n) = (self.spec, labels.len());
         let p = spec.params();
-        assert_eq!(grad.len(), p, "train_step: gradient buffer of the wrong length");
+        let biases = spec.outputs_sum();
+        assert!(grad.len() >= spec.train_scratch(par.width()), "train_step: gradient scratch too short");
         assert_eq!(state.len(), opt.buffers() * p, "train_step: optimizer state of the wrong length");
+        // The bias gradients, layer after layer, then the weight-gradient
+        // scratch that every layer reuses in turn.
+        let (gbias, gweight) = grad.split_at_mut(biases);
         self.forward(k, par, ws, n);
         let loss = ws.loss(&spec, labels)?;
         let adam = match opt {
@@ -289,7 +296,14 @@ impl<S: AsRef<[f32]> + AsMut<[f32]>> Mlp<S> {
                 None => Update::Each(&each as UpdateFn),
             };
             let (x, dy, dx) = ws.layer_grads(i, n);
-            let g = layer_mut_of(&spec, grad, i);
+            let l = spec.layer(i);
+            let bias_at = spec.outputs_before(i);
+            let g = DenseMut {
+                inputs: l.inputs,
+                outputs: l.outputs,
+                weight: &mut gweight[..],
+                bias: &mut gbias[bias_at..][..l.outputs],
+            };
             self.layer_mut(i).backward_update(k, par, x, dy, n, g, dx, relu_before(&spec, i), upd, false);
         }
         Ok(loss)
@@ -507,8 +521,9 @@ mod tests {
         }
     }
 
-    /// The fused step equals backward followed by one optimizer step over
-    /// all parameters, bit for bit, for every optimizer and depth.
+    /// The fused step, with the least gradient scratch, equals backward
+    /// followed by one optimizer step over all parameters, bit for bit, for
+    /// every optimizer and depth.
     #[test]
     fn train_step_equals_backward_then_step() {
         use crate::optim::{Adam, RmsProp, Sgd};
@@ -536,7 +551,9 @@ mod tests {
                     let la = a.loss_and_grad(&Kernels::PORTABLE, &Serial, &mut wa, &labels, &mut g).unwrap();
                     let mut slots: Vec<&mut [f32]> = sa.chunks_mut(p).collect();
                     opt.step(0.01, step, a.params_mut(), &g, &mut slots);
-                    let mut gb = vec![0.0; p];
+                    // The least scratch: one row per block, as a board
+                    // would give it.
+                    let mut gb = vec![0.0; spec.train_scratch(1)];
                     let lb = b
                         .train_step(&Kernels::PORTABLE, &Serial, &mut wb, &labels, &mut gb, &mut sb, &opt, 0.01, step)
                         .unwrap();

@@ -281,8 +281,35 @@ impl Spec {
         m
     }
 
+    /// Floats of gradient scratch [`crate::Mlp::train_step`] needs with
+    /// `rows` rows per block of a layer's weight gradient (at least 1; one
+    /// block per thread of a pool): the bias gradients, then `rows` rows of
+    /// the widest layer input.
+    pub const fn train_scratch(&self, rows: usize) -> usize {
+        let mut widest = 0;
+        let mut j = 0;
+        while j < self.depth as usize {
+            if self.dims[j] as usize > widest {
+                widest = self.dims[j] as usize;
+            }
+            j += 1;
+        }
+        self.outputs_sum() + rows * widest
+    }
+
+    /// Sum of the outputs of layers `0..i`.
+    pub const fn outputs_before(&self, i: usize) -> usize {
+        let mut n = 0;
+        let mut j = 1;
+        while j <= i {
+            n += self.dims[j] as usize;
+            j += 1;
+        }
+        n
+    }
+
     /// Sum of every layer's outputs.
-    const fn outputs_sum(&self) -> usize {
+    pub const fn outputs_sum(&self) -> usize {
         let mut n = 0;
         let mut j = 1;
         while j <= self.depth as usize {
