@@ -16,6 +16,7 @@
 //! | [`optim`] | SGD, Adam(W), RMSProp on flat slices | 0–3 copies of the params |
 //! | [`format`] | the file header with the layer table, varints, tensor streams | none |
 //! | [`quant`] | int8 model read in place, quantization, integer-only inference | the `.q8` in flash, `quant::scratch_len(spec)` i16 |
+//! | [`session`] | a training run batch by batch, as a device runs it | the model, its optimizer state, a few rows of scratch, one batch |
 //! | [`protocol`] | COBS + CRC framed postcard messages over `embedded-io` | one frame buffer |
 #![no_std]
 #![forbid(unsafe_op_in_unsafe_fn)]
@@ -31,6 +32,7 @@ pub mod par;
 pub mod protocol;
 pub mod quant;
 pub mod rng;
+pub mod session;
 pub mod spec;
 
 pub use dense::{Dense, DenseMut};

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Sgd {
     pub lr: f32,
     pub momentum: f32,
@@ -57,6 +58,7 @@ impl Sgd {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct Adam {
     pub lr: f32,
     pub beta1: f32,
@@ -153,6 +155,7 @@ pub fn adam_update(c: &AdamStep, params: &mut [f32], grads: &[f32], m: &mut [f32
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub struct RmsProp {
     pub lr: f32,
     pub alpha: f32,
@@ -208,6 +211,7 @@ impl RmsProp {
 
 /// One of the optimizers, so the host and firmware can pick one at run time.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Optimizer {
     Sgd(Sgd),
     Adam(Adam),
@@ -246,6 +250,7 @@ impl Optimizer {
 /// Learning-rate schedules, evaluated per epoch like PyTorch's `StepLR` and
 /// `CosineAnnealingLR` (stepped once per epoch).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Schedule {
     Constant,
     /// Multiply by `gamma` every `step_size` epochs.

@@ -244,6 +244,12 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 /// makes it a no-op when nothing changed) and returns its ELF, the same
 /// for every model, and the seconds the build took.
 pub fn build_firmware() -> Result<(PathBuf, f64)> {
+    build_firmware_bin("tailor-firmware-sim")
+}
+
+/// [`build_firmware`] for one of the firmware crate's images
+/// (`tailor-firmware-sim`, or `tailor-firmware-train` for `device-train`).
+pub fn build_firmware_bin(bin: &str) -> Result<(PathBuf, f64)> {
     let dir = firmware_dir();
     if !dir.join("Cargo.toml").exists() {
         bail!("firmware crate not found at {} (set TAILOR_FIRMWARE_DIR)", dir.display());
@@ -251,7 +257,7 @@ pub fn build_firmware() -> Result<(PathBuf, f64)> {
     let _guard = BUILD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let t = Instant::now();
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
-    cmd.current_dir(&dir).args(["build", "--release", "--bin", "tailor-firmware-sim"]);
+    cmd.current_dir(&dir).args(["build", "--release", "--bin", bin]);
     // Do not leak the parent cargo's build settings into the firmware build.
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy().into_owned();
@@ -269,7 +275,7 @@ pub fn build_firmware() -> Result<(PathBuf, f64)> {
     if !out.status.success() {
         bail!("firmware build failed ({}):\n{}", out.status, tail(&String::from_utf8_lossy(&out.stderr), 40));
     }
-    let elf = dir.join("target/thumbv7em-none-eabihf/release/tailor-firmware-sim");
+    let elf = dir.join("target/thumbv7em-none-eabihf/release").join(bin);
     let elf = std::fs::canonicalize(&elf).with_context(|| format!("firmware ELF {}", elf.display()))?;
     Ok((elf, t.elapsed().as_secs_f64()))
 }
@@ -329,7 +335,7 @@ pub struct BatchResult {
 }
 
 /// A reply the device may give to any request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Reply {
     Hello(HelloInfo),
     Predictions { seq: u32, result: BatchResult },
@@ -337,6 +343,10 @@ pub enum Reply {
     Stats(Stats),
     SelfTest { passed: u32, failed: u32, detail: String },
     Bye(Stats),
+    TrainReady { params: u32, max_batch: u32, ram_bytes: u32 },
+    Trained { seq: u32, loss: f32, instructions: u64 },
+    Evaluated { seq: u32, correct: u32, loss_sum: f32, instructions: u64 },
+    Params { offset: u32, data: Vec<f32> },
     Other(String),
 }
 
@@ -366,6 +376,15 @@ fn owned(m: Message<'_>) -> Reply {
             Reply::SelfTest { passed, failed, detail: detail.to_string() }
         }
         Message::Bye(s) => Reply::Bye(s),
+        Message::TrainReady { params, max_batch, ram_bytes } => Reply::TrainReady { params, max_batch, ram_bytes },
+        Message::Trained { seq, loss, instructions } => Reply::Trained { seq, loss, instructions },
+        Message::Evaluated { seq, correct, loss_sum, instructions } => {
+            Reply::Evaluated { seq, correct, loss_sum, instructions }
+        }
+        Message::Params { offset, data } => Reply::Params {
+            offset,
+            data: data.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        },
         other => Reply::Other(format!("{other:?}")),
     }
 }

@@ -89,6 +89,48 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Train on the emulated Cortex-M4 and check its weights against the
+    /// host's, bit for bit.
+    DeviceTrain {
+        /// `full`: a fresh f32 model learns on the device.
+        #[arg(long, default_value = "full", value_parser = ["full", "head"])]
+        mode: String,
+        /// Hidden layer widths (the device holds up to about 26,000 parameters).
+        #[arg(long, default_value = "32")]
+        hidden: String,
+        #[arg(long, default_value_t = 1)]
+        epochs: u32,
+        /// `sgd` or `momentum` (SGD with momentum 0.9 unless --momentum).
+        #[arg(long, default_value = "momentum", value_parser = ["sgd", "momentum"])]
+        optimizer: String,
+        #[arg(long, default_value_t = 0.01)]
+        lr: f32,
+        /// `linear`: the learning rate falls to 0 over the run, batch by batch.
+        #[arg(long, default_value = "linear", value_parser = ["linear", "constant"])]
+        schedule: String,
+        #[arg(long)]
+        momentum: Option<f32>,
+        /// Samples per update (at most what the device holds: 8 for 784-32-10).
+        #[arg(long, default_value_t = 8)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Train on the first N samples of each epoch's shuffled order.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// Test on the first N test samples.
+        #[arg(long)]
+        test_limit: Option<usize>,
+        /// Save the device's trained weights as a checkpoint.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[arg(long, default_value_t = 3600.0)]
+        timeout: f64,
+        #[command(flatten)]
+        data: DataCli,
+        #[arg(long)]
+        json: bool,
+    },
     /// Throughput of training and inference on this machine.
     Bench {
         #[arg(long, default_value_t = 1)]
@@ -280,6 +322,66 @@ fn main() {
                 println!("{}", r.to_json());
             } else {
                 println!("{r}");
+            }
+            Ok(())
+        })(),
+        Cmd::DeviceTrain {
+            mode,
+            hidden,
+            epochs,
+            optimizer,
+            lr,
+            schedule,
+            momentum,
+            batch_size,
+            seed,
+            limit,
+            test_limit,
+            out,
+            timeout,
+            data,
+            json,
+        } => (|| {
+            if mode == "head" {
+                anyhow::bail!("--mode head is not built yet: only --mode full trains on the device today");
+            }
+            let momentum = match (optimizer.as_str(), momentum) {
+                ("sgd", Some(m)) if m != 0.0 => {
+                    anyhow::bail!("--momentum {m} with --optimizer sgd: use --optimizer momentum")
+                }
+                ("sgd", _) => 0.0,
+                (_, m) => m.unwrap_or(0.9),
+            };
+            let a = tailor::device_train::DeviceTrainArgs {
+                hidden: tailor::commands::parse_hidden(&hidden)?,
+                epochs,
+                lr,
+                decay: schedule == "linear",
+                momentum,
+                batch: batch_size,
+                seed,
+                limit,
+                test_limit,
+                out,
+                timeout_secs: timeout,
+                data: data.args(),
+            };
+            let r = tailor::device_train::run_full(&a)?;
+            if json {
+                println!("{}", serde_json::to_string(&r)?);
+            } else {
+                println!(
+                    "device-train {:?}: {} images trained; device {:.2} %, host {:.2} % on {} test images; bit-identical: {}; {} bytes of RAM; {:.2} instructions/MAC; {:.1} s",
+                    r.dims,
+                    r.images_trained,
+                    100.0 * r.device_accuracy,
+                    100.0 * r.host_accuracy,
+                    r.images_tested,
+                    r.bit_identical,
+                    r.ram_bytes,
+                    r.instructions_per_mac,
+                    r.wall_secs
+                );
             }
             Ok(())
         })(),

@@ -3,9 +3,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::{FrameError, MAX_DIMS};
+use crate::optim::Optimizer;
 
 /// Every message of the protocol, both directions (see the module docs).
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[cfg_attr(feature = "defmt", derive(defmt::Format))]
 pub enum Message<'a> {
     /// Asks the device for a [`Hello`] carrying `nonce`; also a resync point.
@@ -39,6 +40,62 @@ pub enum Message<'a> {
     },
     Shutdown,
     Bye(Stats),
+    /// Starts a training run (host → device): a fresh model of `dims`,
+    /// initialized from `seed` as the host would, trained with `optimizer`
+    /// on bytes normalized by `(b/255 − mean)/std`. Answered by
+    /// `TrainReady`.
+    TrainSetup {
+        /// Layer widths, input first: the first `n_dims` of `dims`.
+        n_dims: u8,
+        dims: [u32; MAX_DIMS],
+        optimizer: Optimizer,
+        seed: u64,
+        mean: f32,
+        std: f32,
+    },
+    TrainReady {
+        params: u32,
+        max_batch: u32,
+        /// Bytes of the run's buffers (model, optimizer state, scratch, one batch).
+        ram_bytes: u32,
+    },
+    /// One update on `labels.len()` samples whose bytes are `pixels`.
+    /// Answered by `Trained`, or by `Error` with nothing changed.
+    TrainBatch {
+        seq: u32,
+        lr: f32,
+        labels: &'a [u8],
+        pixels: &'a [u8],
+    },
+    Trained {
+        seq: u32,
+        loss: f32,
+        instructions: u64,
+    },
+    /// Classifies labelled samples with the model being trained.
+    EvalBatch {
+        seq: u32,
+        labels: &'a [u8],
+        pixels: &'a [u8],
+    },
+    Evaluated {
+        seq: u32,
+        correct: u32,
+        /// Sum of the samples' cross-entropies.
+        loss_sum: f32,
+        instructions: u64,
+    },
+    /// Asks for `count` parameters from `offset` (f32, the flat layout).
+    ReadParams {
+        offset: u32,
+        count: u32,
+    },
+    /// `data`: parameters `offset..` as little-endian f32 (at most as many
+    /// as asked and as fit a frame).
+    Params {
+        offset: u32,
+        data: &'a [u8],
+    },
 }
 
 /// Whether the device has a model it can run.
@@ -154,6 +211,9 @@ pub enum ErrorCode {
     Unexpected,
     /// The device has no runnable model (see its `Hello`).
     NoModel,
+    /// A training request was refused (the detail says why); the run is
+    /// unchanged.
+    Training,
 }
 
 impl From<FrameError> for ErrorCode {

@@ -41,6 +41,14 @@
 //! | 8 | [`Message::SelfTestReport`] | device → host | |
 //! | 9 | [`Message::Shutdown`] | host → device | `Bye`, then the device stops |
 //! | 10 | [`Message::Bye`] | device → host | |
+//! | 11 | [`Message::TrainSetup`] | host → device | `TrainReady` or `Error` |
+//! | 12 | [`Message::TrainReady`] | device → host | |
+//! | 13 | [`Message::TrainBatch`] | host → device | `Trained`, or `Error` with the run unchanged |
+//! | 14 | [`Message::Trained`] | device → host | |
+//! | 15 | [`Message::EvalBatch`] | host → device | `Evaluated` or `Error` |
+//! | 16 | [`Message::Evaluated`] | device → host | |
+//! | 17 | [`Message::ReadParams`] | host → device | `Params` |
+//! | 18 | [`Message::Params`] | device → host | |
 //!
 //! # Errors
 //! A frame that does not decode ([`FrameError`]: oversized, bad COBS, too
@@ -66,7 +74,7 @@ mod tests;
 
 pub use frame::{check_crc, encode_to_slice, send, send_raw_body, FrameError, FrameReader, RecvError, SendError};
 pub use message::{ErrorCode, Hello, Message, ModelState, Predictions, Stats};
-pub use serve::{serve, Backend, Buffers, ServeEnd, MAX_OUT};
+pub use serve::{serve, Backend, Buffers, ServeEnd, TrainRefusal, MAX_OUT};
 
 /// Bumped when a message changes shape.
 pub const PROTOCOL_VERSION: u16 = 2;
@@ -75,7 +83,7 @@ pub const DELIMITER: u8 = 0;
 /// Bytes of CRC at the end of each body.
 pub const CRC_LEN: usize = 4;
 /// How many variants [`Message`] has; a larger tag is [`FrameError::UnknownTag`].
-pub const MESSAGE_TAGS: u32 = 11;
+pub const MESSAGE_TAGS: u32 = 19;
 /// Most layer widths a [`Hello`] can announce (inputs + every layer).
 pub const MAX_DIMS: usize = crate::spec::MAX_LAYERS + 1;
 

@@ -8,6 +8,8 @@ use super::{
     classify_frame_capacity, send, ErrorCode, FrameReader, Hello, Message, ModelState, Predictions, RecvError,
     SendError, Stats, MAX_DIMS, PROTOCOL_VERSION,
 };
+use crate::session::{SessionError, SessionSetup};
+use crate::spec::Spec;
 
 /// What the device loop needs from the firmware (or a host-side stand-in).
 pub trait Backend {
@@ -31,6 +33,49 @@ pub trait Backend {
     fn self_test(&mut self, detail: &mut dyn core::fmt::Write) -> (u32, u32) {
         let _ = detail.write_str("no self tests");
         (0, 0)
+    }
+    /// Starts a training run ([`crate::session`]); returns `(params,
+    /// max batch, bytes)`. Devices that do not train refuse.
+    fn train_setup(&mut self, _setup: &SessionSetup) -> Result<(u32, u32, u32), TrainRefusal> {
+        Err(TrainRefusal::Unsupported)
+    }
+    /// One update of the run ([`TrainSession::train_batch`](crate::session::TrainSession::train_batch)).
+    fn train_batch(&mut self, _lr: f32, _labels: &[u8], _pixels: &[u8]) -> Result<f32, TrainRefusal> {
+        Err(TrainRefusal::Unsupported)
+    }
+    /// `(correct, loss sum)` of the run's model on a labelled batch.
+    fn eval_batch(&mut self, _labels: &[u8], _pixels: &[u8]) -> Result<(u32, f32), TrainRefusal> {
+        Err(TrainRefusal::Unsupported)
+    }
+    /// The run's parameters from `offset`, at most `out.len()`.
+    fn params(&self, _offset: usize, _out: &mut [f32]) -> Result<usize, TrainRefusal> {
+        Err(TrainRefusal::Unsupported)
+    }
+}
+
+/// Why a training request was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrainRefusal {
+    /// This device does not train.
+    Unsupported,
+    /// No run was set up.
+    NoSession,
+    Session(SessionError),
+}
+
+impl From<SessionError> for TrainRefusal {
+    fn from(e: SessionError) -> Self {
+        TrainRefusal::Session(e)
+    }
+}
+
+impl core::fmt::Display for TrainRefusal {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            TrainRefusal::Unsupported => f.write_str("this device does not train"),
+            TrainRefusal::NoSession => f.write_str("no training run: send TrainSetup first"),
+            TrainRefusal::Session(e) => write!(f, "{e}"),
+        }
     }
 }
 
@@ -107,6 +152,13 @@ pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers
             }
         };
     }
+    macro_rules! refuse {
+        ($seq:expr, $e:expr) => {{
+            let mut detail = heapless::String::<120>::new();
+            let _ = write!(detail, "{}", $e);
+            reply!(Message::Error { code: ErrorCode::Training, seq: $seq, detail: &detail })
+        }};
+    }
     reply!(Message::Hello(hello(dev, 0, limits)));
     loop {
         let msg = match reader.recv(io) {
@@ -153,10 +205,7 @@ pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers
                         logits[o..o + 4].copy_from_slice(&l.to_le_bytes());
                     }
                 }
-                let spent = match (t0, dev.instructions()) {
-                    (Some(a), Some(b)) => b.wrapping_sub(a),
-                    _ => 0,
-                };
+                let spent = spent(t0, dev.instructions());
                 stats.images += n as u64;
                 stats.instructions += spent;
                 let nl = if want_logits { 4 * n * n_out } else { 0 };
@@ -177,12 +226,80 @@ pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers
                 reply!(Message::Bye(stats));
                 return ServeEnd::Shutdown(stats);
             }
+            Message::TrainSetup { n_dims, dims, optimizer, seed, mean, std } => {
+                let dims = &dims[..(n_dims as usize).min(MAX_DIMS)];
+                let mut widths = [0usize; MAX_DIMS];
+                for (w, &d) in widths.iter_mut().zip(dims) {
+                    *w = d as usize;
+                }
+                let r = match Spec::try_mlp(&widths[..dims.len()]) {
+                    Ok(spec) => dev.train_setup(&SessionSetup { spec, optimizer, seed, mean, std }),
+                    Err(_) => Err(TrainRefusal::Session(SessionError::Setting)),
+                };
+                match r {
+                    Ok((params, max_batch, ram_bytes)) => reply!(Message::TrainReady { params, max_batch, ram_bytes }),
+                    Err(e) => refuse!(0, e),
+                }
+            }
+            Message::TrainBatch { seq, lr, labels, pixels } => {
+                let t0 = dev.instructions();
+                match dev.train_batch(lr, labels, pixels) {
+                    Ok(loss) => {
+                        let instructions = spent(t0, dev.instructions());
+                        stats.instructions += instructions;
+                        reply!(Message::Trained { seq, loss, instructions })
+                    }
+                    Err(e) => refuse!(seq, e),
+                }
+            }
+            Message::EvalBatch { seq, labels, pixels } => {
+                let t0 = dev.instructions();
+                match dev.eval_batch(labels, pixels) {
+                    Ok((correct, loss_sum)) => {
+                        let instructions = spent(t0, dev.instructions());
+                        reply!(Message::Evaluated { seq, correct, loss_sum, instructions })
+                    }
+                    Err(e) => refuse!(seq, e),
+                }
+            }
+            Message::ReadParams { offset, count } => {
+                // The reply goes out of the logits buffer: as many floats
+                // as it holds, at most.
+                let mut chunk = [0f32; 64];
+                let want = (count as usize).min(logits.len() / 4);
+                let mut done = 0;
+                let mut failed = None;
+                while done < want {
+                    let n = (want - done).min(chunk.len());
+                    match dev.params(offset as usize + done, &mut chunk[..n]) {
+                        Ok(0) => break,
+                        Ok(got) => {
+                            for (k, v) in chunk[..got].iter().enumerate() {
+                                logits[4 * (done + k)..][..4].copy_from_slice(&v.to_le_bytes());
+                            }
+                            done += got;
+                        }
+                        Err(e) => {
+                            failed = Some(e);
+                            break;
+                        }
+                    }
+                }
+                match failed {
+                    Some(e) => refuse!(0, e),
+                    None => reply!(Message::Params { offset, data: &logits[..4 * done] }),
+                }
+            }
             Message::Hello(_)
             | Message::Predictions(_)
             | Message::Error { .. }
             | Message::Stats(_)
             | Message::SelfTestReport { .. }
-            | Message::Bye(_) => {
+            | Message::Bye(_)
+            | Message::TrainReady { .. }
+            | Message::Trained { .. }
+            | Message::Evaluated { .. }
+            | Message::Params { .. } => {
                 reply!(Message::Error {
                     code: ErrorCode::Unexpected,
                     seq: 0,
@@ -190,5 +307,13 @@ pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers
                 });
             }
         }
+    }
+}
+
+/// Instructions between two readings of the counter (0 without one).
+fn spent(t0: Option<u64>, t1: Option<u64>) -> u64 {
+    match (t0, t1) {
+        (Some(a), Some(b)) => b.wrapping_sub(a),
+        _ => 0,
     }
 }

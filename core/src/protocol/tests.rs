@@ -162,6 +162,21 @@ fn sample_messages() -> Vec<Message<'static>> {
         Message::SelfTestReport { passed: 5, failed: 0, detail: "ok" },
         Message::Shutdown,
         Message::Bye(Stats::default()),
+        Message::TrainSetup {
+            n_dims: 3,
+            dims: core::array::from_fn(|i| if i < 3 { [784, 32, 10][i] } else { 0 }),
+            optimizer: crate::optim::Optimizer::Sgd(crate::optim::Sgd { momentum: 0.9, ..Default::default() }),
+            seed: u64::MAX,
+            mean: 0.286,
+            std: 0.353,
+        },
+        Message::TrainReady { params: 25_450, max_batch: 8, ram_bytes: 250_000 },
+        Message::TrainBatch { seq: 9, lr: 0.05, labels: &IMAGES[..2], pixels: &IMAGES },
+        Message::Trained { seq: 9, loss: 2.25, instructions: 77 },
+        Message::EvalBatch { seq: 10, labels: &IMAGES[..1], pixels: &IMAGES[..4] },
+        Message::Evaluated { seq: 10, correct: 1, loss_sum: 0.5, instructions: 0 },
+        Message::ReadParams { offset: 100, count: 64 },
+        Message::Params { offset: 100, data: &LOGITS },
     ]
 }
 

@@ -1,0 +1,149 @@
+//! The training device: learns an f32 model from the samples the host
+//! streams (`tailor device-train`), with the core's training step, and
+//! sends its weights back. A separate image from the inference firmware so
+//! that its RAM, all of it in the `static`s below, is what the linker's
+//! figures show (`size -A`: `.bss`).
+//!
+//! The semihosting command line is `semihosting [IN OUT]` (protocol over
+//! host FIFOs) or `uart`. QEMU exits 0 after `Shutdown` or end of input,
+//! 1 on panic/HardFault.
+#![no_std]
+#![no_main]
+
+use defmt_semihosting as _;
+
+use cortex_m_rt::entry;
+use cortex_m_semihosting::debug;
+use tailor_core::gemm::Kernels;
+use tailor_core::protocol::{serve, Backend, Buffers, ModelState, ServeEnd, TrainRefusal};
+use tailor_core::session::{SessionBuffers, SessionSetup, TrainSession};
+use tailor_firmware_sim::{counter, semi, uart, FW_VERSION};
+
+tailor_firmware_sim::fault_handlers!();
+
+/// Parameters of the largest model: 784-32-10 has 25,450.
+const PARAMS: usize = 26 * 1024;
+/// One parameter-sized buffer of optimizer state: SGD's momentum (Adam,
+/// with two, fits models of half the size).
+const STATE: usize = PARAMS;
+/// Gradient scratch: the bias gradients and one row of the widest input
+/// (`Spec::train_scratch(1)`).
+const SCRATCH: usize = 1024;
+/// Activations and their gradients: 8 samples of 784-32-10.
+const WORKSPACE: usize = 7 * 1024;
+/// Most samples per `TrainBatch` the frame buffer takes (784 bytes each).
+const FRAME_SAMPLES: usize = 8;
+const RX_BYTES: usize = tailor_core::protocol::classify_frame_capacity(FRAME_SAMPLES, 785) + 128;
+/// `ReadParams` replies go out of this buffer: 64 floats at a time.
+const TX_BYTES: usize = 4 * 64;
+
+static mut PARAMS_BUF: [f32; PARAMS] = [0.0; PARAMS];
+static mut STATE_BUF: [f32; STATE] = [0.0; STATE];
+static mut SCRATCH_BUF: [f32; SCRATCH] = [0.0; SCRATCH];
+static mut WORKSPACE_BUF: [f32; WORKSPACE] = [0.0; WORKSPACE];
+static mut RX: [u8; RX_BYTES] = [0; RX_BYTES];
+static mut CLASSES: [u8; 1] = [0; 1];
+static mut TX: [u8; TX_BYTES] = [0; TX_BYTES];
+
+/// The training run, once the host has set it up (one per boot).
+struct Trainer {
+    buffers: Option<SessionBuffers<'static>>,
+    session: Option<TrainSession<'static>>,
+}
+
+impl Backend for Trainer {
+    fn fw_version(&self) -> &str {
+        FW_VERSION
+    }
+    fn model_state(&self) -> (ModelState, &str) {
+        (ModelState::Missing, "training firmware: no int8 model")
+    }
+    fn dims(&self) -> &[u32] {
+        &[]
+    }
+    fn model_crc(&self) -> u32 {
+        0
+    }
+    fn classify(&mut self, _pixels: &[u8], _logits: &mut [i32]) -> usize {
+        0
+    }
+    fn instructions(&mut self) -> Option<u64> {
+        Some(counter::instructions())
+    }
+    fn train_setup(&mut self, setup: &SessionSetup) -> Result<(u32, u32, u32), TrainRefusal> {
+        let bufs = self.buffers.take().ok_or(TrainRefusal::Session(tailor_core::session::SessionError::Setting))?;
+        let s = TrainSession::new(setup, bufs)?;
+        defmt::info!("training {}: {=usize} bytes, batches of up to {=usize}", s.spec(), s.bytes(), s.max_batch());
+        let r = (s.spec().params() as u32, s.max_batch() as u32, s.bytes() as u32);
+        self.session = Some(s);
+        Ok(r)
+    }
+    fn train_batch(&mut self, lr: f32, labels: &[u8], pixels: &[u8]) -> Result<f32, TrainRefusal> {
+        let s = self.session.as_mut().ok_or(TrainRefusal::NoSession)?;
+        Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, pixels)?)
+    }
+    fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<(u32, f32), TrainRefusal> {
+        let s = self.session.as_mut().ok_or(TrainRefusal::NoSession)?;
+        Ok(s.evaluate(&Kernels::PORTABLE, labels, pixels)?)
+    }
+    fn params(&self, offset: usize, out: &mut [f32]) -> Result<usize, TrainRefusal> {
+        let s = self.session.as_ref().ok_or(TrainRefusal::NoSession)?;
+        let p = s.params().get(offset..).unwrap_or(&[]);
+        let n = p.len().min(out.len());
+        out[..n].copy_from_slice(&p[..n]);
+        Ok(n)
+    }
+}
+
+fn report<E: core::fmt::Debug>(end: ServeEnd<E>) -> ! {
+    match end {
+        ServeEnd::Shutdown(s) | ServeEnd::Eof(s) => {
+            defmt::info!("done: {} instructions in training, {} bad frames", s.instructions, s.frames_bad);
+            debug::exit(debug::EXIT_SUCCESS);
+        }
+        ServeEnd::Io(e) => tailor_firmware_sim::fail_exit(format_args!("transport error: {e:?}")),
+    }
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
+#[entry]
+fn main() -> ! {
+    counter::start();
+    let mut cmd = [0u8; 512];
+    let cmdline = semi::cmdline(&mut cmd);
+    let mut args = cmdline.split_ascii_whitespace().skip_while(|a| !matches!(*a, "semihosting" | "uart"));
+    let mode = args.next().unwrap_or("semihosting");
+    defmt::info!("{=str} (training), mode {=str}", FW_VERSION, mode);
+    // SAFETY: each static is taken once, here, before anything else uses it.
+    let (buffers, bufs) = unsafe {
+        (
+            SessionBuffers {
+                params: &mut *core::ptr::addr_of_mut!(PARAMS_BUF),
+                state: &mut *core::ptr::addr_of_mut!(STATE_BUF),
+                scratch: &mut *core::ptr::addr_of_mut!(SCRATCH_BUF),
+                workspace: &mut *core::ptr::addr_of_mut!(WORKSPACE_BUF),
+            },
+            Buffers {
+                rx: &mut *core::ptr::addr_of_mut!(RX),
+                classes: &mut *core::ptr::addr_of_mut!(CLASSES),
+                logits: &mut *core::ptr::addr_of_mut!(TX),
+            },
+        )
+    };
+    let mut dev = Trainer { buffers: Some(buffers), session: None };
+    match mode {
+        "uart" => report(serve(&mut uart::Uart0::take(), &mut dev, bufs)),
+        _ => {
+            let rx = args.next().unwrap_or("tailor.h2d");
+            let tx = args.next().unwrap_or("tailor.d2h");
+            let mut io = match semi::Duplex::open(rx, tx) {
+                Ok(io) => io,
+                Err(e) => {
+                    tailor_firmware_sim::fail_exit(format_args!("cannot open semihosting files {rx} / {tx}: {e:?}"))
+                }
+            };
+            report(serve(&mut io, &mut dev, bufs))
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! `tailor device-train --mode full`: an f32 model learns on the emulated
+//! Cortex-M4 from the samples the host streams, and the host checks that
+//! the device computed what it computes, bit for bit.
+//!
+//! Both sides run [`tailor_core::session::TrainSession`]: the same code,
+//! the portable kernels, one thread, the same order of operations. What
+//! could still differ is the floating-point environment:
+//! - no fused multiply-add: Rust never contracts `a * b + c`, and the
+//!   portable kernels write no `mul_add`;
+//! - subnormals: the device's FPU keeps them (FPSCR.FZ = 0), so the host's
+//!   replica runs on a thread of its own that does not flush them (the
+//!   training pool does, for speed; see `par::flush_denormals`);
+//! - `exp`/`log` in the loss: both use the `libm` crate's code.
+
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use tailor_core::gemm::Kernels;
+use tailor_core::optim::{Optimizer, Sgd};
+use tailor_core::protocol::{Message, MAX_DIMS};
+use tailor_core::session::{SessionBuffers, SessionSetup, TrainSession};
+use tailor_core::spec::Spec;
+
+use crate::checkpoint::{self, Meta, Model};
+use crate::data::{self, EpochOrder, Features, Norm, Split};
+use crate::device::{build_firmware_bin, Qemu, Reply, Transport};
+
+/// The firmware image that trains.
+pub const TRAIN_FIRMWARE: &str = "tailor-firmware-train";
+
+/// `tailor device-train` settings.
+#[derive(Clone, Debug)]
+pub struct DeviceTrainArgs {
+    pub hidden: Vec<usize>,
+    pub epochs: u32,
+    pub lr: f32,
+    /// Decay the learning rate linearly to 0 over the run, batch by batch
+    /// (one epoch on a microcontroller is often all there is: annealing
+    /// within it is worth about a point of accuracy).
+    pub decay: bool,
+    /// SGD momentum (0: plain SGD).
+    pub momentum: f32,
+    pub batch: usize,
+    pub seed: u64,
+    /// Train on the first N training samples of each epoch's order (all by default).
+    pub limit: Option<usize>,
+    /// Evaluate on the first N test samples (all by default).
+    pub test_limit: Option<usize>,
+    pub out: Option<PathBuf>,
+    pub timeout_secs: f64,
+    pub data: data::DataArgs,
+}
+
+impl DeviceTrainArgs {
+    pub fn new() -> Self {
+        DeviceTrainArgs {
+            hidden: vec![32],
+            epochs: 1,
+            lr: 0.01,
+            decay: true,
+            momentum: 0.9,
+            batch: 8,
+            seed: 0,
+            limit: None,
+            test_limit: None,
+            out: None,
+            timeout_secs: 3600.0,
+            data: data::DataArgs::default(),
+        }
+    }
+}
+
+impl Default for DeviceTrainArgs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceTrainReport {
+    pub mode: &'static str,
+    pub dims: Vec<u32>,
+    /// Test accuracy of the device's model, computed on the device.
+    pub device_accuracy: f64,
+    /// Test accuracy of the host's replica, computed on the host.
+    pub host_accuracy: f64,
+    /// The device's trained weights equal the host's, bit for bit (and so
+    /// did every batch's loss).
+    pub bit_identical: bool,
+    pub images_trained: usize,
+    pub images_tested: usize,
+    /// Bytes of the device's training buffers (model, optimizer state,
+    /// scratch, one batch), as it reports them; the firmware's whole `.bss`
+    /// is in the README (`size -A`).
+    pub ram_bytes: u32,
+    /// Instructions per multiply-accumulate of training (forward, weight
+    /// gradients, input gradients but the first layer's), with
+    /// `-icount shift=0`.
+    pub instructions_per_mac: f64,
+    pub train_loss_last: f32,
+    pub wall_secs: f64,
+    pub stream_secs: f64,
+    pub firmware: PathBuf,
+    pub checkpoint: Option<PathBuf>,
+}
+
+/// Multiply-accumulates of one training sample.
+pub fn train_macs(spec: &Spec) -> u64 {
+    let first = spec.layer(0);
+    (3 * spec.macs() - first.inputs * first.outputs) as u64
+}
+
+/// What the host's replica is asked to do, in order.
+enum Job {
+    Batch { lr: f32, labels: Vec<u8>, pixels: Vec<u8> },
+    Done,
+}
+
+/// The replica's result: every batch's loss, its parameters, and its test
+/// accuracy on the same samples.
+struct Replica {
+    losses: Vec<f32>,
+    params: Vec<f32>,
+    correct: u32,
+}
+
+/// Runs the same session as the device on a thread of its own (whose
+/// floating-point environment is the default: subnormals kept).
+fn replica(setup: SessionSetup, batch: usize, jobs: mpsc::Receiver<Job>, test: (Vec<u8>, Vec<u8>)) -> Result<Replica> {
+    let spec = setup.spec;
+    let p = spec.params();
+    let (mut params, mut state) = (vec![0.0; p], vec![0.0; setup.optimizer.buffers() * p]);
+    let (mut scratch, mut ws) = (vec![0.0; spec.train_scratch(1)], vec![0.0; spec.activations(batch)]);
+    let bufs = SessionBuffers { params: &mut params, state: &mut state, scratch: &mut scratch, workspace: &mut ws };
+    let mut s = TrainSession::new(&setup, bufs).map_err(|e| anyhow::anyhow!("host replica: {e}"))?;
+    let mut losses = Vec::new();
+    while let Ok(Job::Batch { lr, labels, pixels }) = jobs.recv() {
+        losses.push(s.train_batch(&Kernels::PORTABLE, lr, &labels, &pixels).map_err(|e| anyhow::anyhow!("{e}"))?);
+    }
+    let (labels, pixels) = test;
+    let n_in = spec.inputs();
+    let mut correct = 0;
+    for (l, px) in labels.chunks(batch).zip(pixels.chunks(batch * n_in)) {
+        correct += s.evaluate(&Kernels::PORTABLE, l, px).map_err(|e| anyhow::anyhow!("{e}"))?.0;
+    }
+    Ok(Replica { losses, params: s.params().to_vec(), correct })
+}
+
+fn bytes_of(split: &Split) -> Result<&[u8]> {
+    match &split.features {
+        Features::U8(b) => Ok(b),
+        Features::F32(_) => bail!("device training streams byte samples (images); this data is f32 features"),
+    }
+}
+
+/// `tailor device-train --mode full`.
+pub fn run_full(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
+    let t0 = Instant::now();
+    let ds = data::load(&args.data)?;
+    let spec = crate::commands::model_spec(ds.features, &args.hidden, ds.classes)?;
+    let (train, test) = (&ds.train, &ds.test);
+    let (train_px, test_px) = (bytes_of(train)?, bytes_of(test)?);
+    let n_in = spec.inputs();
+    let norm = ds.default_norm();
+    let (mean, std) = norm.per_tensor_values().context("device training needs one mean and std for all inputs")?;
+    if !(args.lr.is_finite() && args.lr > 0.0) {
+        bail!("--lr {}: expected a positive number", args.lr);
+    }
+    if !(args.momentum.is_finite() && (0.0..1.0).contains(&args.momentum)) {
+        bail!("--momentum {}: expected 0 <= momentum < 1", args.momentum);
+    }
+    let optimizer = Optimizer::Sgd(Sgd { lr: args.lr, momentum: args.momentum, ..Sgd::default() });
+    let setup = SessionSetup { spec, optimizer, seed: args.seed, mean, std };
+
+    let (elf, _) = build_firmware_bin(TRAIN_FIRMWARE)?;
+    let mut q = Qemu::start(&elf, None, Transport::Semihosting, Duration::from_secs_f64(args.timeout_secs))?;
+    let mut dims = [0u32; MAX_DIMS];
+    dims[..spec.dims().len()].copy_from_slice(spec.dims());
+    q.send(&Message::TrainSetup { n_dims: spec.dims().len() as u8, dims, optimizer, seed: args.seed, mean, std })?;
+    let (max_batch, ram_bytes) = match q.recv()? {
+        Reply::TrainReady { max_batch, ram_bytes, .. } => (max_batch as usize, ram_bytes),
+        Reply::Error { detail, .. } => bail!("the device cannot train {spec}: {detail}"),
+        other => bail!("unexpected reply to TrainSetup: {other:?}"),
+    };
+    if args.batch == 0 || args.batch > max_batch {
+        bail!("--batch-size {}: the device takes 1..={max_batch} samples of {spec} per batch", args.batch);
+    }
+    let n_test = args.test_limit.unwrap_or(test.len()).min(test.len());
+    let test_set = (test.labels[..n_test].to_vec(), test_px[..n_test * n_in].to_vec());
+    let (jobs_tx, jobs_rx) = mpsc::channel();
+    let batch = args.batch;
+    let host = std::thread::Builder::new()
+        .name("replica".into())
+        .spawn(move || replica(setup, batch, jobs_rx, test_set))
+        .context("starting the host replica")?;
+
+    let t_stream = Instant::now();
+    let (mut trained, mut instructions, mut seq) = (0usize, 0u64, 0u32);
+    let mut losses = Vec::new();
+    let n = args.limit.unwrap_or(train.len()).min(train.len());
+    let total = args.epochs as usize * n.div_ceil(args.batch);
+    for epoch in 0..args.epochs {
+        let order = EpochOrder::new(train.len(), Some(args.seed), epoch);
+        for idx in order.indices()[..n].chunks(args.batch) {
+            let lr = if args.decay { args.lr * (1.0 - seq as f32 / total as f32) } else { args.lr };
+            let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i as usize]).collect();
+            let mut pixels = Vec::with_capacity(idx.len() * n_in);
+            for &i in idx {
+                pixels.extend_from_slice(&train_px[i as usize * n_in..][..n_in]);
+            }
+            q.send(&Message::TrainBatch { seq, lr, labels: &labels, pixels: &pixels })?;
+            match q.recv()? {
+                Reply::Trained { seq: s, loss, instructions: i } if s == seq => {
+                    losses.push(loss);
+                    instructions += i;
+                }
+                Reply::Error { detail, .. } => bail!("the device refused batch {seq}: {detail}"),
+                other => bail!("unexpected reply to batch {seq}: {other:?}"),
+            }
+            jobs_tx.send(Job::Batch { lr, labels, pixels }).ok();
+            trained += idx.len();
+            seq += 1;
+        }
+    }
+    jobs_tx.send(Job::Done).ok();
+    let mut correct = 0u32;
+    for (i, (l, px)) in
+        test.labels[..n_test].chunks(max_batch).zip(test_px[..n_test * n_in].chunks(max_batch * n_in)).enumerate()
+    {
+        q.send(&Message::EvalBatch { seq: i as u32, labels: l, pixels: px })?;
+        match q.recv()? {
+            Reply::Evaluated { correct: c, .. } => correct += c,
+            Reply::Error { detail, .. } => bail!("the device refused test batch {i}: {detail}"),
+            other => bail!("unexpected reply to a test batch: {other:?}"),
+        }
+    }
+    let p = spec.params();
+    let mut params = Vec::with_capacity(p);
+    while params.len() < p {
+        q.send(&Message::ReadParams { offset: params.len() as u32, count: (p - params.len()) as u32 })?;
+        match q.recv()? {
+            Reply::Params { data, .. } if !data.is_empty() => params.extend_from_slice(&data),
+            other => bail!("unexpected reply to ReadParams: {other:?}"),
+        }
+    }
+    let stream_secs = t_stream.elapsed().as_secs_f64();
+    q.finish()?;
+    let rep = host.join().map_err(|_| anyhow::anyhow!("the host replica panicked"))??;
+    let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+    let bit_identical = same(&params, &rep.params) && same(&losses, &rep.losses);
+
+    let checkpoint = match &args.out {
+        Some(path) => {
+            let model: Model = tailor_core::Mlp::new(spec, params.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let meta = Meta {
+                epoch: args.epochs,
+                epochs: args.epochs,
+                batch_size: args.batch as u32,
+                seed: args.seed,
+                shuffle: true,
+                ..Meta::new(optimizer, Norm::per_tensor(n_in, data::U8_SCALE, mean, std), ds.class_names.clone())
+            };
+            checkpoint::save(path, &model, &meta, &[])?;
+            Some(path.clone())
+        }
+        None => None,
+    };
+    Ok(DeviceTrainReport {
+        mode: "full",
+        dims: spec.dims().to_vec(),
+        device_accuracy: correct as f64 / n_test.max(1) as f64,
+        host_accuracy: rep.correct as f64 / n_test.max(1) as f64,
+        bit_identical,
+        images_trained: trained,
+        images_tested: n_test,
+        ram_bytes,
+        instructions_per_mac: instructions as f64 / (trained.max(1) as f64 * train_macs(&spec) as f64),
+        train_loss_last: losses.last().copied().unwrap_or(f32::NAN),
+        wall_secs: t0.elapsed().as_secs_f64(),
+        stream_secs,
+        firmware: elf,
+        checkpoint,
+    })
+}

@@ -1,0 +1,118 @@
+//! Training on the emulated Cortex-M4 (`tailor device-train`): the device
+//! learns from a stream of real Fashion-MNIST images, and its weights equal
+//! the host's replica bit for bit. A refused training frame leaves them as
+//! they were.
+
+use std::time::Duration;
+
+use tailor::device::{Qemu, Reply, Transport};
+use tailor::device_train::TRAIN_FIRMWARE;
+use tailor_core::optim::{Optimizer, Sgd};
+use tailor_core::protocol::{ErrorCode, Message, MAX_DIMS};
+use tailor_e2e::tailor_json;
+
+/// 5,000 images (one epoch is the main job's), the first 2,000 test images.
+#[test]
+fn the_device_learns_bit_for_bit_like_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("device.ckpt");
+    let ck = ck.to_str().unwrap();
+    let d = tailor_json(&["device-train", "--hidden", "32", "--limit", "5000", "--test-limit", "2000", "--out", ck]);
+    eprintln!(
+        "device-train 784-32-10: {} images, device {:.2} %, host {:.2} %, bit-identical {}, {} B, {:.2} instructions/MAC, {:.1} s",
+        d["images_trained"],
+        100.0 * d["device_accuracy"].as_f64().unwrap(),
+        100.0 * d["host_accuracy"].as_f64().unwrap(),
+        d["bit_identical"],
+        d["ram_bytes"],
+        d["instructions_per_mac"].as_f64().unwrap(),
+        d["wall_secs"].as_f64().unwrap()
+    );
+    assert_eq!(d["bit_identical"], true);
+    assert_eq!(d["images_trained"], 5000);
+    assert_eq!(d["device_accuracy"], d["host_accuracy"]);
+    assert!(d["device_accuracy"].as_f64().unwrap() >= 0.70, "{d}");
+    assert!(d["ram_bytes"].as_u64().unwrap() <= 256 * 1024);
+    for k in [
+        "device_accuracy",
+        "host_accuracy",
+        "bit_identical",
+        "images_trained",
+        "ram_bytes",
+        "instructions_per_mac",
+        "wall_secs",
+    ] {
+        assert!(d.get(k).is_some(), "JSON lacks {k}");
+    }
+    // The device's weights are a checkpoint like any other.
+    let e = tailor_json(&["eval", ck]);
+    assert!(e["test_accuracy"].as_f64().unwrap() >= 0.70, "{e}");
+    let q8 = dir.path().join("device.q8");
+    tailor_json(&["quantize", ck, "--out", q8.to_str().unwrap()]);
+}
+
+fn params(q: &mut Qemu, n: usize) -> Vec<f32> {
+    let mut p = Vec::new();
+    while p.len() < n {
+        q.send(&Message::ReadParams { offset: p.len() as u32, count: (n - p.len()) as u32 }).unwrap();
+        match q.recv().unwrap() {
+            Reply::Params { data, .. } => p.extend(data),
+            other => panic!("{other:?}"),
+        }
+    }
+    p
+}
+
+#[test]
+fn bad_training_frames_are_refused_and_change_nothing() {
+    let (elf, _) = tailor::device::build_firmware_bin(TRAIN_FIRMWARE).unwrap();
+    let mut q = Qemu::start(&elf, None, Transport::Semihosting, Duration::from_secs(120)).unwrap();
+    // Before a setup: refused.
+    q.send(&Message::TrainBatch { seq: 1, lr: 0.1, labels: &[0], pixels: &[0; 4] }).unwrap();
+    assert!(matches!(q.recv().unwrap(), Reply::Error { code: ErrorCode::Training, .. }));
+    let dims = core::array::from_fn(|i| if i < 3 { [4, 3, 2][i] } else { 0 });
+    let optimizer = Optimizer::Sgd(Sgd { lr: 0.1, momentum: 0.9, ..Sgd::default() });
+    // Too large for the device: refused with the sizes.
+    let big: [u32; MAX_DIMS] = core::array::from_fn(|i| if i < 3 { [784, 512, 10][i] } else { 0 });
+    q.send(&Message::TrainSetup { n_dims: 3, dims: big, optimizer, seed: 1, mean: 0.0, std: 1.0 }).unwrap();
+    match q.recv().unwrap() {
+        Reply::Error { code: ErrorCode::Training, detail, .. } => assert!(detail.contains("parameters"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
+    drop(q);
+    let mut q = Qemu::start(&elf, None, Transport::Semihosting, Duration::from_secs(120)).unwrap();
+    q.send(&Message::TrainSetup { n_dims: 3, dims, optimizer, seed: 1, mean: 0.5, std: 0.25 }).unwrap();
+    let max = match q.recv().unwrap() {
+        Reply::TrainReady { params, max_batch, .. } => {
+            assert_eq!(params, 3 * 5 + 2 * 4);
+            max_batch as usize
+        }
+        other => panic!("{other:?}"),
+    };
+    q.send(&Message::TrainBatch { seq: 1, lr: 0.1, labels: &[1, 0], pixels: &[9, 200, 3, 0, 7, 7, 7, 255] }).unwrap();
+    assert!(matches!(q.recv().unwrap(), Reply::Trained { seq: 1, .. }));
+    let before = params(&mut q, 23);
+    let too_many = vec![0u8; max + 1];
+    let bad: [(&[u8], Vec<u8>); 4] = [
+        (&[2], vec![0; 4]),                  // label out of range
+        (&[0, 1], vec![0; 7]),               // truncated batch
+        (&too_many, vec![0; 4 * (max + 1)]), // larger than the device's buffer
+        (&[], vec![]),                       // empty
+    ];
+    for (i, (labels, pixels)) in bad.iter().enumerate() {
+        q.send(&Message::TrainBatch { seq: 10 + i as u32, lr: 0.1, labels, pixels }).unwrap();
+        match q.recv().unwrap() {
+            Reply::Error { code: ErrorCode::Training, seq, detail } => {
+                assert_eq!(seq, 10 + i as u32);
+                eprintln!("refused: {detail}");
+            }
+            other => panic!("case {i}: {other:?}"),
+        }
+    }
+    // A corrupted frame is refused by the framing, too.
+    q.send_raw(&[0x05, 0x0d, 0x01, 0x02, 0x03, 0x00]).unwrap();
+    assert!(matches!(q.recv().unwrap(), Reply::Error { .. }));
+    let after = params(&mut q, 23);
+    assert!(before.iter().zip(&after).all(|(a, b)| a.to_bits() == b.to_bits()), "a refused batch changed the weights");
+    q.finish().unwrap();
+}
