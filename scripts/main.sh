@@ -16,6 +16,11 @@ $T device runs/default.q8 --log --json > runs/device.json
 # A fresh 784-32-10 learns on the emulated Cortex-M4 from one epoch of the
 # 60,000 training images; the host replays it and compares the weights.
 $T device-train --mode full --hidden 32 --out runs/device-trained.ckpt --json > runs/device-train.json
+# Personalization: pre-train without classes 8 and 9, quantize, then a new
+# 10-class head learns on the device on the frozen int8 features.
+$T train --hidden 128 --withhold 8,9 --epochs 3 --out runs/withheld.ckpt --json > runs/withheld.json
+$T quantize runs/withheld.ckpt --out runs/withheld.q8 --json > runs/withheld-q.json
+$T device-train --mode head runs/withheld.q8 --json > runs/device-head.json
 
 python3 - <<'PY'
 import json
@@ -23,6 +28,8 @@ t = json.load(open("runs/train.json"))
 q = json.load(open("runs/quantize.json"))
 d = json.load(open("runs/device.json"))
 dt = json.load(open("runs/device-train.json"))
+wh = json.load(open("runs/withheld-q.json"))
+hd = json.load(open("runs/device-head.json"))
 rows = [
     ("f32 test accuracy (host)", f"{100*t['test_accuracy']:.2f} %"),
     ("train time", f"{t['train_seconds']:.0f} s ({t['samples_per_sec']:.0f} samples/s, {t['epochs']} epochs)"),
@@ -35,6 +42,7 @@ rows = [
     ("trained on the device (784-32-10, 1 epoch)", f"{100*dt['device_accuracy']:.2f} % (host replica {100*dt['host_accuracy']:.2f} %)"),
     ("device weights == host weights", "bit for bit" if dt["bit_identical"] else "NO"),
     ("device training RAM", f"{dt['ram_bytes']} bytes, {dt['instructions_per_mac']:.2f} instructions/MAC, {dt['wall_secs']:.0f} s"),
+    ("head trained on the device (8, 9 withheld before)", f"{100*wh['int8_accuracy']:.2f} % → {100*hd['device_accuracy']:.2f} % (host {100*hd['host_accuracy']:.2f} %, bit-identical: {hd['bit_identical']})"),
 ]
 if d.get("log"):
     print("\nfirmware log (defmt, decoded by defmt-print):\n" + d["log"].rstrip())

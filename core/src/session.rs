@@ -4,9 +4,10 @@
 //! code, buffers and order of operations; see the README for the floating
 //! point environment both must share).
 //!
-//! Samples arrive as bytes (image pixels) and are normalized on the way
-//! into the workspace with `x = (b / 255 − mean) / std`, the host's
-//! arithmetic for byte data.
+//! Samples arrive as bytes and become the model's inputs through a table
+//! of 256 values ([`InputMap`]): image pixels normalized with
+//! `x = (b / 255 − mean) / std`, the host's arithmetic for byte data, or an
+//! int8 backbone's features on their quantization grid.
 
 use crate::gemm::Kernels;
 use crate::loss::{self, BadTarget};
@@ -15,17 +16,41 @@ use crate::optim::Optimizer;
 use crate::par::Serial;
 use crate::spec::Spec;
 
-/// What a training run is: the model, its init, the optimizer and the input
-/// normalization.
+/// How an input byte becomes an f32 input of the model.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum InputMap {
+    /// `Normalize(mean, std)` after `/255`: `(b / 255 − mean) / std`.
+    Pixels { mean: f32, std: f32 },
+    /// A quantized activation: `scale · (b − zero_point)`.
+    Affine { scale: f32, zero_point: i32 },
+}
+
+impl InputMap {
+    /// The value of every byte.
+    pub fn table(&self) -> [f32; 256] {
+        match *self {
+            InputMap::Pixels { mean, std } => core::array::from_fn(|b| (b as f32 / 255.0 - mean) / std),
+            InputMap::Affine { scale, zero_point } => core::array::from_fn(|b| scale * (b as i32 - zero_point) as f32),
+        }
+    }
+
+    fn usable(&self) -> bool {
+        match *self {
+            InputMap::Pixels { mean, std } => mean.is_finite() && std.is_finite() && std != 0.0,
+            InputMap::Affine { scale, .. } => scale.is_finite(),
+        }
+    }
+}
+
+/// What a training run is: the model, its init, the optimizer and how input
+/// bytes become inputs.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SessionSetup {
     pub spec: Spec,
     pub optimizer: Optimizer,
     /// PyTorch-default init from this seed.
     pub seed: u64,
-    /// `Normalize(mean, std)` after `/255`.
-    pub mean: f32,
-    pub std: f32,
+    pub input: InputMap,
 }
 
 /// Why a setup or a batch was refused. A refused batch changes nothing.
@@ -105,7 +130,7 @@ impl<'b> TrainSession<'b> {
     pub fn new(setup: &SessionSetup, bufs: SessionBuffers<'b>) -> Result<Self, SessionError> {
         let spec = setup.spec;
         let p = spec.params();
-        if !(setup.std.is_finite() && setup.std != 0.0 && setup.mean.is_finite()) {
+        if !setup.input.usable() {
             return Err(SessionError::Setting);
         }
         let params = take(bufs.params, "parameters", p)?;
@@ -122,8 +147,7 @@ impl<'b> TrainSession<'b> {
         let mut model = Mlp::new(spec, params).map_err(|_| SessionError::Setting)?;
         model.init(setup.seed);
         let ws = Workspace::new(spec, batch, workspace).map_err(|_| SessionError::Setting)?;
-        let (mean, std) = (setup.mean, setup.std);
-        let lut = core::array::from_fn(|b| (b as f32 / 255.0 - mean) / std);
+        let lut = setup.input.table();
         Ok(TrainSession { model, state, scratch, ws, optimizer: setup.optimizer, lut, step: 0, floats })
     }
 
@@ -222,8 +246,7 @@ mod tests {
             spec: Spec::mlp(&[6, 5, 3]),
             optimizer: Optimizer::Sgd(Sgd { lr: 0.1, momentum: 0.9, ..Sgd::default() }),
             seed: 3,
-            mean: 0.25,
-            std: 0.5,
+            input: InputMap::Pixels { mean: 0.25, std: 0.5 },
         }
     }
 
@@ -263,7 +286,7 @@ mod tests {
         for step in 1..=3 {
             let loss = sess.train_batch(&Kernels::PORTABLE, 0.1, &labels, &pixels).unwrap();
             for (x, &b) in ws.input_mut(4).iter_mut().zip(&pixels) {
-                *x = (b as f32 / 255.0 - s.mean) / s.std;
+                *x = (b as f32 / 255.0 - 0.25) / 0.5;
             }
             let want = m
                 .train_step(&Kernels::PORTABLE, &Serial, &mut ws, &labels, &mut g, &mut st, &s.optimizer, 0.1, step)

@@ -17,6 +17,9 @@ pub struct TrainArgs {
     pub recipe: Recipe,
     /// Hidden layer widths (`--hidden 512,512`; empty: no hidden layer).
     pub hidden: Option<Vec<usize>>,
+    /// Classes whose samples are left out of the training set (the test
+    /// set keeps them): for models a device later extends with a new head.
+    pub withhold: Vec<u8>,
     pub epochs: Option<u32>,
     pub batch_size: Option<usize>,
     pub lr: Option<f32>,
@@ -164,6 +167,9 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
     let default_norm = ds.default_norm();
     let (features, classes, class_names, source) = (ds.features, ds.classes, ds.class_names, ds.source);
     let mut train_split = ds.train;
+    if !a.withhold.is_empty() {
+        train_split = without_classes(&train_split, &a.withhold);
+    }
     if let Some(n) = a.train_limit {
         train_split.truncate(n.min(train_split.len()));
     }
@@ -376,4 +382,20 @@ pub fn eval(model_path: &Path, data: &data::DataArgs, threads: usize, json: bool
         println!("{}", serde_json::to_string(&rep)?);
     }
     Ok(rep)
+}
+
+/// `split` without the samples whose label is in `classes`.
+pub fn without_classes(split: &Split, classes: &[u8]) -> Split {
+    let keep: Vec<usize> = (0..split.len()).filter(|&i| !classes.contains(&split.labels[i])).collect();
+    let w = split.width;
+    let labels = keep.iter().map(|&i| split.labels[i]).collect();
+    let features = match &split.features {
+        data::Features::U8(v) => {
+            data::Features::U8(keep.iter().flat_map(|&i| &v[i * w..(i + 1) * w]).copied().collect())
+        }
+        data::Features::F32(v) => {
+            data::Features::F32(keep.iter().flat_map(|&i| &v[i * w..(i + 1) * w]).copied().collect())
+        }
+    };
+    Split::new(features, labels, w)
 }

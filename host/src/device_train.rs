@@ -21,7 +21,7 @@ use serde::Serialize;
 use tailor_core::gemm::Kernels;
 use tailor_core::optim::{Optimizer, Sgd};
 use tailor_core::protocol::{Message, MAX_DIMS};
-use tailor_core::session::{SessionBuffers, SessionSetup, TrainSession};
+use tailor_core::session::{InputMap, SessionBuffers, SessionSetup, TrainSession};
 use tailor_core::spec::Spec;
 
 use crate::checkpoint::{self, Meta, Model};
@@ -34,6 +34,10 @@ pub const TRAIN_FIRMWARE: &str = "tailor-firmware-train";
 /// `tailor device-train` settings.
 #[derive(Clone, Debug)]
 pub struct DeviceTrainArgs {
+    /// `Some(.q8)`: train a new classifier head on this int8 model's last
+    /// hidden layer, the model flashed and frozen (`--mode head`); `None`: a
+    /// fresh model of `hidden` layers (`--mode full`).
+    pub backbone: Option<PathBuf>,
     pub hidden: Vec<usize>,
     pub epochs: u32,
     pub lr: f32,
@@ -57,6 +61,7 @@ pub struct DeviceTrainArgs {
 impl DeviceTrainArgs {
     pub fn new() -> Self {
         DeviceTrainArgs {
+            backbone: None,
             hidden: vec![32],
             epochs: 1,
             lr: 0.01,
@@ -97,8 +102,8 @@ pub struct DeviceTrainReport {
     /// is in the README (`size -A`).
     pub ram_bytes: u32,
     /// Instructions per multiply-accumulate of training (forward, weight
-    /// gradients, input gradients but the first layer's), with
-    /// `-icount shift=0`.
+    /// gradients, input gradients but the first layer's; in head mode also
+    /// the int8 backbone's), with `-icount shift=0`.
     pub instructions_per_mac: f64,
     pub train_loss_last: f32,
     pub wall_secs: f64,
@@ -156,16 +161,71 @@ fn bytes_of(split: &Split) -> Result<&[u8]> {
     }
 }
 
-/// `tailor device-train --mode full`.
-pub fn run_full(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
+/// The int8 backbone of head mode, as the host runs it to give its replica
+/// the same features as the device computes.
+struct Backbone {
+    q8: crate::q8::Q8,
+}
+
+impl Backbone {
+    /// Features of the samples `pixels` (back to back).
+    fn features(&self, pixels: &[u8]) -> Result<Vec<u8>> {
+        let m = self.q8.model()?;
+        let (n_in, depth) = (m.spec().inputs(), m.spec().depth());
+        let h = m.spec().layer(depth - 1).inputs;
+        let mut scratch = vec![0i16; m.scratch_len()];
+        let mut out = vec![0u8; pixels.len() / n_in * h];
+        let k = crate::quantize::best_qkernels();
+        for (px, f) in pixels.chunks_exact(n_in).zip(out.chunks_exact_mut(h)) {
+            m.features(&k, px, &mut scratch, f);
+        }
+        Ok(out)
+    }
+}
+
+/// `tailor device-train`: `--mode full` without a backbone, `--mode head`
+/// with one.
+pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
     let t0 = Instant::now();
     let ds = data::load(&args.data)?;
-    let spec = crate::commands::model_spec(ds.features, &args.hidden, ds.classes)?;
     let (train, test) = (&ds.train, &ds.test);
     let (train_px, test_px) = (bytes_of(train)?, bytes_of(test)?);
-    let n_in = spec.inputs();
     let norm = ds.default_norm();
     let (mean, std) = norm.per_tensor_values().context("device training needs one mean and std for all inputs")?;
+    // The model trained, and how the replica's input bytes come to be.
+    let (spec, backbone, input, sample_bytes) = match &args.backbone {
+        None => {
+            let spec = crate::commands::model_spec(ds.features, &args.hidden, ds.classes)?;
+            (spec, None, InputMap::Pixels { mean, std }, ds.features)
+        }
+        Some(path) => {
+            let q8 = crate::q8::load(path)?;
+            let m = q8.model()?;
+            let (n_in, depth) = (m.spec().inputs(), m.spec().depth());
+            if depth < 2 {
+                bail!("{}: a head needs a model with a hidden layer (this one is {})", path.display(), m.spec());
+            }
+            if n_in != ds.features {
+                bail!("{}: the model takes {n_in} inputs, {} has {}", path.display(), ds.source, ds.features);
+            }
+            let last = m.layer(depth - 1);
+            let spec = crate::commands::model_spec(last.inputs, &[], m.spec().outputs().max(ds.classes))?;
+            let input = InputMap::Affine { scale: last.params.in_scale, zero_point: last.params.in_zp };
+            (spec, Some(Backbone { q8: q8.clone() }), input, n_in)
+        }
+    };
+    let head = backbone.is_some();
+    let n_in = sample_bytes;
+    // Head mode also runs the int8 backbone (all but its last layer) per sample.
+    let macs_per_sample = train_macs(&spec)
+        + match &backbone {
+            Some(b) => {
+                let m = b.q8.model()?;
+                let last = m.spec().layer(m.spec().depth() - 1);
+                (m.spec().macs() - last.inputs * last.outputs) as u64
+            }
+            None => 0,
+        };
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr {}: expected a positive number", args.lr);
     }
@@ -173,13 +233,15 @@ pub fn run_full(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         bail!("--momentum {}: expected 0 <= momentum < 1", args.momentum);
     }
     let optimizer = Optimizer::Sgd(Sgd { lr: args.lr, momentum: args.momentum, ..Sgd::default() });
-    let setup = SessionSetup { spec, optimizer, seed: args.seed, mean, std };
+    let setup = SessionSetup { spec, optimizer, seed: args.seed, input };
 
     let (elf, _) = build_firmware_bin(TRAIN_FIRMWARE)?;
-    let mut q = Qemu::start(&elf, None, Transport::Semihosting, Duration::from_secs_f64(args.timeout_secs))?;
+    let flashed = backbone.as_ref().map(|b| b.q8.bytes());
+    let mut q = Qemu::start(&elf, flashed, Transport::Semihosting, Duration::from_secs_f64(args.timeout_secs))?;
     let mut dims = [0u32; MAX_DIMS];
     dims[..spec.dims().len()].copy_from_slice(spec.dims());
-    q.send(&Message::TrainSetup { n_dims: spec.dims().len() as u8, dims, optimizer, seed: args.seed, mean, std })?;
+    let n_dims = spec.dims().len() as u8;
+    q.send(&Message::TrainSetup { head, n_dims, dims, optimizer, seed: args.seed, mean, std })?;
     let (max_batch, ram_bytes) = match q.recv()? {
         Reply::TrainReady { max_batch, ram_bytes, .. } => (max_batch as usize, ram_bytes),
         Reply::Error { detail, .. } => bail!("the device cannot train {spec}: {detail}"),
@@ -189,7 +251,13 @@ pub fn run_full(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         bail!("--batch-size {}: the device takes 1..={max_batch} samples of {spec} per batch", args.batch);
     }
     let n_test = args.test_limit.unwrap_or(test.len()).min(test.len());
-    let test_set = (test.labels[..n_test].to_vec(), test_px[..n_test * n_in].to_vec());
+    let replica_inputs = |px: &[u8]| -> Result<Vec<u8>> {
+        match &backbone {
+            Some(b) => b.features(px),
+            None => Ok(px.to_vec()),
+        }
+    };
+    let test_set = (test.labels[..n_test].to_vec(), replica_inputs(&test_px[..n_test * n_in])?);
     let (jobs_tx, jobs_rx) = mpsc::channel();
     let batch = args.batch;
     let host = std::thread::Builder::new()
@@ -220,7 +288,7 @@ pub fn run_full(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
                 Reply::Error { detail, .. } => bail!("the device refused batch {seq}: {detail}"),
                 other => bail!("unexpected reply to batch {seq}: {other:?}"),
             }
-            jobs_tx.send(Job::Batch { lr, labels, pixels }).ok();
+            jobs_tx.send(Job::Batch { lr, labels, pixels: replica_inputs(&pixels)? }).ok();
             trained += idx.len();
             seq += 1;
         }
@@ -253,6 +321,7 @@ pub fn run_full(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
     let bit_identical = same(&params, &rep.params) && same(&losses, &rep.losses);
 
     let checkpoint = match &args.out {
+        Some(_) if head => bail!("--out: saving a head trained on an int8 backbone is not supported yet"),
         Some(path) => {
             let model: Model = tailor_core::Mlp::new(spec, params.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
             let meta = Meta {
@@ -269,7 +338,7 @@ pub fn run_full(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         None => None,
     };
     Ok(DeviceTrainReport {
-        mode: "full",
+        mode: if head { "head" } else { "full" },
         dims: spec.dims().to_vec(),
         device_accuracy: correct as f64 / n_test.max(1) as f64,
         host_accuracy: rep.correct as f64 / n_test.max(1) as f64,
@@ -277,7 +346,7 @@ pub fn run_full(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         images_trained: trained,
         images_tested: n_test,
         ram_bytes,
-        instructions_per_mac: instructions as f64 / (trained.max(1) as f64 * train_macs(&spec) as f64),
+        instructions_per_mac: instructions as f64 / (trained.max(1) as f64 * macs_per_sample as f64),
         train_loss_last: losses.last().copied().unwrap_or(f32::NAN),
         wall_secs: t0.elapsed().as_secs_f64(),
         stream_secs,

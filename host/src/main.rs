@@ -92,9 +92,13 @@ enum Cmd {
     /// Train on the emulated Cortex-M4 and check its weights against the
     /// host's, bit for bit.
     DeviceTrain {
-        /// `full`: a fresh f32 model learns on the device.
+        /// `full`: a fresh f32 model learns on the device; `head`: a new
+        /// classifier head learns on the features of MODEL.q8, which stays
+        /// frozen in flash.
         #[arg(long, default_value = "full", value_parser = ["full", "head"])]
         mode: String,
+        /// The int8 backbone of `--mode head`.
+        model: Option<PathBuf>,
         /// Hidden layer widths (the device holds up to about 26,000 parameters).
         #[arg(long, default_value = "32")]
         hidden: String,
@@ -190,6 +194,9 @@ struct TrainCli {
     /// model; "" for none: multinomial logistic regression).
     #[arg(long)]
     hidden: Option<String>,
+    /// Leave these classes' samples out of training (comma-separated labels).
+    #[arg(long, value_delimiter = ',')]
+    withhold: Vec<u8>,
     #[arg(long)]
     epochs: Option<u32>,
     #[arg(long)]
@@ -248,6 +255,7 @@ fn main() {
                 tailor::commands::train(tailor::commands::TrainArgs {
                     recipe: t.recipe,
                     hidden,
+                    withhold: t.withhold,
                     epochs: t.epochs,
                     batch_size: t.batch_size,
                     lr: t.lr,
@@ -327,6 +335,7 @@ fn main() {
         })(),
         Cmd::DeviceTrain {
             mode,
+            model,
             hidden,
             epochs,
             optimizer,
@@ -342,9 +351,16 @@ fn main() {
             data,
             json,
         } => (|| {
-            if mode == "head" {
-                anyhow::bail!("--mode head is not built yet: only --mode full trains on the device today");
-            }
+            let backbone = match (mode.as_str(), model) {
+                ("head", Some(m)) => Some(m),
+                ("head", None) => {
+                    anyhow::bail!("--mode head needs the int8 model: tailor device-train --mode head MODEL.q8")
+                }
+                (_, Some(m)) => {
+                    anyhow::bail!("{}: --mode full trains a fresh model; use --mode head to train on it", m.display())
+                }
+                (_, None) => None,
+            };
             let momentum = match (optimizer.as_str(), momentum) {
                 ("sgd", Some(m)) if m != 0.0 => {
                     anyhow::bail!("--momentum {m} with --optimizer sgd: use --optimizer momentum")
@@ -353,6 +369,7 @@ fn main() {
                 (_, m) => m.unwrap_or(0.9),
             };
             let a = tailor::device_train::DeviceTrainArgs {
+                backbone,
                 hidden: tailor::commands::parse_hidden(&hidden)?,
                 epochs,
                 lr,
@@ -366,7 +383,7 @@ fn main() {
                 timeout_secs: timeout,
                 data: data.args(),
             };
-            let r = tailor::device_train::run_full(&a)?;
+            let r = tailor::device_train::run(&a)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {

@@ -51,6 +51,34 @@ fn the_device_learns_bit_for_bit_like_the_host() {
     tailor_json(&["quantize", ck, "--out", q8.to_str().unwrap()]);
 }
 
+/// Personalization: a model pre-trained on the host without classes 8 and
+/// 9 is quantized; on the device a new 10-class head learns on its frozen
+/// int8 features from a stream that has every class, bit for bit as the
+/// host's replica learns it from the same features.
+#[test]
+fn a_new_head_learns_the_withheld_classes_on_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let (ck, q8) = (p("pre.ckpt"), p("pre.q8"));
+    let t = tailor_json(&["train", "--hidden", "64", "--withhold", "8,9", "--epochs", "1", "--out", &ck]);
+    tailor_json(&["quantize", &ck, "--out", &q8]);
+    let d = tailor_json(&["device-train", "--mode", "head", &q8, "--limit", "5000", "--test-limit", "2000"]);
+    let (pre, head) = (t["test_accuracy"].as_f64().unwrap(), d["device_accuracy"].as_f64().unwrap());
+    eprintln!(
+        "head 64-10 on a 784-64-10 int8 backbone trained without 8, 9: {:.2} % → {:.2} % (host {:.2} %), bit-identical {}, {} B",
+        100.0 * pre,
+        100.0 * head,
+        100.0 * d["host_accuracy"].as_f64().unwrap(),
+        d["bit_identical"],
+        d["ram_bytes"]
+    );
+    assert!(pre < 0.81, "without classes 8 and 9 a model cannot pass 80 %: {pre}");
+    assert_eq!(d["bit_identical"], true);
+    assert_eq!(d["device_accuracy"], d["host_accuracy"]);
+    assert!(head > pre + 0.05, "the head did not learn the withheld classes: {pre} → {head}");
+    assert!(d["ram_bytes"].as_u64().unwrap() <= 256 * 1024);
+}
+
 fn params(q: &mut Qemu, n: usize) -> Vec<f32> {
     let mut p = Vec::new();
     while p.len() < n {
@@ -74,14 +102,15 @@ fn bad_training_frames_are_refused_and_change_nothing() {
     let optimizer = Optimizer::Sgd(Sgd { lr: 0.1, momentum: 0.9, ..Sgd::default() });
     // Too large for the device: refused with the sizes.
     let big: [u32; MAX_DIMS] = core::array::from_fn(|i| if i < 3 { [784, 512, 10][i] } else { 0 });
-    q.send(&Message::TrainSetup { n_dims: 3, dims: big, optimizer, seed: 1, mean: 0.0, std: 1.0 }).unwrap();
+    q.send(&Message::TrainSetup { head: false, n_dims: 3, dims: big, optimizer, seed: 1, mean: 0.0, std: 1.0 })
+        .unwrap();
     match q.recv().unwrap() {
         Reply::Error { code: ErrorCode::Training, detail, .. } => assert!(detail.contains("parameters"), "{detail}"),
         other => panic!("{other:?}"),
     }
     drop(q);
     let mut q = Qemu::start(&elf, None, Transport::Semihosting, Duration::from_secs(120)).unwrap();
-    q.send(&Message::TrainSetup { n_dims: 3, dims, optimizer, seed: 1, mean: 0.5, std: 0.25 }).unwrap();
+    q.send(&Message::TrainSetup { head: false, n_dims: 3, dims, optimizer, seed: 1, mean: 0.5, std: 0.25 }).unwrap();
     let max = match q.recv().unwrap() {
         Reply::TrainReady { params, max_batch, .. } => {
             assert_eq!(params, 3 * 5 + 2 * 4);

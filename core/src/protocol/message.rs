@@ -41,10 +41,13 @@ pub enum Message<'a> {
     Shutdown,
     Bye(Stats),
     /// Starts a training run (host → device): a fresh model of `dims`,
-    /// initialized from `seed` as the host would, trained with `optimizer`
-    /// on bytes normalized by `(b/255 − mean)/std`. Answered by
-    /// `TrainReady`.
+    /// initialized from `seed` as the host would, trained with `optimizer`.
+    /// With `head: false` it learns from the samples' bytes normalized by
+    /// `(b/255 − mean)/std`; with `head: true` it is a classifier head on
+    /// the device's int8 model, learning from that model's last hidden
+    /// layer (`dims[0]` must be its width). Answered by `TrainReady`.
     TrainSetup {
+        head: bool,
         /// Layer widths, input first: the first `n_dims` of `dims`.
         n_dims: u8,
         dims: [u32; MAX_DIMS],

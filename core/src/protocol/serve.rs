@@ -8,7 +8,7 @@ use super::{
     classify_frame_capacity, send, ErrorCode, FrameReader, Hello, Message, ModelState, Predictions, RecvError,
     SendError, Stats, MAX_DIMS, PROTOCOL_VERSION,
 };
-use crate::session::{SessionError, SessionSetup};
+use crate::session::{InputMap, SessionError, SessionSetup};
 use crate::spec::Spec;
 
 /// What the device loop needs from the firmware (or a host-side stand-in).
@@ -34,9 +34,11 @@ pub trait Backend {
         let _ = detail.write_str("no self tests");
         (0, 0)
     }
-    /// Starts a training run ([`crate::session`]); returns `(params,
-    /// max batch, bytes)`. Devices that do not train refuse.
-    fn train_setup(&mut self, _setup: &SessionSetup) -> Result<(u32, u32, u32), TrainRefusal> {
+    /// Starts a training run ([`crate::session`]), of a head on the int8
+    /// model when `head` (whose input map the device takes from that
+    /// model); returns `(params, max batch, bytes)`. Devices that do not
+    /// train refuse.
+    fn train_setup(&mut self, _setup: &SessionSetup, _head: bool) -> Result<(u32, u32, u32), TrainRefusal> {
         Err(TrainRefusal::Unsupported)
     }
     /// One update of the run ([`TrainSession::train_batch`](crate::session::TrainSession::train_batch)).
@@ -226,14 +228,17 @@ pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers
                 reply!(Message::Bye(stats));
                 return ServeEnd::Shutdown(stats);
             }
-            Message::TrainSetup { n_dims, dims, optimizer, seed, mean, std } => {
+            Message::TrainSetup { head, n_dims, dims, optimizer, seed, mean, std } => {
                 let dims = &dims[..(n_dims as usize).min(MAX_DIMS)];
                 let mut widths = [0usize; MAX_DIMS];
                 for (w, &d) in widths.iter_mut().zip(dims) {
                     *w = d as usize;
                 }
                 let r = match Spec::try_mlp(&widths[..dims.len()]) {
-                    Ok(spec) => dev.train_setup(&SessionSetup { spec, optimizer, seed, mean, std }),
+                    Ok(spec) => {
+                        let input = InputMap::Pixels { mean, std };
+                        dev.train_setup(&SessionSetup { spec, optimizer, seed, input }, head)
+                    }
                     Err(_) => Err(TrainRefusal::Session(SessionError::Setting)),
                 };
                 match r {

@@ -163,6 +163,7 @@ fn sample_messages() -> Vec<Message<'static>> {
         Message::Shutdown,
         Message::Bye(Stats::default()),
         Message::TrainSetup {
+            head: false,
             n_dims: 3,
             dims: core::array::from_fn(|i| if i < 3 { [784, 32, 10][i] } else { 0 }),
             optimizer: crate::optim::Optimizer::Sgd(crate::optim::Sgd { momentum: 0.9, ..Default::default() }),

@@ -342,6 +342,39 @@ impl<'a> QModel<'a> {
         argmax(&logits[..n_out])
     }
 
+    /// The outputs of the last hidden layer for one sample (`u8` values, as
+    /// the last layer reads them, on its input grid: real value
+    /// `in_scale · (q − in_zp)` of [`QLayer::params`] of the last layer):
+    /// the features a new classifier head learns from. Writes them to `out`
+    /// and returns how many there are (0 for a model without a hidden layer).
+    pub fn features(&self, kern: &QKernels, input: &[u8], scratch: &mut [i16], out: &mut [u8]) -> usize {
+        let spec = self.spec();
+        let (n_in, depth) = (spec.inputs(), spec.depth());
+        if depth < 2 {
+            return 0;
+        }
+        assert!(input.len() >= n_in, "features: need {n_in} inputs");
+        assert!(scratch.len() >= self.scratch_len(), "features: scratch of {} < {}", scratch.len(), self.scratch_len());
+        let skip = match scratch.as_ptr().align_offset(4) {
+            s @ (0 | 1) => s,
+            _ => 0,
+        };
+        let half = spec.max_width().next_multiple_of(2);
+        let (mut cur, mut next) = scratch[skip..skip + 2 * half].split_at_mut(half);
+        widen(&input[..n_in], &mut cur[..n_in]);
+        for i in 0..depth - 1 {
+            let l = self.layer(i);
+            l.forward_hidden(kern, &cur[..l.inputs], &mut next[..l.outputs]);
+            core::mem::swap(&mut cur, &mut next);
+        }
+        let h = spec.layer(depth - 1).inputs;
+        for (o, &v) in out[..h].iter_mut().zip(&cur[..h]) {
+            // Hidden outputs are u8 values (checked by `parse`).
+            *o = v as u8;
+        }
+        h
+    }
+
     /// Classifies `n` samples stored back to back in `inputs`, calling
     /// `emit(i, class, logits)` for each in order. Bit-identical to `n`
     /// calls of [`Self::classify`] with any kernel: the kernel's batched

@@ -1,6 +1,8 @@
 //! The training device: learns an f32 model from the samples the host
 //! streams (`tailor device-train`), with the core's training step, and
-//! sends its weights back. A separate image from the inference firmware so
+//! sends its weights back. The model is either fresh (`--mode full`) or a
+//! classifier head on the int8 model flashed into the model region, which
+//! stays frozen (`--mode head`). A separate image from the inference firmware so
 //! that its RAM, all of it in the `static`s below, is what the linker's
 //! figures show (`size -A`: `.bss`).
 //!
@@ -16,13 +18,14 @@ use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
 use tailor_core::gemm::Kernels;
 use tailor_core::protocol::{serve, Backend, Buffers, ModelState, ServeEnd, TrainRefusal};
-use tailor_core::session::{SessionBuffers, SessionSetup, TrainSession};
-use tailor_firmware_sim::{counter, semi, uart, FW_VERSION};
+use tailor_core::quant::{Aligned, QKernels};
+use tailor_core::session::{InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
+use tailor_firmware_sim::{board, counter, model, semi, uart, FW_VERSION};
 
 tailor_firmware_sim::fault_handlers!();
 
 /// Parameters of the largest model: 784-32-10 has 25,450.
-const PARAMS: usize = 26 * 1024;
+const PARAMS: usize = 25 * 1024;
 /// One parameter-sized buffer of optimizer state: SGD's momentum (Adam,
 /// with two, fits models of half the size).
 const STATE: usize = PARAMS;
@@ -36,6 +39,10 @@ const FRAME_SAMPLES: usize = 8;
 const RX_BYTES: usize = tailor_core::protocol::classify_frame_capacity(FRAME_SAMPLES, 785) + 128;
 /// `ReadParams` replies go out of this buffer: 64 floats at a time.
 const TX_BYTES: usize = 4 * 64;
+/// Head mode: the int8 model's scratch (`QModel::scratch_len`: two buffers
+/// of its widest layer, up to 1,023 wide) and one batch of its features.
+const I8_SCRATCH: usize = 2048;
+const FEATURES: usize = 4096;
 
 static mut PARAMS_BUF: [f32; PARAMS] = [0.0; PARAMS];
 static mut STATE_BUF: [f32; STATE] = [0.0; STATE];
@@ -44,11 +51,56 @@ static mut WORKSPACE_BUF: [f32; WORKSPACE] = [0.0; WORKSPACE];
 static mut RX: [u8; RX_BYTES] = [0; RX_BYTES];
 static mut CLASSES: [u8; 1] = [0; 1];
 static mut TX: [u8; TX_BYTES] = [0; TX_BYTES];
+static mut I8_SCRATCH_BUF: Aligned<[i16; I8_SCRATCH]> = Aligned([0; I8_SCRATCH]);
+static mut FEATURES_BUF: [u8; FEATURES] = [0; FEATURES];
 
 /// The training run, once the host has set it up (one per boot).
 struct Trainer {
     buffers: Option<SessionBuffers<'static>>,
     session: Option<TrainSession<'static>>,
+    /// The flashed int8 model (head mode's frozen backbone).
+    backbone: model::Loaded,
+    i8_scratch: &'static mut [i16],
+    features: &'static mut [u8],
+    head: bool,
+    /// The most samples per batch the device announced (and holds to).
+    max_batch: usize,
+}
+
+impl Trainer {
+    fn check_batch(&self, n: usize) -> Result<(), TrainRefusal> {
+        if n == 0 || n > self.max_batch {
+            return Err(SessionError::BatchSize { found: n, max: self.max_batch }.into());
+        }
+        Ok(())
+    }
+}
+
+/// The bytes the session learns from: the samples themselves, or (head
+/// mode) the backbone's features of each, written to `features`.
+fn session_inputs<'s>(
+    head: bool,
+    backbone: &model::Loaded,
+    scratch: &mut [i16],
+    features: &'s mut [u8],
+    n: usize,
+    pixels: &'s [u8],
+) -> Result<&'s [u8], TrainRefusal> {
+    if !head {
+        return Ok(pixels);
+    }
+    let m = backbone.model().ok_or(TrainRefusal::NoSession)?;
+    let (n_in, h) = (m.spec().inputs(), m.spec().layer(m.spec().depth() - 1).inputs);
+    if pixels.len() != n * n_in {
+        return Err(SessionError::InputLength { expected: n * n_in, found: pixels.len() }.into());
+    }
+    if n == 0 || n * h > features.len() {
+        return Err(SessionError::BatchSize { found: n, max: features.len() / h }.into());
+    }
+    for (px, f) in pixels.chunks_exact(n_in).zip(features.chunks_exact_mut(h)) {
+        m.features(&QKernels::BEST, px, scratch, f);
+    }
+    Ok(&features[..n * h])
 }
 
 impl Backend for Trainer {
@@ -70,21 +122,47 @@ impl Backend for Trainer {
     fn instructions(&mut self) -> Option<u64> {
         Some(counter::instructions())
     }
-    fn train_setup(&mut self, setup: &SessionSetup) -> Result<(u32, u32, u32), TrainRefusal> {
-        let bufs = self.buffers.take().ok_or(TrainRefusal::Session(tailor_core::session::SessionError::Setting))?;
-        let s = TrainSession::new(setup, bufs)?;
+    fn train_setup(&mut self, setup: &SessionSetup, head: bool) -> Result<(u32, u32, u32), TrainRefusal> {
+        let mut setup = *setup;
+        if head {
+            let m = self.backbone.model().ok_or(TrainRefusal::NoSession)?;
+            let depth = m.spec().depth();
+            if depth < 2 || setup.spec.depth() != 1 || setup.spec.inputs() != m.spec().layer(depth - 1).inputs {
+                return Err(SessionError::Setting.into());
+            }
+            // The head learns from the last hidden layer's outputs in real
+            // units, as the int8 model's last layer reads them.
+            let p = m.layer(depth - 1).params;
+            setup.input = InputMap::Affine { scale: p.in_scale, zero_point: p.in_zp };
+        }
+        let bufs = self.buffers.take().ok_or(TrainRefusal::Session(SessionError::Setting))?;
+        let s = TrainSession::new(&setup, bufs)?;
+        self.head = head;
         defmt::info!("training {}: {=usize} bytes, batches of up to {=usize}", s.spec(), s.bytes(), s.max_batch());
-        let r = (s.spec().params() as u32, s.max_batch() as u32, s.bytes() as u32);
+        // A batch must also fit the receive frame and, in head mode, the
+        // features buffer.
+        let mut max = s.max_batch().min(FRAME_SAMPLES);
+        if head {
+            max = max.min(FEATURES / s.spec().inputs());
+        }
+        let r = (s.spec().params() as u32, max as u32, s.bytes() as u32);
+        self.max_batch = max;
         self.session = Some(s);
         Ok(r)
     }
     fn train_batch(&mut self, lr: f32, labels: &[u8], pixels: &[u8]) -> Result<f32, TrainRefusal> {
-        let s = self.session.as_mut().ok_or(TrainRefusal::NoSession)?;
-        Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, pixels)?)
+        self.check_batch(labels.len())?;
+        let Trainer { session, backbone, i8_scratch, features, head, .. } = self;
+        let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
+        let inputs = session_inputs(*head, backbone, i8_scratch, features, labels.len(), pixels)?;
+        Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, inputs)?)
     }
     fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<(u32, f32), TrainRefusal> {
-        let s = self.session.as_mut().ok_or(TrainRefusal::NoSession)?;
-        Ok(s.evaluate(&Kernels::PORTABLE, labels, pixels)?)
+        self.check_batch(labels.len())?;
+        let Trainer { session, backbone, i8_scratch, features, head, .. } = self;
+        let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
+        let inputs = session_inputs(*head, backbone, i8_scratch, features, labels.len(), pixels)?;
+        Ok(s.evaluate(&Kernels::PORTABLE, labels, inputs)?)
     }
     fn params(&self, offset: usize, out: &mut [f32]) -> Result<usize, TrainRefusal> {
         let s = self.session.as_ref().ok_or(TrainRefusal::NoSession)?;
@@ -131,7 +209,20 @@ fn main() -> ! {
             },
         )
     };
-    let mut dev = Trainer { buffers: Some(buffers), session: None };
+    // SAFETY: as above.
+    let (i8_scratch, features): (&'static mut [i16; I8_SCRATCH], &'static mut [u8; FEATURES]) = unsafe {
+        (&mut (*core::ptr::addr_of_mut!(I8_SCRATCH_BUF)).0, &mut *core::ptr::addr_of_mut!(FEATURES_BUF))
+    };
+    let backbone = model::load(board::model_region(), i8_scratch.len());
+    let mut dev = Trainer {
+        buffers: Some(buffers),
+        session: None,
+        backbone,
+        i8_scratch: &mut i8_scratch[..],
+        features: &mut features[..],
+        head: false,
+        max_batch: 0,
+    };
     match mode {
         "uart" => report(serve(&mut uart::Uart0::take(), &mut dev, bufs)),
         _ => {
