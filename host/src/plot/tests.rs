@@ -138,7 +138,7 @@ fn save_writes_the_extensions_format() {
 fn short_numbers() {
     assert_eq!(short(0.1), "0.100");
     assert_eq!(short(0.099999994), "0.100");
-    assert_eq!(short(2.71828), "2.72");
+    assert_eq!(short(4.56789), "4.57");
     assert_eq!(short(1234.5), "1234");
     assert_eq!(short(6.1e-4), "6.10e-4");
     assert_eq!(short(0.0), "0");
