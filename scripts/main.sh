@@ -10,8 +10,9 @@ mkdir -p runs
 cargo build --release -p tailor
 T=target/release/tailor
 
-$T train --recipe default --out runs/default.ckpt --json > runs/train.json
-$T quantize runs/default.ckpt --out runs/default.q8 --json > runs/quantize.json
+$T train --recipe default --out runs/default.ckpt --plot runs/train.svg --metrics runs/metrics.csv --json > runs/train.json
+$T eval runs/default.ckpt --plot runs/confusion.svg --json > runs/eval.json
+$T quantize runs/default.ckpt --out runs/default.q8 --plot runs/quantize.svg --json > runs/quantize.json
 $T device runs/default.q8 --log --json > runs/device.json
 # A fresh 784-32-10 learns on the emulated Cortex-M4 from one epoch of the
 # 60,000 training images; the host replays it and compares the weights.
@@ -53,3 +54,5 @@ print("|" + "-" * (w + 2) + "|--------|")
 for k, v in rows:
     print(f"| {k.ljust(w)} | {v} |")
 PY
+echo
+echo "plots: runs/train.svg runs/confusion.svg runs/quantize.svg; per-epoch metrics: runs/metrics.csv"

@@ -37,6 +37,10 @@ pub struct TrainArgs {
     pub json: bool,
     pub log_every: usize,
     pub train_limit: Option<usize>,
+    /// `--plot`: loss and accuracy curves, `.svg` or `.png`.
+    pub plot: Option<PathBuf>,
+    /// `--metrics`: one CSV row per epoch.
+    pub metrics: Option<PathBuf>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -64,6 +68,8 @@ pub struct TrainReport {
     pub dims: Vec<u32>,
     pub params: usize,
     pub history: Vec<EpochReport>,
+    pub plot: Option<PathBuf>,
+    pub metrics: Option<PathBuf>,
 }
 
 /// Largest `--batch-size`.
@@ -161,6 +167,9 @@ fn progress(total: u64, json: bool) -> Option<ProgressBar> {
 }
 
 pub fn train(a: TrainArgs) -> Result<TrainReport> {
+    if let Some(p) = &a.plot {
+        crate::plot::Format::of(p, "--plot")?;
+    }
     let threads = Threads::new(a.threads)?;
     let kernels = crate::simd::detect();
     let ds = data::load(&a.data)?;
@@ -280,6 +289,15 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
             train_seconds: secs,
         });
         checkpoint::save(&out, &t.model, &t.meta, &t.optim)?;
+        // Rewritten after every epoch, like the checkpoint (and after it,
+        // so a failure here never loses the weights).
+        if let Some(p) = &a.metrics {
+            crate::metrics::write(p, &history)?;
+        }
+        if let Some(p) = &a.plot {
+            let title = format!("tailor train: {spec} on {source}");
+            crate::plot::save(&crate::plot::train::TrainCurves { history: &history, title }, p, "--plot")?;
+        }
     }
     let report = TrainReport {
         test_accuracy: last.accuracy(),
@@ -294,6 +312,8 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         dims: spec.dims().to_vec(),
         params: spec.params(),
         history,
+        plot: a.plot.clone(),
+        metrics: a.metrics.clone(),
     };
     say!(
         json,
@@ -305,6 +325,9 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         100.0 * report.test_accuracy,
         out.display()
     );
+    for p in report.metrics.iter().chain(&report.plot) {
+        say!(json, none, "wrote {}", p.display());
+    }
     if json {
         println!("{}", serde_json::to_string(&report)?);
     }
@@ -335,7 +358,17 @@ pub fn eval_split(model_path: &Path, test: &Split, threads: usize) -> Result<(Ev
     Ok((evaluate(&ck.model, &kernels, &threads, test, &ck.meta.norm), ck.meta))
 }
 
-pub fn eval(model_path: &Path, data: &data::DataArgs, threads: usize, json: bool) -> Result<EvalReport> {
+/// `tailor eval`; `plot`: the confusion matrix as a heatmap (`.svg` or `.png`).
+pub fn eval(
+    model_path: &Path,
+    data: &data::DataArgs,
+    threads: usize,
+    json: bool,
+    plot: Option<&Path>,
+) -> Result<EvalReport> {
+    if let Some(p) = plot {
+        crate::plot::Format::of(p, "--plot")?;
+    }
     let ds = data::load(data)?;
     let (r, meta) =
         eval_split(model_path, &ds.test, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
@@ -377,6 +410,19 @@ pub fn eval(model_path: &Path, data: &data::DataArgs, threads: usize, json: bool
             line += &format!("{v:>5}");
         }
         say!(json, none, "{line}");
+    }
+    if let Some(p) = plot {
+        let title = format!(
+            "{} on {}: {:.2} % ({}/{})",
+            model_path.display(),
+            ds.source,
+            100.0 * r.accuracy(),
+            r.correct,
+            r.total
+        );
+        let fig = crate::plot::confusion::Confusion { counts: &r.confusion, class_names: names, title };
+        crate::plot::save(&fig, p, "--plot")?;
+        say!(json, none, "wrote {}", p.display());
     }
     if json {
         println!("{}", serde_json::to_string(&rep)?);

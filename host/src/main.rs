@@ -30,6 +30,9 @@ enum Cmd {
         threads: usize,
         #[arg(long)]
         json: bool,
+        /// Draw the confusion matrix (class names on both axes) to FILE.svg or FILE.png.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
     },
     /// Calibrate on training images and write the int8 model (.q8).
     Quantize {
@@ -49,6 +52,9 @@ enum Cmd {
         threads: usize,
         #[arg(long)]
         json: bool,
+        /// Draw per-layer weight ranges and int8 error to FILE.svg or FILE.png.
+        #[arg(long, value_name = "FILE")]
+        plot: Option<PathBuf>,
     },
     /// Convert a version-1 .q8 (postcard payload) to version 2 (read in place).
     Convert {
@@ -241,6 +247,12 @@ struct TrainCli {
     /// Train on only the first N training images (for quick tests).
     #[arg(long)]
     train_limit: Option<usize>,
+    /// Draw loss and accuracy per epoch to FILE.svg or FILE.png (rewritten every epoch).
+    #[arg(long, value_name = "FILE")]
+    plot: Option<PathBuf>,
+    /// Write per-epoch metrics (epoch, lr, train_loss, test_loss, test_accuracy, seconds) as CSV.
+    #[arg(long, value_name = "FILE.csv")]
+    metrics: Option<PathBuf>,
 }
 
 fn main() {
@@ -273,13 +285,15 @@ fn main() {
                     json: t.json,
                     log_every: t.log_every,
                     train_limit: t.train_limit,
+                    plot: t.plot,
+                    metrics: t.metrics,
                 })
             })
             .map(|_| ()),
-        Cmd::Eval { model, data, threads, json } => {
-            tailor::commands::eval(&model, &data.args(), threads, json).map(|_| ())
+        Cmd::Eval { model, data, threads, json, plot } => {
+            tailor::commands::eval(&model, &data.args(), threads, json, plot.as_deref()).map(|_| ())
         }
-        Cmd::Quantize { model, out, data, calib_images, calib, threads, json } => (|| {
+        Cmd::Quantize { model, out, data, calib_images, calib, threads, json, plot } => (|| {
             let method = match calib.as_str() {
                 "minmax" => tailor::quantize::CalibMethod::MinMax,
                 p => match p.parse::<f64>() {
@@ -293,6 +307,7 @@ fn main() {
             a.method = method;
             a.threads = threads;
             a.json = json;
+            a.plot = plot;
             tailor::quantize::run_quantize(a).map(|_| ())
         })(),
         Cmd::Convert { model, out } => tailor::q8::convert_file(&model, &out).and_then(|q| {

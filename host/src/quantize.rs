@@ -204,6 +204,126 @@ pub fn quantize_layers(
     Ok(q)
 }
 
+/// `gain_k / std_k` of layer 1's input fold, as [`quantize_model`] hands it
+/// to the core (which multiplies each weight `w[o][k]` by it in `f64`):
+/// the int8 layer 1 approximates these folded weights, not the raw ones.
+pub fn layer1_fold(norm: &Norm, train: &Split) -> Result<Vec<f64>> {
+    let inv = |gain: f32, std: f32| gain as f64 * (1.0 / std as f64);
+    Ok(match (&train.features, norm.per_tensor_values()) {
+        (Features::U8(_), Some((_, std))) if norm.scale == crate::data::U8_SCALE => vec![inv(1.0, std); train.width],
+        (Features::U8(_), _) => norm.std.iter().map(|&s| inv(1.0, s)).collect(),
+        (Features::F32(_), _) => {
+            let (_, step) = feature_grid(train)?;
+            step.iter().zip(&norm.std).map(|(&st, &s)| inv(st * norm.scale, s)).collect()
+        }
+    })
+}
+
+/// How far one int8 layer is from its f32 weights.
+#[derive(Clone, Debug, Serialize)]
+pub struct LayerError {
+    /// 1-based, as the plot labels it.
+    pub layer: usize,
+    /// Range of the f32 weights the int8 layer approximates (layer 1's
+    /// with the input normalization folded in).
+    pub f32_min: f32,
+    pub f32_max: f32,
+    /// Reach of the int8 grid: ±127 × the largest row step.
+    pub grid_max: f32,
+    /// Smallest and largest row step (the weight one int8 unit stands for).
+    pub step_min: f32,
+    pub step_max: f32,
+    /// Root mean square of dequantized − f32 over all weights.
+    pub rms_error: f64,
+    pub max_abs_error: f64,
+}
+
+/// The int8 model's error: per layer, and on the logits of test samples.
+#[derive(Clone, Debug, Serialize)]
+pub struct Int8Error {
+    pub layers: Vec<LayerError>,
+    /// Test samples whose logits were compared (the first ones).
+    pub logit_samples: usize,
+    /// RMS of the f32 logits, for scale.
+    pub logit_rms: f64,
+    /// RMS of int8 logits × logit scale − f32 logits.
+    pub logit_rms_error: f64,
+    pub logit_max_abs_error: f64,
+}
+
+/// Test samples [`int8_error`] compares logits on by default.
+pub const LOGIT_SAMPLES: usize = 1000;
+
+/// Compares the int8 model `q` with the f32 `model` it came from (trained
+/// on `norm`, quantized with `train`'s input grid): every weight, and the
+/// logits of the first `samples` test samples.
+pub fn int8_error(
+    model: &Model,
+    q: &QModel<'_>,
+    norm: &Norm,
+    train: &Split,
+    test: &Split,
+    samples: usize,
+) -> Result<Int8Error> {
+    let spec = *model.spec();
+    let fold = layer1_fold(norm, train)?;
+    let mut layers = Vec::with_capacity(spec.depth());
+    for i in 0..spec.depth() {
+        let (f, ql) = (model.layer(i), q.layer(i));
+        let (mut lo, mut hi, mut sq, mut worst) = (f32::INFINITY, f32::NEG_INFINITY, 0.0f64, 0.0f64);
+        for o in 0..ql.outputs {
+            for (k, &w) in f.weight[o * ql.inputs..][..ql.inputs].iter().enumerate() {
+                let w = if i == 0 { (w as f64 * fold[k]) as f32 } else { w };
+                let e = ql.weight_at(o, k) as f64 * ql.w_scale[o] as f64 - w as f64;
+                (lo, hi) = (lo.min(w), hi.max(w));
+                sq += e * e;
+                worst = worst.max(e.abs());
+            }
+        }
+        let (step_min, step_max) = ql.w_scale.iter().fold((f32::INFINITY, 0.0f32), |(a, b), &s| (a.min(s), b.max(s)));
+        layers.push(LayerError {
+            layer: i + 1,
+            f32_min: lo,
+            f32_max: hi,
+            grid_max: 127.0 * step_max,
+            step_min,
+            step_max,
+            rms_error: (sq / (ql.outputs * ql.inputs).max(1) as f64).sqrt(),
+            max_abs_error: worst,
+        });
+    }
+
+    let n = samples.min(test.len());
+    let outs = spec.outputs();
+    let (_, int8) = int8_predict_logits(q, &device_inputs(q, test)?[..n * spec.inputs()]);
+    let logit_scale = q.layer(spec.depth() - 1).params.out_scale as f64;
+    let kernels = crate::simd::detect();
+    let mut ws = crate::train::workspace(spec, EVAL_BATCH);
+    let mut labels = [0u8; EVAL_BATCH];
+    let (mut ref_sq, mut err_sq, mut worst) = (0.0f64, 0.0f64, 0.0f64);
+    let idx: Vec<u32> = (0..n as u32).collect();
+    for (c, chunk) in idx.chunks(EVAL_BATCH).enumerate() {
+        let m = chunk.len();
+        fill_batch(test, chunk, norm, ws.input_mut(m), &mut labels[..m]);
+        model.forward(&kernels, &tailor_core::par::Serial, &mut ws, m);
+        let f = ws.logits(m);
+        for (&fv, &qv) in f.iter().zip(&int8[c * EVAL_BATCH * outs..]) {
+            let e = qv as f64 * logit_scale - fv as f64;
+            ref_sq += fv as f64 * fv as f64;
+            err_sq += e * e;
+            worst = worst.max(e.abs());
+        }
+    }
+    let count = (n * outs).max(1) as f64;
+    Ok(Int8Error {
+        layers,
+        logit_samples: n,
+        logit_rms: (ref_sq / count).sqrt(),
+        logit_rms_error: (err_sq / count).sqrt(),
+        logit_max_abs_error: worst,
+    })
+}
+
 /// The bytes the device takes for every sample of `split` (`split.len() ×
 /// inputs`): the samples themselves for byte data, or `f32` features cut to
 /// bytes on the model's grid. An error if the model does not take this data.
@@ -441,6 +561,8 @@ pub struct QuantizeArgs {
     pub threads: usize,
     /// Print JSON instead of text.
     pub json: bool,
+    /// `--plot`: weight ranges and int8 error, `.svg` or `.png`.
+    pub plot: Option<PathBuf>,
 }
 
 impl QuantizeArgs {
@@ -453,6 +575,7 @@ impl QuantizeArgs {
             method: DEFAULT_METHOD,
             threads: 0,
             json: false,
+            plot: None,
         }
     }
 }
@@ -522,12 +645,18 @@ pub struct QuantizeReport {
     pub int8_samples_per_sec: f64,
     pub boards: Vec<BoardFit>,
     pub out: PathBuf,
+    /// Per-layer weight ranges and errors, and the logit error.
+    pub int8_error: Int8Error,
+    pub plot: Option<PathBuf>,
 }
 
 /// `tailor quantize`: load, calibrate, quantize, write the `.q8`
 /// atomically, compare f32 and int8 on the 10,000 test images, print the
 /// memory report (text or `--json`).
 pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
+    if let Some(p) = &args.plot {
+        crate::plot::Format::of(p, "--plot")?;
+    }
     let ck = crate::checkpoint::load(&args.checkpoint)?;
     let ds = data::load(&args.data)?;
     let spec = *ck.model.spec();
@@ -560,6 +689,7 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     let correct = preds.iter().zip(&ds.test.labels).filter(|(a, b)| a == b).count();
     let agree = preds.iter().zip(&f.predictions).filter(|(a, b)| a == b).count();
     let n = ds.test.len().max(1) as f64;
+    let int8_error = int8_error(&ck.model, &q, &norm, &ds.train, &ds.test, LOGIT_SAMPLES)?;
 
     let (flash, ram, boards) = board_fits(&q);
     let report = QuantizeReport {
@@ -579,7 +709,14 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
         int8_samples_per_sec: int8_sps,
         boards,
         out: args.out.clone(),
+        int8_error,
+        plot: args.plot.clone(),
     };
+    // After the .q8 is written: a plot that fails loses nothing.
+    if let Some(p) = &args.plot {
+        let title = format!("{} → int8 ({})", spec, args.out.display());
+        crate::plot::save(&crate::plot::quantize::QuantizeFigure { error: &report.int8_error, title }, p, "--plot")?;
+    }
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -604,6 +741,9 @@ fn print_report(r: &QuantizeReport) {
         100.0 * (r.int8_accuracy - r.f32_accuracy),
         100.0 * r.agreement
     );
+    let e = &r.int8_error;
+    let rms: Vec<String> = e.layers.iter().map(|l| crate::plot::short(l.rms_error)).collect();
+    println!("int8 weight error (RMS per layer): [{}]; {}", rms.join(", "), crate::plot::quantize::logit_line(e));
     println!("int8 host throughput: {:.0} samples/s", r.int8_samples_per_sec);
     println!(
         "flash: {} B .q8 + ~{} B code = {} B    RAM: {} B activations + I/O + ~{} B overhead = {} B",
@@ -873,6 +1013,47 @@ mod tests {
         // Byte data for a feature model (and the reverse) is refused.
         let bytes = Split::new(Features::U8(vec![0; 12]), vec![0, 1], 6);
         assert!(device_inputs(&q, &bytes).unwrap_err().to_string().contains("f32 features"));
+    }
+
+    /// Every int8 weight is within half a step of the f32 weight it stands
+    /// for (layer 1's with the input fold, which [`layer1_fold`] must
+    /// compute as the core does), and the logits track the f32 ones.
+    #[test]
+    fn int8_error_is_rounding_error() {
+        let check = |m: &Model, norm: &Norm, split: &Split| {
+            let cal = calibrate(m, split, norm, split.len());
+            let q8 = quantize_model(m, norm, split, &cal).unwrap();
+            let q = q8.model().unwrap();
+            let e = int8_error(m, &q, norm, split, split, 50).unwrap();
+            assert_eq!(e.layers.len(), m.spec().depth());
+            assert_eq!(e.logit_samples, 50);
+            for l in &e.layers {
+                assert!(l.max_abs_error <= l.step_max as f64 * 0.5001, "{l:?}");
+                assert!(l.rms_error > 0.0 && l.rms_error <= l.max_abs_error, "{l:?}");
+                assert!(l.f32_min < 0.0 && l.f32_max > 0.0 && l.step_min <= l.step_max, "{l:?}");
+                assert!(l.grid_max as f64 >= l.f32_max.abs().max(l.f32_min.abs()) as f64 * 0.9999, "{l:?}");
+            }
+            assert!(e.logit_rms > 0.0 && e.logit_rms_error < 0.1 * e.logit_rms, "{e:?}");
+            e
+        };
+        let m = seed_model(4);
+        let split = bytes_split(64, 37, 251);
+        let e = check(&m, &Norm::fashion_mnist(), &split);
+        // Folded by 1/0.353, layer 1's weights reach past the raw ±1/√784.
+        assert!(e.layers[0].f32_max > 1.0 / 28.0);
+        let per_feature = Norm { scale: crate::data::U8_SCALE, mean: vec![0.2; 784], std: vec![0.5; 784] };
+        let mut per_feature = per_feature;
+        per_feature.std[3] = 0.25;
+        check(&m, &per_feature, &split);
+
+        let spec = tailor_core::Spec::mlp(&[5, 16, 8, 3]);
+        let mut m = crate::checkpoint::zero_model(spec);
+        m.init(9);
+        let mut r = tailor_core::rng::Rng::new(3);
+        let n = 200;
+        let x: Vec<f32> = (0..n * 5).map(|i| r.uniform(-2.0, 2.0) * [1.0, 50.0, 0.1, 7.0, 300.0][i % 5]).collect();
+        let split = Split::new(Features::F32(x), (0..n).map(|i| (i % 3) as u8).collect(), 5);
+        check(&m, &Norm::standardize(&split), &split);
     }
 
     #[test]
