@@ -5,6 +5,7 @@ pub mod checkpoint;
 pub mod commands;
 pub mod data;
 pub mod device;
+pub mod interop;
 pub mod par;
 pub mod q8;
 pub mod quantize;

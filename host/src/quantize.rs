@@ -528,8 +528,8 @@ pub struct QuantizeReport {
 /// atomically, compare f32 and int8 on the 10,000 test images, print the
 /// memory report (text or `--json`).
 pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
-    let ck = crate::checkpoint::load(&args.checkpoint)?;
     let ds = data::load(&args.data)?;
+    let ck = crate::interop::load(&args.checkpoint, Some(&ds))?;
     let spec = *ck.model.spec();
     if ds.features != spec.inputs() {
         bail!(
