@@ -83,3 +83,6 @@ pub fn export(model: &Path, format: F32Format, out: &Path) -> Result<()> {
     };
     checkpoint::atomic_write(out, &bytes)
 }
+
+#[cfg(test)]
+mod tests;
