@@ -48,7 +48,7 @@ fn raw_file(header: &str, data: &[u8]) -> Vec<u8> {
 }
 
 fn err(bytes: &[u8]) -> String {
-    format!("{:#}", decode(bytes, "bad.safetensors").err().expect("must be rejected"))
+    format!("{:#}", decode(bytes, "bad.safetensors").expect_err("must be rejected"))
 }
 
 fn assert_err(bytes: &[u8], parts: &[&str]) {
