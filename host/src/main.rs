@@ -73,6 +73,7 @@ enum Cmd {
     },
     /// Run the int8 model on the emulated Cortex-M4 (QEMU) and compare with the host.
     Device {
+        /// A .q8, or an f32 model (checkpoint, .safetensors) to quantize in memory first.
         model: PathBuf,
         /// Only the first N test images.
         #[arg(long)]

@@ -97,6 +97,13 @@ fn torch_state_dict_without_metadata_gets_the_tutorials_inputs() {
     let q8 = dir.path().join("torch.q8");
     let q = tailor_json(&["quantize", s(&st), "--out", s(&q8)]);
     assert_eq!(q["f32_accuracy"], a["test_accuracy"]);
+    // And device, quantizing it in memory the same way: the device runs
+    // exactly the .q8 that quantize wrote.
+    let d = tailor_json(&["device", s(&st), "--limit", "300"]);
+    let d8 = tailor_json(&["device", s(&q8), "--limit", "300"]);
+    assert_eq!((d["agree"].as_u64(), d["total"].as_u64()), (Some(300), Some(300)), "{d}");
+    assert_eq!(d["model_crc"], d8["model_crc"]);
+    assert_eq!(d["device_accuracy"], d8["device_accuracy"]);
     // Nothing says how to scale its inputs without data.
     let err = tailor_fails(&["export", s(&st), "--format", "onnx", "--out", s(&dir.path().join("x.onnx"))]);
     assert!(err.contains("torch.safetensors") && err.contains("tailor.norm"), "{err}");
