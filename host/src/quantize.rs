@@ -428,14 +428,12 @@ pub use crate::checkpoint::atomic_write as write_atomic;
 /// or safetensors state dict) quantized in memory with the default
 /// calibration on `ds`'s training split, with a notice on stderr.
 pub fn load_or_quantize(path: &Path, ds: &data::Dataset) -> Result<Q8> {
-    let mut head = [0u8; 16];
-    let n = std::fs::File::open(path)
-        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
-        .with_context(|| format!("reading model {}", path.display()))?;
-    let head = &head[..n];
-    let f32_model = head.starts_with(&crate::checkpoint::MAGIC)
-        || (!head.starts_with(b"TLQ8")
-            && crate::interop::kind_of(path, head) == crate::interop::ModelKind::Safetensors);
+    // Whole file: recognizing safetensors by its bytes needs the file's length.
+    let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+    let f32_model = bytes.starts_with(&crate::checkpoint::MAGIC)
+        || (!bytes.starts_with(b"TLQ8")
+            && crate::interop::kind_of(path, &bytes) == crate::interop::ModelKind::Safetensors);
+    drop(bytes);
     if !f32_model {
         return load_q8(path);
     }

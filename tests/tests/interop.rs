@@ -93,6 +93,8 @@ fn torch_state_dict_without_metadata_gets_the_tutorials_inputs() {
     let renamed = dir.path().join("torch.bin");
     std::fs::copy(&st, &renamed).unwrap();
     same_eval(&a, &tailor_json(&["eval", s(&renamed)]));
+    let d = tailor_json(&["device", s(&renamed), "--limit", "50"]);
+    assert_eq!(d["agree"], 50, "{d}");
     // Quantize reads it too.
     let q8 = dir.path().join("torch.q8");
     let q = tailor_json(&["quantize", s(&st), "--out", s(&q8)]);
