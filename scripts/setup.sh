@@ -9,6 +9,8 @@ if [ -z "${TAILOR_DATA:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/t10k-la
     && [ ! -f ./data/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
     need_apt+=(dataset-fashion-mnist)
 fi
+# The interop round trip (test.sh) makes a venv and pip-installs into it.
+python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
     if [ "$(id -u)" = 0 ]; then
         echo "setup: installing ${need_apt[*]}" >&2

@@ -26,7 +26,23 @@ cargo build --release -p tailor
 export TAILOR_BIN="$PWD/target/release/tailor"
 cargo test --workspace --release --exclude tailor-e2e -- --test-threads 1
 
-step "end-to-end: real-data training accuracy, CLI errors, host <-> QEMU device"
+step "Python venv for the interop round trip (safetensors, numpy, onnx, onnxruntime from PyPI)"
+# tests/tests/interop.rs runs tests/interop/check.py with it. A venv that
+# cannot be made fails the suite; only outside CI may TAILOR_SKIP_PY=1 skip.
+if [[ "${TAILOR_SKIP_PY:-}" == 1 && -z "${CI:-}" ]]; then
+    echo "skipping the Python round trip: TAILOR_SKIP_PY=1"
+else
+    unset TAILOR_SKIP_PY
+    PY=target/pyenv/bin/python
+    if ! "$PY" -c 'import safetensors, numpy, onnx, onnxruntime' 2>/dev/null; then
+        python3 -m venv target/pyenv
+        "$PY" -m pip install --quiet --disable-pip-version-check safetensors numpy onnx onnxruntime
+    fi
+    "$PY" -c 'import safetensors, numpy, onnx, onnxruntime as o; print("venv:", numpy.__version__, onnx.__version__, o.__version__)'
+    export TAILOR_PYTHON="$PWD/$PY"
+fi
+
+step "end-to-end: real-data training accuracy, CLI errors, host <-> QEMU device, PyTorch/ONNX interop"
 # --nocapture shows the measured accuracies and timings in the CI log.
 cargo test --release -p tailor-e2e -- --test-threads 1 --nocapture
 

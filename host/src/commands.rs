@@ -8,7 +8,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
 use crate::checkpoint::{self, Meta};
-use crate::data::{self, Norm, Split};
+use crate::data::{self, Norm};
 use crate::par::Threads;
 use crate::recipe::{self, OptName, Recipe, SchedName};
 use crate::train::{evaluate, EvalResult, Event, Timer, Trainer};
@@ -34,6 +34,9 @@ pub struct TrainArgs {
     pub out: Option<PathBuf>,
     pub threads: usize,
     pub resume: Option<PathBuf>,
+    /// Start from these weights (a checkpoint or a safetensors state dict)
+    /// with a fresh optimizer.
+    pub init: Option<PathBuf>,
     pub json: bool,
     pub log_every: usize,
     pub train_limit: Option<usize>,
@@ -173,6 +176,10 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
     let threads = Threads::new(a.threads)?;
     let kernels = crate::simd::detect();
     let ds = data::load(&a.data)?;
+    if a.init.is_some() && a.resume.is_some() {
+        bail!("--init and --resume: give one (--resume continues a run, --init starts one from given weights)");
+    }
+    let init = a.init.as_deref().map(|p| crate::interop::load(p, Some(&ds))).transpose()?;
     let default_norm = ds.default_norm();
     let (features, classes, class_names, source) = (ds.features, ds.classes, ds.class_names, ds.source);
     let mut train_split = ds.train;
@@ -210,6 +217,28 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
             t.meta.epochs = e;
         }
         t
+    } else if let Some(ck) = init {
+        let path = a.init.as_deref().expect("init was loaded from it").display();
+        let spec = *ck.model.spec();
+        if let Some(h) = &a.hidden {
+            if spec.hidden().iter().map(|&w| w as usize).ne(h.iter().copied()) {
+                bail!("--hidden {h:?} contradicts {path}'s model {spec}; leave it out with --init");
+            }
+        }
+        if spec.inputs() != features || spec.outputs() < classes {
+            bail!("{path}: the model {spec} does not take this data ({features} features, {classes} classes)");
+        }
+        let s = settings_from(&a)?;
+        // The weights were trained on inputs normalized one way; keep it.
+        let meta = Meta {
+            epochs: s.epochs,
+            batch_size: s.batch_size as u32,
+            seed: s.seed,
+            shuffle: s.shuffle,
+            schedule: s.schedule,
+            ..Meta::new(s.optimizer, ck.meta.norm, ck.meta.class_names)
+        };
+        Trainer::from_weights(kernels, ck.model, meta)
     } else {
         let s = settings_from(&a)?;
         let hidden = a.hidden.clone().unwrap_or_else(|| vec![512, 512]);
@@ -347,8 +376,20 @@ pub struct EvalReport {
     pub samples_per_sec: Option<f64>,
 }
 
-pub fn eval_split(model_path: &Path, test: &Split, threads: usize) -> Result<(EvalResult, Meta)> {
-    let ck = checkpoint::load(model_path)?;
+/// Evaluates the model in `model_path` (a checkpoint or a safetensors state
+/// dict, [`crate::interop::load`]) on `ds`'s test split.
+pub fn eval_split(model_path: &Path, ds: &data::Dataset, threads: usize) -> Result<(EvalResult, Meta)> {
+    let test = &ds.test;
+    let ck = crate::interop::load(model_path, Some(ds))?;
+    if ds.features != ck.model.spec().inputs() {
+        bail!(
+            "the model {} takes {} inputs, {} has {} features",
+            ck.model.spec(),
+            ck.model.spec().inputs(),
+            ds.source,
+            ds.features
+        );
+    }
     let threads = Threads::new(threads)?;
     let kernels = crate::simd::detect();
     let spec = *ck.model.spec();
@@ -358,20 +399,29 @@ pub fn eval_split(model_path: &Path, test: &Split, threads: usize) -> Result<(Ev
     Ok((evaluate(&ck.model, &kernels, &threads, test, &ck.meta.norm), ck.meta))
 }
 
-/// `tailor eval`; `plot`: the confusion matrix as a heatmap (`.svg` or `.png`).
+/// `tailor eval`; `plot`: the confusion matrix as a heatmap (`.svg` or
+/// `.png`); with `logits`, also writes every test sample's logits there as
+/// an NPY `float32 [N, classes]` array.
 pub fn eval(
     model_path: &Path,
     data: &data::DataArgs,
     threads: usize,
     json: bool,
     plot: Option<&Path>,
+    logits: Option<&Path>,
 ) -> Result<EvalReport> {
     if let Some(p) = plot {
         crate::plot::Format::of(p, "--plot")?;
     }
     let ds = data::load(data)?;
     let (r, meta) =
-        eval_split(model_path, &ds.test, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
+        eval_split(model_path, &ds, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
+    if let Some(path) = logits {
+        let classes = r.confusion.len();
+        let bytes: Vec<u8> = r.logits.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let npy = data::npy::npy_bytes("<f4", &[r.total as u64, classes as u64], &bytes);
+        checkpoint::atomic_write(path, &npy)?;
+    }
     let names = &meta.class_names;
     let per_class: Vec<(String, f64)> = r
         .confusion
@@ -431,7 +481,7 @@ pub fn eval(
 }
 
 /// `split` without the samples whose label is in `classes`.
-pub fn without_classes(split: &Split, classes: &[u8]) -> Split {
+pub fn without_classes(split: &data::Split, classes: &[u8]) -> data::Split {
     let keep: Vec<usize> = (0..split.len()).filter(|&i| !classes.contains(&split.labels[i])).collect();
     let w = split.width;
     let labels = keep.iter().map(|&i| split.labels[i]).collect();
@@ -443,5 +493,5 @@ pub fn without_classes(split: &Split, classes: &[u8]) -> Split {
             data::Features::F32(keep.iter().flat_map(|&i| &v[i * w..(i + 1) * w]).copied().collect())
         }
     };
-    Split::new(features, labels, w)
+    data::Split::new(features, labels, w)
 }

@@ -786,11 +786,11 @@ pub fn decode_defmt(elf: &Path, raw: &[u8]) -> String {
 /// the firmware, run the test set through it in QEMU with the model
 /// flashed, and compare every class and logit with the host's int8 ones.
 pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
-    let q8 = crate::q8::load(&args.model)?;
+    let data = crate::data::load(&args.data)?;
+    let q8 = crate::quantize::load_or_quantize(&args.model, &data)?;
     let model = q8.model()?;
     let spec = *model.spec();
     check_fits(&model, &crate::board::MPS2_AN386).with_context(|| args.model.display().to_string())?;
-    let data = crate::data::load(&args.data)?;
     let mut test = data.test;
     let n = args.limit.unwrap_or(test.len()).min(test.len());
     if n == 0 {

@@ -6,6 +6,7 @@ pub mod commands;
 pub mod data;
 pub mod device;
 pub mod device_train;
+pub mod interop;
 pub mod metrics;
 pub mod par;
 pub mod plot;

@@ -21,9 +21,13 @@ struct Cli {
 enum Cmd {
     /// Train an MLP (default: the tutorial's 784-512-512-10) and save a checkpoint.
     Train(TrainCli),
-    /// Accuracy, loss, per-class accuracy and confusion matrix of a checkpoint.
+    /// Accuracy, loss, per-class accuracy and confusion matrix of a model
+    /// (a checkpoint, or a PyTorch state dict as .safetensors).
     Eval {
         model: PathBuf,
+        /// Also write every test sample's logits here (NPY, float32 [N, classes]).
+        #[arg(long)]
+        logits: Option<PathBuf>,
         #[command(flatten)]
         data: DataCli,
         #[arg(long, default_value_t = 0)]
@@ -36,7 +40,7 @@ enum Cmd {
     },
     /// Calibrate on training images and write the int8 model (.q8).
     Quantize {
-        /// f32 checkpoint from `tailor train`.
+        /// f32 model: a checkpoint from `tailor train`, or a .safetensors state dict.
         model: PathBuf,
         #[arg(long)]
         out: PathBuf,
@@ -62,16 +66,20 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Write a .q8 model as Rust source, a C header, or the raw flash image.
+    /// Write a .q8 model as Rust source, a C header or the raw flash image;
+    /// or an f32 model (checkpoint) as a safetensors state dict or ONNX.
     Export {
+        /// A .q8 for rust|c|bin; a checkpoint (or a safetensors file with
+        /// tailor's metadata) for safetensors|onnx.
         model: PathBuf,
-        #[arg(long, value_parser = ["rust", "c", "bin"])]
+        #[arg(long, value_parser = ["rust", "c", "bin", "safetensors", "onnx"])]
         format: String,
         #[arg(long)]
         out: PathBuf,
     },
     /// Run the int8 model on the emulated Cortex-M4 (QEMU) and compare with the host.
     Device {
+        /// A .q8, or an f32 model (checkpoint, .safetensors) to quantize in memory first.
         model: PathBuf,
         /// Only the first N test images.
         #[arg(long)]
@@ -236,8 +244,13 @@ struct TrainCli {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Continue from this checkpoint (its settings, unless overridden by --epochs).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "init")]
     resume: Option<PathBuf>,
+    /// Start from these weights (a checkpoint, or a PyTorch state dict as
+    /// .safetensors) with a fresh optimizer; the model's shape and input
+    /// normalization come from the file.
+    #[arg(long)]
+    init: Option<PathBuf>,
     /// Print one final JSON object on stdout (human lines go to stderr).
     #[arg(long)]
     json: bool,
@@ -282,6 +295,7 @@ fn main() {
                     out: t.out,
                     threads: t.threads,
                     resume: t.resume,
+                    init: t.init,
                     json: t.json,
                     log_every: t.log_every,
                     train_limit: t.train_limit,
@@ -290,8 +304,8 @@ fn main() {
                 })
             })
             .map(|_| ()),
-        Cmd::Eval { model, data, threads, json, plot } => {
-            tailor::commands::eval(&model, &data.args(), threads, json, plot.as_deref()).map(|_| ())
+        Cmd::Eval { model, logits, data, threads, json, plot } => {
+            tailor::commands::eval(&model, &data.args(), threads, json, plot.as_deref(), logits.as_deref()).map(|_| ())
         }
         Cmd::Quantize { model, out, data, calib_images, calib, threads, json, plot } => (|| {
             let method = match calib.as_str() {
@@ -321,6 +335,14 @@ fn main() {
             );
             Ok(())
         }),
+        Cmd::Export { model, format, out } if format == "safetensors" || format == "onnx" => {
+            let f = if format == "onnx" {
+                tailor::interop::F32Format::Onnx
+            } else {
+                tailor::interop::F32Format::Safetensors
+            };
+            tailor::interop::export(&model, f, &out).map(|()| println!("wrote {}", out.display()))
+        }
         Cmd::Export { model, format, out } => format
             .parse::<tailor::quantize::ExportFormat>()
             .map_err(|e| anyhow::anyhow!("--format: {e}"))

@@ -544,6 +544,44 @@ pub fn load_q8(path: &Path) -> Result<Q8> {
 
 pub use crate::checkpoint::atomic_write as write_atomic;
 
+/// The int8 model in `path`: a `.q8` as it is, or an f32 model (checkpoint
+/// or safetensors state dict) quantized in memory with the default
+/// calibration on `ds`'s training split, with a notice on stderr.
+pub fn load_or_quantize(path: &Path, ds: &data::Dataset) -> Result<Q8> {
+    // Whole file: recognizing safetensors by its bytes needs the file's length.
+    let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+    let f32_model = bytes.starts_with(&crate::checkpoint::MAGIC)
+        || (!bytes.starts_with(b"TLQ8")
+            && crate::interop::kind_of(path, &bytes) == crate::interop::ModelKind::Safetensors);
+    drop(bytes);
+    if !f32_model {
+        return load_q8(path);
+    }
+    let ck = crate::interop::load(path, Some(ds))?;
+    let spec = *ck.model.spec();
+    if ds.features != spec.inputs() {
+        bail!(
+            "{}: the model {spec} takes {} inputs, {} has {} features",
+            path.display(),
+            spec.inputs(),
+            ds.source,
+            ds.features
+        );
+    }
+    if ds.train.is_empty() {
+        bail!("{}: quantizing {} needs training samples for calibration", ds.source, path.display());
+    }
+    let threads = crate::par::Threads::new(0)?;
+    let cal = calibrate_with(&ck.model, &ds.train, &ck.meta.norm, DEFAULT_CALIB_IMAGES, DEFAULT_METHOD, &threads);
+    let q8 = quantize_model(&ck.model, &ck.meta.norm, &ds.train, &cal)?;
+    eprintln!(
+        "note: {} is an f32 model, quantized in memory with the default calibration \
+         (`tailor quantize` writes the .q8 and reports its accuracy)",
+        path.display()
+    );
+    Ok(q8)
+}
+
 /// Arguments of `tailor quantize`.
 #[derive(Clone, Debug)]
 pub struct QuantizeArgs {
@@ -657,8 +695,8 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     if let Some(p) = &args.plot {
         crate::plot::Format::of(p, "--plot")?;
     }
-    let ck = crate::checkpoint::load(&args.checkpoint)?;
     let ds = data::load(&args.data)?;
+    let ck = crate::interop::load(&args.checkpoint, Some(&ds))?;
     let spec = *ck.model.spec();
     if ds.features != spec.inputs() {
         bail!(

@@ -59,6 +59,9 @@ pub struct EvalResult {
     /// The predicted class of every image, in order (not in the JSON).
     #[serde(skip)]
     pub predictions: Vec<u8>,
+    /// Every image's logits, `[total][classes]` row-major (not in the JSON).
+    #[serde(skip)]
+    pub logits: Vec<f32>,
 }
 
 impl EvalResult {
@@ -72,7 +75,13 @@ impl Trainer {
     pub fn new(kernels: Kernels, spec: Spec, meta: Meta) -> Self {
         let mut model = zero_model(spec);
         model.init(meta.seed);
-        let optim = vec![0.0; meta.optimizer.buffers() * spec.params()];
+        Self::from_weights(kernels, model, meta)
+    }
+
+    /// Training that starts from `model`'s weights (`train --init`), with a
+    /// fresh optimizer.
+    pub fn from_weights(kernels: Kernels, model: Model, meta: Meta) -> Self {
+        let optim = vec![0.0; meta.optimizer.buffers() * model.spec().params()];
         Self::with(kernels, model, optim, meta)
     }
 
@@ -183,6 +192,7 @@ pub fn evaluate(model: &Model, kernels: &Kernels, par: &dyn Par, split: &Split, 
         fill_batch_par(par, split, chunk, norm, ws.input_mut(n), &mut labels[..n]);
         packed.forward(kernels, par, &mut ws, n);
         let logits = ws.logits(n);
+        r.logits.extend_from_slice(logits);
         if let Ok(l) = loss::cross_entropy(logits, classes, &labels[..n], &mut dlogits) {
             loss_sum += l as f64 * n as f64;
         }
