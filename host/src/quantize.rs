@@ -422,8 +422,6 @@ pub fn load_q8(path: &Path) -> Result<Q8> {
     crate::q8::load(path)
 }
 
-pub use crate::checkpoint::atomic_write as write_atomic;
-
 /// Arguments of `tailor quantize`.
 #[derive(Clone, Debug)]
 pub struct QuantizeArgs {
@@ -434,8 +432,9 @@ pub struct QuantizeArgs {
     /// The data: calibration uses its training split, the accuracy report
     /// its test split.
     pub data: data::DataArgs,
-    /// Training images used for calibration ([`DEFAULT_CALIB_IMAGES`]).
-    pub calib_images: usize,
+    /// Training images used for calibration (`None`: [`DEFAULT_CALIB_IMAGES`],
+    /// or all of a smaller training set; more than the data is an error).
+    pub calib_images: Option<usize>,
     pub method: CalibMethod,
     /// Threads for the f32 passes (0 = all cores).
     pub threads: usize,
@@ -449,7 +448,7 @@ impl QuantizeArgs {
             checkpoint,
             out,
             data: data::DataArgs::default(),
-            calib_images: DEFAULT_CALIB_IMAGES,
+            calib_images: None,
             method: DEFAULT_METHOD,
             threads: 0,
             json: false,
@@ -543,12 +542,23 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     if ds.train.is_empty() || ds.test.is_empty() {
         bail!("{}: calibration and the accuracy report need training and test samples", ds.source);
     }
+    let calib_images = match args.calib_images {
+        None => DEFAULT_CALIB_IMAGES.min(ds.train.len()),
+        Some(n) if n == 0 || n > ds.train.len() => {
+            bail!("--calib-images {n}: expected 1..={} (the training samples in {})", ds.train.len(), ds.source)
+        }
+        Some(n) => n,
+    };
+    let mut inputs = ds.files.clone();
+    inputs.push(args.checkpoint.clone());
+    crate::output::check(&args.out, &inputs)?;
     let norm = ck.meta.norm.clone();
     let threads = crate::par::Threads::new(args.threads)?;
-    let cal = calibrate_with(&ck.model, &ds.train, &norm, args.calib_images, args.method, &threads);
+    let cal = calibrate_with(&ck.model, &ds.train, &norm, calib_images, args.method, &threads);
     let q8 = quantize_model(&ck.model, &norm, &ds.train, &cal)?;
-    write_atomic(&args.out, q8.bytes())?;
     let q = q8.model()?;
+    crate::numerics::check_q8(&q, &format!("not writing {}", args.out.display()))?;
+    crate::output::write(&args.out, q8.bytes(), &inputs)?;
 
     let kernels: Kernels = crate::simd::detect();
     let f = evaluate(&ck.model, &kernels, &threads, &ds.test, &norm);
@@ -573,7 +583,7 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
         scratch_bytes: 2 * q.scratch_len() as u64,
         ram_bytes: ram,
         payload_crc: format!("{:#010x}", q.payload_crc()),
-        calib_images: args.calib_images.min(ds.train.len()),
+        calib_images,
         calib_method: args.method,
         hidden_max: cal.iter().map(|r| r.max).collect(),
         int8_samples_per_sec: int8_sps,
@@ -653,6 +663,8 @@ impl std::str::FromStr for ExportFormat {
 pub fn run_export(model_q8: &Path, format: ExportFormat, out: &Path) -> Result<Vec<PathBuf>> {
     let q8 = load_q8(model_q8)?;
     let q = q8.model()?;
+    let inputs = [model_q8.to_path_buf()];
+    let write_atomic = |path: &Path, bytes: &[u8]| crate::output::write(path, bytes, &inputs);
     match format {
         ExportFormat::Bin => {
             write_atomic(out, q8.bytes())?;
@@ -661,6 +673,7 @@ pub fn run_export(model_q8: &Path, format: ExportFormat, out: &Path) -> Result<V
         ExportFormat::Rust => {
             let file = out.with_extension("q8");
             let name = file.file_name().and_then(|n| n.to_str()).context("output path has no file name")?.to_string();
+            crate::output::check(out, &inputs)?;
             write_atomic(&file, q8.bytes())?;
             let mut s = String::new();
             export::write_rust_module(&q, &name, &mut s)?;
@@ -704,7 +717,7 @@ mod tests {
         assert!(bytes.len() <= 690_000, "{} bytes", bytes.len());
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.q8");
-        write_atomic(&p, &bytes).unwrap();
+        crate::output::write(&p, &bytes, &[]).unwrap();
         let back = load_q8(&p).unwrap();
         assert_eq!(back.bytes(), q8.bytes());
         let q = back.model().unwrap();
@@ -751,7 +764,7 @@ mod tests {
         ] {
             let mut a = QuantizeArgs::new(ck.clone(), dir.path().join("m.q8"));
             a.method = method;
-            a.calib_images = n;
+            a.calib_images = Some(n);
             a.threads = 1;
             let r = run_quantize(a).unwrap();
             eprintln!(
