@@ -158,6 +158,9 @@ fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
             tailor_core::optim::Optimizer::Adam(_) => OptName::Adam,
             tailor_core::optim::Optimizer::RmsProp(_) => OptName::Rmsprop,
         });
+        if a.momentum.is_some() && matches!(name, OptName::Adam | OptName::Adamw) {
+            bail!("--momentum applies to sgd, momentum, nesterov and rmsprop, not {name:?} (its betas are fixed)");
+        }
         s.optimizer = recipe::optimizer(name, a.lr, a.momentum, a.weight_decay);
     }
     if let Some(sc) = a.schedule {
