@@ -215,7 +215,6 @@ impl Drop for Graceful {
 }
 
 pub fn train(a: TrainArgs) -> Result<TrainReport> {
-    let _graceful = Graceful::on();
     let threads = Threads::new(a.threads)?;
     let kernels = crate::simd::detect();
     let ds = data::load(&a.data)?;
@@ -289,6 +288,12 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         bail!("checkpoint already has {} of {} epochs; pass --epochs N with N > {}", m.epoch, m.epochs, m.epoch);
     }
 
+    // From here a signal stops training after a step with a checkpoint;
+    // before, it ends tailor at once (nothing to save).
+    let _graceful = Graceful::on();
+    if let Some(sig) = crate::signals::interrupted() {
+        return Err(Interrupted(sig).into());
+    }
     let mut history = Vec::new();
     let (mut train_seconds, mut samples) = (0.0f64, 0usize);
     let mut last = EvalResult::default();

@@ -789,21 +789,23 @@ fn remove_stale_dirs() {
     }
 }
 
-/// Ignores SIGPIPE while it lives, then restores the default.
-struct IgnoreSigpipe;
+/// Ignores SIGPIPE while it lives, then restores what was there (the
+/// default in the CLI, ignored in a test harness).
+struct IgnoreSigpipe(libc::sighandler_t);
 
 impl IgnoreSigpipe {
     fn new() -> Self {
         // SAFETY: signal(2) only changes the disposition.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
-        IgnoreSigpipe
+        IgnoreSigpipe(unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) })
     }
 }
 
 impl Drop for IgnoreSigpipe {
     fn drop(&mut self) {
-        // SAFETY: as above.
-        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+        if self.0 != libc::SIG_ERR {
+            // SAFETY: as above, restoring the disposition signal(2) returned.
+            unsafe { libc::signal(libc::SIGPIPE, self.0) };
+        }
     }
 }
 

@@ -146,6 +146,8 @@ pub fn feature_grid(train: &Split) -> Result<(Vec<f32>, Vec<f32>)> {
 /// bytes on a per-feature grid from `train` ([`feature_grid`]), which is
 /// folded in too and stored in the `.q8` for the host to apply.
 pub fn quantize_model(model: &Model, norm: &Norm, train: &Split, ranges: &[ActRange]) -> Result<Q8> {
+    // NaN drops out of max|w|, so a NaN weight would become a plausible int8.
+    crate::numerics::check_finite(model.params(), "quantizing")?;
     let layers = float_layers(model);
     // x = (r·scale − mean)/std with r = lo + step·q: the data's scale
     // folds into the grid.
