@@ -891,7 +891,13 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
             model.payload_crc()
         );
     }
-    let batch = args.batch.unwrap_or(hello.max_batch).clamp(1, hello.max_batch.max(1));
+    let batch = match args.batch {
+        None => hello.max_batch.max(1),
+        Some(b) if b == 0 || b > hello.max_batch.max(1) => {
+            bail!("--batch {b}: expected 1..={} (the device's largest request)", hello.max_batch.max(1))
+        }
+        Some(b) => b,
+    };
     let mut device = Vec::with_capacity(n);
     let mut device_logits = Vec::with_capacity(n * spec.outputs());
     let mut instructions = 0u64;
