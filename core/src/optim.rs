@@ -247,6 +247,78 @@ impl Optimizer {
     }
 }
 
+/// An optimizer setting that PyTorch's constructor would reject.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OptimError {
+    /// `setting` is `value`, outside `expected`.
+    Invalid { setting: &'static str, value: f32, expected: &'static str },
+    /// Nesterov momentum needs momentum > 0 and dampening 0.
+    Nesterov { momentum: f32, dampening: f32 },
+}
+
+impl core::fmt::Display for OptimError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            OptimError::Invalid { setting, value, expected } => {
+                write!(f, "{setting} {value}: expected {expected}")
+            }
+            OptimError::Nesterov { momentum, dampening } => write!(
+                f,
+                "Nesterov momentum requires momentum > 0 and dampening 0 (momentum {momentum}, dampening {dampening})"
+            ),
+        }
+    }
+}
+
+fn non_negative(setting: &'static str, value: f32) -> Result<(), OptimError> {
+    // NaN fails `is_finite`.
+    if value < 0.0 || !value.is_finite() {
+        return Err(OptimError::Invalid { setting, value, expected: "a finite number >= 0" });
+    }
+    Ok(())
+}
+
+fn below_one(setting: &'static str, value: f32) -> Result<(), OptimError> {
+    // NaN fails both comparisons.
+    if !(0.0..1.0).contains(&value) {
+        return Err(OptimError::Invalid { setting, value, expected: "a number in [0, 1)" });
+    }
+    Ok(())
+}
+
+impl Optimizer {
+    /// The checks of `torch.optim.SGD`, `Adam`/`AdamW` and `RMSprop`'s
+    /// constructors (lr, momentum, dampening, weight decay, betas, eps,
+    /// alpha ≥ 0, betas < 1, Nesterov needs momentum), plus finiteness,
+    /// which PyTorch leaves to the first NaN. Setting names are PyTorch's.
+    pub fn validate(&self) -> Result<(), OptimError> {
+        non_negative("lr", self.lr())?;
+        match self {
+            Optimizer::Sgd(o) => {
+                non_negative("momentum", o.momentum)?;
+                non_negative("dampening", o.dampening)?;
+                non_negative("weight_decay", o.weight_decay)?;
+                if o.nesterov && (o.momentum <= 0.0 || o.dampening != 0.0) {
+                    return Err(OptimError::Nesterov { momentum: o.momentum, dampening: o.dampening });
+                }
+            }
+            Optimizer::Adam(o) => {
+                non_negative("eps", o.eps)?;
+                below_one("beta1", o.beta1)?;
+                below_one("beta2", o.beta2)?;
+                non_negative("weight_decay", o.weight_decay)?;
+            }
+            Optimizer::RmsProp(o) => {
+                non_negative("eps", o.eps)?;
+                non_negative("momentum", o.momentum)?;
+                non_negative("weight_decay", o.weight_decay)?;
+                non_negative("alpha", o.alpha)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Learning-rate schedules, evaluated per epoch like PyTorch's `StepLR` and
 /// `CosineAnnealingLR` (stepped once per epoch).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
@@ -515,5 +587,39 @@ mod tests {
             assert_close("CosineAnnealingLR", epoch, &[s.lr(0.1, epoch as u32)], &[want]);
         }
         assert_eq!(Schedule::Constant.lr(0.1, 7), 0.1);
+    }
+
+    #[test]
+    fn validate_rejects_what_pytorch_rejects() {
+        let sgd = |lr, momentum, dampening, weight_decay, nesterov| {
+            Optimizer::Sgd(Sgd { lr, momentum, dampening, weight_decay, nesterov }).validate()
+        };
+        assert_eq!(sgd(0.1, 0.9, 0.0, 1e-4, true), Ok(()));
+        assert_eq!(sgd(0.0, 0.0, 0.0, 0.0, false), Ok(()));
+        let setting = |r: Result<(), OptimError>| match r {
+            Err(OptimError::Invalid { setting, .. }) => setting,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(setting(sgd(-1.0, 0.0, 0.0, 0.0, false)), "lr");
+        assert_eq!(setting(sgd(f32::NAN, 0.0, 0.0, 0.0, false)), "lr");
+        assert_eq!(setting(sgd(f32::INFINITY, 0.0, 0.0, 0.0, false)), "lr");
+        assert_eq!(setting(sgd(0.1, -1.0, 0.0, 0.0, false)), "momentum");
+        assert_eq!(setting(sgd(0.1, f32::NAN, 0.0, 0.0, false)), "momentum");
+        assert_eq!(setting(sgd(0.1, 0.9, -0.5, 0.0, false)), "dampening");
+        assert_eq!(setting(sgd(0.1, 0.9, 0.0, -1.0, false)), "weight_decay");
+        assert_eq!(setting(sgd(0.1, 0.9, 0.0, f32::NAN, false)), "weight_decay");
+        assert!(matches!(sgd(0.1, 0.0, 0.0, 0.0, true), Err(OptimError::Nesterov { .. })));
+        assert!(matches!(sgd(0.1, 0.9, 0.1, 0.0, true), Err(OptimError::Nesterov { .. })));
+        let adam = |beta1, beta2, eps| Optimizer::Adam(Adam { beta1, beta2, eps, ..Adam::default() }).validate();
+        assert_eq!(adam(0.0, 0.999, 0.0), Ok(()));
+        assert_eq!(setting(adam(1.0, 0.999, 1e-8)), "beta1");
+        assert_eq!(setting(adam(-0.1, 0.999, 1e-8)), "beta1");
+        assert_eq!(setting(adam(0.9, 1.0, 1e-8)), "beta2");
+        assert_eq!(setting(adam(0.9, f32::NAN, 1e-8)), "beta2");
+        assert_eq!(setting(adam(0.9, 0.999, -1e-8)), "eps");
+        let rms = |momentum, alpha| Optimizer::RmsProp(RmsProp { momentum, alpha, ..RmsProp::default() }).validate();
+        assert_eq!(rms(0.9, 0.99), Ok(()));
+        assert_eq!(setting(rms(-0.1, 0.99)), "momentum");
+        assert_eq!(setting(rms(0.0, -0.5)), "alpha");
     }
 }

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{bail, Result};
 use serde::Serialize;
 use tailor_core::gemm::{Kernels, Rule};
 use tailor_core::optim::{Optimizer, Sgd};
@@ -206,7 +206,12 @@ pub fn run(
         None => SPEC,
     };
     let peak = crate::simd::fma_peak_gflops(width);
-    let batches = train_batches.unwrap_or(EpochOrder::num_batches(ds.train.len(), 64));
+    let all = EpochOrder::num_batches(ds.train.len(), 64);
+    let batches = match train_batches {
+        None => all,
+        Some(b) if b == 0 || b > all => bail!("--train-batches {b}: expected 1..={all} (batches of 64 in one epoch)"),
+        Some(b) => b,
+    };
     let train = train_pass(kernels, spec, &par, &ds.train, batches)?;
     let mut model = zero_model(spec);
     model.init(0);

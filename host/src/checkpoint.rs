@@ -11,10 +11,9 @@
 //! Version-1 checkpoints (the 784-512-512-10 model, a fixed header and the
 //! pixel mean/std in their metadata) still load.
 
-use std::io::Write;
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use anyhow::{anyhow, bail, Result};
 use serde::{Deserialize, Serialize};
 use tailor_core::format::{self, Header, Tensor};
 use tailor_core::optim::{Optimizer, Schedule};
@@ -112,7 +111,11 @@ fn push_tensors(out: &mut Vec<u8>, spec: &Spec, params: &[f32]) -> Result<()> {
 /// parameter-sized buffers, one after another) into one file image. The
 /// payload is written in place after room for the header, so the file is
 /// built in one buffer (peak memory matters: see the README).
-pub fn encode(model: &Model, meta: &Meta, optim: &[f32]) -> Result<Vec<u8>> {
+///
+/// `batch` is the number of batches of epoch `meta.epoch` already done (a
+/// run stopped by a signal mid-epoch); when not 0 it follows the optimizer
+/// state, so checkpoints saved at epoch ends are unchanged.
+pub fn encode(model: &Model, meta: &Meta, optim: &[f32], batch: u32) -> Result<Vec<u8>> {
     let spec = *model.spec();
     let p = spec.params();
     if !optim.len().is_multiple_of(p.max(1)) {
@@ -131,33 +134,33 @@ pub fn encode(model: &Model, meta: &Meta, optim: &[f32]) -> Result<Vec<u8>> {
     for b in optim.chunks(p) {
         push_tensors(&mut file, &spec, b)?;
     }
+    if batch != 0 {
+        postcard::to_io(&batch, &mut file)?;
+    }
     let header = Header::new(MAGIC, spec, &file[hl..]);
     header.encode(&mut file);
     Ok(file)
 }
 
-/// Writes `bytes` to `path` atomically: a temp file beside it, then rename,
-/// so a crash never leaves a half-written checkpoint under the real name.
+/// Writes `bytes` to `path` atomically and safely ([`crate::output::write`]
+/// with no inputs to protect).
 pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).with_context(|| format!("creating directory {}", dir.display()))?;
-    let name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
-    let res = (|| -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    Ok(())
+    crate::output::write(path, bytes, &[])
 }
 
-pub fn save(path: &Path, model: &Model, meta: &Meta, optim: &[f32]) -> Result<()> {
-    atomic_write(path, &encode(model, meta, optim)?)
+/// Saves a checkpoint to `path`, never over one of `inputs`, and never a
+/// model with a non-finite weight (the file there stays the last good one).
+pub fn save(path: &Path, ck: &Saved<'_>, inputs: &[std::path::PathBuf]) -> Result<()> {
+    crate::numerics::check_finite(ck.model.params(), &format!("not saving {}", path.display()))?;
+    crate::output::write(path, &encode(ck.model, ck.meta, ck.optim, ck.batch)?, inputs)
+}
+
+/// What [`save`] writes (see [`encode`]).
+pub struct Saved<'a> {
+    pub model: &'a Model,
+    pub meta: &'a Meta,
+    pub optim: &'a [f32],
+    pub batch: u32,
 }
 
 /// A loaded checkpoint.
@@ -166,7 +169,12 @@ pub struct Checkpoint {
     pub meta: Meta,
     /// `meta.optim_buffers` parameter-sized buffers, one after another.
     pub optim: Vec<f32>,
+    /// Batches of epoch `meta.epoch` already done (see [`encode`]).
+    pub batch: u32,
 }
+
+/// Largest `--epochs` (and a checkpoint's epoch count).
+pub const MAX_EPOCHS: u32 = 100_000;
 
 /// Decodes a checkpoint image; `what` names the file in errors.
 pub fn decode(bytes: &[u8], what: &str) -> Result<Checkpoint> {
@@ -212,23 +220,33 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<Checkpoint> {
     if meta.class_names.len() != spec.outputs() {
         bail!("{what}: {} class names for a model of {} outputs", meta.class_names.len(), spec.outputs());
     }
-    if meta.batch_size == 0 {
-        bail!("{what}: training metadata says batch size 0");
+    let max_batch = crate::commands::MAX_BATCH_SIZE;
+    if meta.batch_size == 0 || meta.batch_size as usize > max_batch {
+        bail!("{what}: training metadata says batch size {}, expected 1..={max_batch}", meta.batch_size);
     }
+    if meta.epochs > MAX_EPOCHS || meta.epoch > meta.epochs {
+        bail!("{what}: training metadata says epoch {} of {}, expected at most {MAX_EPOCHS}", meta.epoch, meta.epochs);
+    }
+    meta.optimizer.validate().map_err(|e| anyhow!("{what}: training metadata: optimizer {e}"))?;
     let p = spec.params();
     let mut optim = vec![0.0f32; p * meta.optim_buffers as usize];
     for (i, b) in optim.chunks_mut(p).enumerate() {
         let mut m = Mlp::new(spec, b).expect("chunk sized from the spec");
         rest = m.read_tensors(rest).map_err(|e| anyhow!("{what}: optimizer buffer {i}: {e}"))?;
     }
+    let mut batch = 0u32;
     if !rest.is_empty() {
-        bail!("{what}: {} unexpected bytes after the optimizer state", rest.len());
+        match postcard::take_from_bytes::<u32>(rest) {
+            Ok((b, r)) if r.is_empty() && b != 0 => batch = b,
+            _ => bail!("{what}: {} unexpected bytes after the optimizer state", rest.len()),
+        }
     }
-    Ok(Checkpoint { model, meta, optim })
+    crate::numerics::check_finite(model.params(), what)?;
+    Ok(Checkpoint { model, meta, optim, batch })
 }
 
 pub fn load(path: &Path) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading checkpoint {}", path.display()))?;
+    let bytes = crate::read::regular_file(path, "checkpoint")?;
     decode(&bytes, &path.display().to_string())
 }
 
@@ -262,7 +280,7 @@ mod tests {
     fn roundtrip_with_optimizer_state_at_any_depth() {
         let m = model(4);
         let mom = model(5);
-        let bytes = encode(&m, &meta(), mom.params()).unwrap();
+        let bytes = encode(&m, &meta(), mom.params(), 0).unwrap();
         let ck = decode(&bytes, "x.ckpt").unwrap();
         assert_eq!(ck.model, m);
         assert_eq!(ck.meta.optim_buffers, 1);
@@ -273,7 +291,7 @@ mod tests {
 
     #[test]
     fn corrupt_files_give_named_errors() {
-        let bytes = encode(&model(4), &meta(), &[]).unwrap();
+        let bytes = encode(&model(4), &meta(), &[], 0).unwrap();
         let err = |b: &[u8]| decode(b, "bad.ckpt").err().expect("must fail").to_string();
         assert!(err(&bytes[..20]).contains("bad.ckpt: truncated"));
         assert!(err(&bytes[..bytes.len() - 1]).contains("truncated"));
@@ -353,12 +371,35 @@ mod tests {
     }
 
     #[test]
-    fn atomic_write_replaces_and_leaves_no_temp() {
+    fn mid_epoch_position_roundtrips_and_bad_settings_are_refused() {
+        let bytes = encode(&model(4), &meta(), &[], 17).unwrap();
+        assert_eq!(decode(&bytes, "x").unwrap().batch, 17);
+        for (bs, epochs) in [(0u32, 10u32), (1_000_000, 10), (64, MAX_EPOCHS + 1)] {
+            let m = Meta { batch_size: bs, epochs, ..meta() };
+            let e = decode(&encode(&model(4), &m, &[], 0).unwrap(), "s.ckpt").err().unwrap().to_string();
+            assert!(e.contains("s.ckpt: training metadata says"), "{e}");
+        }
+        let m = Meta { optimizer: Optimizer::Sgd(Sgd { momentum: f32::NAN, ..Sgd::default() }), ..meta() };
+        let e = decode(&encode(&model(4), &m, &[], 0).unwrap(), "o.ckpt").err().unwrap().to_string();
+        assert!(e.contains("momentum"), "{e}");
+    }
+
+    #[test]
+    fn non_finite_models_are_neither_saved_nor_loaded() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("m.ckpt");
-        atomic_write(&p, b"one").unwrap();
-        atomic_write(&p, b"two").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 1);
+        let good = model(4);
+        let mt = meta();
+        let saved = |m| Saved { model: m, meta: &mt, optim: &[], batch: 0 };
+        save(&p, &saved(&good), &[]).unwrap();
+        let before = std::fs::read(&p).unwrap();
+        let mut bad = good.clone();
+        bad.params_mut()[3] = f32::NAN;
+        let e = save(&p, &saved(&bad), &[]).unwrap_err().to_string();
+        assert!(e.contains("parameter 3") && e.contains("NaN"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), before, "the last good checkpoint must stay");
+        bad.params_mut()[3] = f32::INFINITY;
+        let e = decode(&encode(&bad, &mt, &[], 0).unwrap(), "inf.ckpt").err().unwrap().to_string();
+        assert!(e.contains("inf.ckpt") && e.contains("inf"), "{e}");
     }
 }

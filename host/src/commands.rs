@@ -11,7 +11,7 @@ use crate::checkpoint::{self, Meta};
 use crate::data::{self, Norm};
 use crate::par::Threads;
 use crate::recipe::{self, OptName, Recipe, SchedName};
-use crate::train::{evaluate, EvalResult, Event, Timer, Trainer};
+use crate::train::{evaluate, EpochEnd, EvalResult, Event, Timer, Trainer};
 
 pub struct TrainArgs {
     pub recipe: Recipe,
@@ -118,9 +118,39 @@ macro_rules! say {
     }};
 }
 
+/// `--epochs`: 1 to [`checkpoint::MAX_EPOCHS`].
+fn check_epochs(e: u32) -> Result<()> {
+    if e == 0 || e > checkpoint::MAX_EPOCHS {
+        bail!("--epochs {e}: expected 1..={}", checkpoint::MAX_EPOCHS);
+    }
+    Ok(())
+}
+
+/// The flag that sets a PyTorch optimizer setting, for messages.
+fn optim_flag(setting: &str) -> String {
+    match setting {
+        "lr" => "--lr".into(),
+        "momentum" => "--momentum".into(),
+        "weight_decay" => "--weight-decay".into(),
+        other => format!("optimizer setting {other}"),
+    }
+}
+
+/// [`tailor_core::optim::Optimizer::validate`], in terms of the flags.
+pub fn validate_optimizer(o: &tailor_core::optim::Optimizer) -> Result<()> {
+    use tailor_core::optim::OptimError;
+    o.validate().map_err(|e| match e {
+        OptimError::Invalid { setting, value, expected } => {
+            anyhow::anyhow!("{} {value}: expected {expected}", optim_flag(setting))
+        }
+        OptimError::Nesterov { .. } => anyhow::anyhow!("--optimizer nesterov: {e}; set --momentum above 0"),
+    })
+}
+
 fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
     let mut s = a.recipe.settings();
     if let Some(e) = a.epochs {
+        check_epochs(e)?;
         s.epochs = e;
         if let tailor_core::optim::Schedule::Cosine { t_max, .. } = &mut s.schedule {
             *t_max = e;
@@ -140,6 +170,9 @@ fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
             tailor_core::optim::Optimizer::Adam(_) => OptName::Adam,
             tailor_core::optim::Optimizer::RmsProp(_) => OptName::Rmsprop,
         });
+        if a.momentum.is_some() && matches!(name, OptName::Adam | OptName::Adamw) {
+            bail!("--momentum applies to sgd, momentum, nesterov and rmsprop, not {name:?} (its betas are fixed)");
+        }
         s.optimizer = recipe::optimizer(name, a.lr, a.momentum, a.weight_decay);
     }
     if let Some(sc) = a.schedule {
@@ -154,8 +187,10 @@ fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
     if let Some(n) = a.normalize {
         s.normalize = n;
     }
-    if s.optimizer.lr().is_nan() || s.optimizer.lr() <= 0.0 {
-        bail!("--lr must be a positive number");
+    validate_optimizer(&s.optimizer)?;
+    // PyTorch allows 0; a run that cannot move is surely a mistake here.
+    if s.optimizer.lr() <= 0.0 {
+        bail!("--lr {}: expected a finite number > 0", s.optimizer.lr());
     }
     Ok(s)
 }
@@ -167,6 +202,28 @@ fn progress(total: u64, json: bool) -> Option<ProgressBar> {
     let pb = ProgressBar::new(total);
     pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} batches  {per_sec}  eta {eta}").ok()?);
     Some(pb)
+}
+
+/// Training stopped by a signal after saving; `main` exits with the
+/// shell's status for it (130, 143).
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by signal {0}")]
+pub struct Interrupted(pub i32);
+
+/// Turns graceful signal handling on for its lifetime.
+struct Graceful;
+
+impl Graceful {
+    fn on() -> Self {
+        crate::signals::set_graceful(true);
+        Graceful
+    }
+}
+
+impl Drop for Graceful {
+    fn drop(&mut self) {
+        crate::signals::set_graceful(false);
+    }
 }
 
 pub fn train(a: TrainArgs) -> Result<TrainReport> {
@@ -187,7 +244,10 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         train_split = without_classes(&train_split, &a.withhold);
     }
     if let Some(n) = a.train_limit {
-        train_split.truncate(n.min(train_split.len()));
+        if n == 0 || n > train_split.len() {
+            bail!("--train-limit {n}: expected 1..={} (the training samples in {source})", train_split.len());
+        }
+        train_split.truncate(n);
     }
     let test = ds.test;
     if train_split.is_empty() || test.is_empty() {
@@ -214,6 +274,7 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         }
         let mut t = Trainer::resume(kernels, ck)?;
         if let Some(e) = a.epochs {
+            check_epochs(e)?;
             t.meta.epochs = e;
         }
         t
@@ -257,6 +318,10 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         Trainer::new(kernels, spec, meta)
     };
     let out = a.out.clone().or_else(|| a.resume.clone()).unwrap_or_else(|| PathBuf::from("runs/model.ckpt"));
+    // The checkpoint may replace the one resumed from (the default), never
+    // a data file; and a bad --out fails now, not after the first epoch.
+    let inputs = ds.files;
+    crate::output::probe(&out, &inputs)?;
     let json = a.json;
     let m = t.meta.clone();
     let none: Option<ProgressBar> = None;
@@ -267,6 +332,12 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         bail!("checkpoint already has {} of {} epochs; pass --epochs N with N > {}", m.epoch, m.epochs, m.epoch);
     }
 
+    // From here a signal stops training after a step with a checkpoint;
+    // before, it ends tailor at once (nothing to save).
+    let _graceful = Graceful::on();
+    if let Some(sig) = crate::signals::interrupted() {
+        return Err(Interrupted(sig).into());
+    }
     let mut history = Vec::new();
     let (mut train_seconds, mut samples) = (0.0f64, 0usize);
     let mut last = EvalResult::default();
@@ -278,7 +349,8 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         let batches = data::EpochOrder::num_batches(train_split.len(), t.meta.batch_size as usize);
         let pb = progress(batches as u64, json);
         let timer = Timer::start();
-        let train_loss = t.train_epoch(&threads, &train_split, a.log_every, &mut |ev| match ev {
+        let stop = || crate::signals::interrupted().is_some();
+        let on = &mut |ev: Event| match ev {
             Event::Loss { loss, current, size } => say!(json, pb, "loss: {loss:>7.6}  [{current:>5}/{size:>5}]"),
             Event::Batch { done, .. } => {
                 if let Some(pb) = &pb {
@@ -286,11 +358,29 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
                 }
             }
             Event::Note(s) => say!(json, pb, "{s}"),
-        })?;
+        };
+        let end = t.train_epoch(&threads, &train_split, a.log_every, on, &stop)?;
         let secs = timer.secs();
         if let Some(pb) = pb {
             pb.finish_and_clear();
         }
+        let train_loss = match end {
+            EpochEnd::Done(l) => l,
+            EpochEnd::Stopped => {
+                let sig = crate::signals::interrupted().unwrap_or(0);
+                let saved =
+                    checkpoint::Saved { model: &t.model, meta: &t.meta, optim: &t.optim, batch: t.batch as u32 };
+                checkpoint::save(&out, &saved, &inputs)?;
+                eprintln!(
+                    "interrupted by signal {sig} at epoch {} batch {}; saved {} (continue with --resume {})",
+                    epoch + 1,
+                    t.batch,
+                    out.display(),
+                    out.display()
+                );
+                return Err(Interrupted(sig).into());
+            }
+        };
         train_seconds += secs;
         samples += train_split.len();
         last = evaluate(&t.model, &t.kernels, &threads, &test, &norm);
@@ -317,7 +407,8 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
             test_avg_loss: last.avg_loss,
             train_seconds: secs,
         });
-        checkpoint::save(&out, &t.model, &t.meta, &t.optim)?;
+        let saved = checkpoint::Saved { model: &t.model, meta: &t.meta, optim: &t.optim, batch: 0 };
+        checkpoint::save(&out, &saved, &inputs)?;
         // Rewritten after every epoch, like the checkpoint (and after it,
         // so a failure here never loses the weights).
         if let Some(p) = &a.metrics {
@@ -326,6 +417,10 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         if let Some(p) = &a.plot {
             let title = format!("tailor train: {spec} on {source}");
             crate::plot::save(&crate::plot::train::TrainCurves { history: &history, title }, p, "--plot")?;
+        }
+        if let Some(sig) = crate::signals::interrupted() {
+            eprintln!("interrupted by signal {sig} after epoch {}; saved {}", epoch + 1, out.display());
+            return Err(Interrupted(sig).into());
         }
     }
     let report = TrainReport {
@@ -414,13 +509,18 @@ pub fn eval(
         crate::plot::Format::of(p, "--plot")?;
     }
     let ds = data::load(data)?;
+    if ds.test.is_empty() {
+        bail!("{}: no test samples to evaluate", ds.source);
+    }
     let (r, meta) =
         eval_split(model_path, &ds, threads).with_context(|| format!("evaluating {}", model_path.display()))?;
     if let Some(path) = logits {
         let classes = r.confusion.len();
         let bytes: Vec<u8> = r.logits.iter().flat_map(|v| v.to_le_bytes()).collect();
         let npy = data::npy::npy_bytes("<f4", &[r.total as u64, classes as u64], &bytes);
-        checkpoint::atomic_write(path, &npy)?;
+        let mut inputs = ds.files.clone();
+        inputs.push(model_path.to_path_buf());
+        crate::output::write(path, &npy, &inputs).with_context(|| format!("--logits {}", path.display()))?;
     }
     let names = &meta.class_names;
     let per_class: Vec<(String, f64)> = r

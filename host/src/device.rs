@@ -448,8 +448,10 @@ impl Qemu {
             std::process::id(),
             SESSION.fetch_add(1, Ordering::Relaxed)
         ));
+        remove_stale_dirs();
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        crate::signals::add_dir(&dir);
         let (h2d, d2h, sock) = (dir.join("tailor.h2d"), dir.join("tailor.d2h"), dir.join("uart.sock"));
         let q8 = dir.join("model.q8");
         let mut cmd = Command::new("qemu-system-arm");
@@ -495,14 +497,21 @@ impl Qemu {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        let mut child = match cmd.spawn() {
+        die_with_parent(&mut cmd);
+        let spawned = cmd.spawn();
+        if spawned.is_err() {
+            let _ = std::fs::remove_dir_all(&dir);
+            crate::signals::remove_dir(&dir);
+        }
+        let mut child = match spawned {
             Ok(c) => c,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let _ = std::fs::remove_dir_all(&dir);
                 bail!("qemu-system-arm not found: install it (apt-get install qemu-system-arm)");
             }
             Err(e) => return Err(e).context("starting qemu-system-arm"),
         };
+        let pid = child.id();
+        crate::signals::add_child(pid);
         let (stdout, _) = collect(child.stdout.take().unwrap());
         let (stderr, _) = collect(child.stderr.take().unwrap());
         let child = Arc::new(Mutex::new(child));
@@ -520,11 +529,22 @@ impl Qemu {
                 if done.load(Ordering::Acquire) {
                     return;
                 }
-                let exited = !matches!(child.lock().unwrap().try_wait(), Ok(None));
+                let exited = {
+                    let mut c = child.lock().unwrap();
+                    // Unregistered before reaping, so a signal never kills a
+                    // recycled pid.
+                    crate::signals::remove_child(pid);
+                    let running = matches!(c.try_wait(), Ok(None));
+                    if running {
+                        crate::signals::add_child(pid);
+                    }
+                    !running
+                };
                 if started.elapsed().as_millis() as u64 > deadline_ms.load(Ordering::Acquire) && !exited {
                     timed_out.store(true, Ordering::Release);
                     let mut c = child.lock().unwrap();
                     let _ = c.kill();
+                    crate::signals::remove_child(pid);
                     let _ = c.wait();
                 }
                 if exited || timed_out.load(Ordering::Acquire) {
@@ -741,11 +761,70 @@ impl Drop for Qemu {
     fn drop(&mut self) {
         self.done.store(true, Ordering::Release);
         let mut c = self.child.lock().unwrap();
+        crate::signals::remove_child(c.id());
         if matches!(c.try_wait(), Ok(None)) {
             let _ = c.kill();
         }
         let _ = c.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+        crate::signals::remove_dir(&self.dir);
+    }
+}
+
+/// Makes the kernel SIGKILL QEMU when tailor dies, however it dies
+/// (SIGKILL included, which no handler sees). Linux's parent-death signal
+/// fires when the spawning *thread* exits, so QEMU is spawned from the
+/// thread that runs the whole session.
+fn die_with_parent(cmd: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    let parent = std::process::id() as libc::pid_t;
+    // SAFETY: only async-signal-safe calls (prctl, getppid, _exit) between
+    // fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // tailor died between fork and prctl: the signal will never come.
+            if libc::getppid() != parent {
+                libc::_exit(1);
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Removes FIFO directories of earlier runs whose process is gone (killed
+/// with SIGKILL, which leaves no chance to clean up).
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix("tailor-qemu-")) else { continue };
+        let Some(pid) = rest.split('-').next().and_then(|p| p.parse::<u32>().ok()) else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Ignores SIGPIPE while it lives, then restores what was there (the
+/// default in the CLI, ignored in a test harness).
+struct IgnoreSigpipe(libc::sighandler_t);
+
+impl IgnoreSigpipe {
+    fn new() -> Self {
+        // SAFETY: signal(2) only changes the disposition.
+        IgnoreSigpipe(unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) })
+    }
+}
+
+impl Drop for IgnoreSigpipe {
+    fn drop(&mut self) {
+        if self.0 != libc::SIG_ERR {
+            // SAFETY: as above, restoring the disposition signal(2) returned.
+            unsafe { libc::signal(libc::SIGPIPE, self.0) };
+        }
     }
 }
 
@@ -786,16 +865,25 @@ pub fn decode_defmt(elf: &Path, raw: &[u8]) -> String {
 /// the firmware, run the test set through it in QEMU with the model
 /// flashed, and compare every class and logit with the host's int8 ones.
 pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
+    // Writes to QEMU's FIFOs and socket must fail with EPIPE when it dies
+    // (a clear error), not kill tailor as main's SIGPIPE default would.
+    let _sigpipe = IgnoreSigpipe::new();
     let data = crate::data::load(&args.data)?;
     let q8 = crate::quantize::load_or_quantize(&args.model, &data)?;
     let model = q8.model()?;
     let spec = *model.spec();
     check_fits(&model, &crate::board::MPS2_AN386).with_context(|| args.model.display().to_string())?;
     let mut test = data.test;
-    let n = args.limit.unwrap_or(test.len()).min(test.len());
-    if n == 0 {
+    if test.is_empty() {
         bail!("{}: no test samples to classify", data.source);
     }
+    let n = match args.limit {
+        None => test.len(),
+        Some(n) if n == 0 || n > test.len() => {
+            bail!("--limit {n}: expected 1..={} (the test samples in {})", test.len(), data.source)
+        }
+        Some(n) => n,
+    };
     let n_in = spec.inputs();
     test.truncate(n);
     let inputs = crate::quantize::device_inputs(&model, &test)
@@ -822,7 +910,13 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
             model.payload_crc()
         );
     }
-    let batch = args.batch.unwrap_or(hello.max_batch).clamp(1, hello.max_batch.max(1));
+    let batch = match args.batch {
+        None => hello.max_batch.max(1),
+        Some(b) if b == 0 || b > hello.max_batch.max(1) => {
+            bail!("--batch {b}: expected 1..={} (the device's largest request)", hello.max_batch.max(1))
+        }
+        Some(b) => b,
+    };
     let mut device = Vec::with_capacity(n);
     let mut device_logits = Vec::with_capacity(n * spec.outputs());
     let mut instructions = 0u64;

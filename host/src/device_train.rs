@@ -332,7 +332,7 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
                 shuffle: true,
                 ..Meta::new(optimizer, Norm::per_tensor(n_in, data::U8_SCALE, mean, std), ds.class_names.clone())
             };
-            checkpoint::save(path, &model, &meta, &[])?;
+            checkpoint::save(path, &checkpoint::Saved { model: &model, meta: &meta, optim: &[], batch: 0 }, &[])?;
             Some(path.clone())
         }
         None => None,

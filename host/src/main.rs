@@ -46,9 +46,10 @@ enum Cmd {
         out: PathBuf,
         #[command(flatten)]
         data: DataCli,
-        /// Training images used for calibration.
-        #[arg(long, default_value_t = tailor::quantize::DEFAULT_CALIB_IMAGES)]
-        calib_images: usize,
+        /// Training images used for calibration (default 2000, or all of a
+        /// smaller training set).
+        #[arg(long)]
+        calib_images: Option<usize>,
         /// Activation range: `minmax` or a percentile such as `99.999`.
         #[arg(long, default_value = "99.999")]
         calib: String,
@@ -268,7 +269,20 @@ struct TrainCli {
     metrics: Option<PathBuf>,
 }
 
+/// Longest `device --timeout`, in seconds (a day).
+const MAX_TIMEOUT_SECS: f64 = 86_400.0;
+
 fn main() {
+    // A closed stdout (`tailor train | head -1`) ends tailor as it ends
+    // cat or grep: SIGPIPE's default action, a quiet exit with status 141.
+    // Rust ignores SIGPIPE, so println! would panic instead. Nothing is
+    // lost: checkpoints are written atomically and no write to stdout
+    // happens while a temp file exists.
+    // SAFETY: signal(2) with SIG_DFL, before any thread is started.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    tailor::signals::install();
     let cli = Cli::parse();
     let res: Result<()> = match cli.cmd {
         Cmd::Train(t) => t
@@ -356,6 +370,9 @@ fn main() {
             let mut a = tailor::device::DeviceArgs::new(model);
             a.limit = limit;
             a.transport = transport.parse().map_err(|e| anyhow::anyhow!("--transport: {e}"))?;
+            if !(timeout > 0.0 && timeout <= MAX_TIMEOUT_SECS) {
+                anyhow::bail!("--timeout {timeout}: expected seconds in (0, {MAX_TIMEOUT_SECS}]");
+            }
             a.timeout_secs = timeout;
             a.batch = batch;
             a.data = data.args();
@@ -445,6 +462,9 @@ fn main() {
         })(),
     };
     if let Err(e) = res {
+        if let Some(i) = e.downcast_ref::<tailor::commands::Interrupted>() {
+            std::process::exit(tailor::signals::exit_code(i.0));
+        }
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }

@@ -200,10 +200,17 @@ impl Shared {
     }
 }
 
+/// Most `--threads`: far beyond any core count that helps, and low
+/// enough that spawning them cannot exhaust the process's thread limit.
+pub const MAX_THREADS: usize = 256;
+
 impl Threads {
     /// `n` threads in all, the caller's included (0 = all cores). Sets
     /// [`flush_denormals`] on the calling thread and on every worker.
     pub fn new(n: usize) -> anyhow::Result<Self> {
+        if n > MAX_THREADS {
+            anyhow::bail!("--threads {n}: expected 0 (all cores) to {MAX_THREADS}");
+        }
         flush_denormals();
         let n = if n == 0 { std::thread::available_parallelism().map_or(1, |n| n.get()) } else { n };
         if n == 1 {

@@ -79,7 +79,7 @@ pub fn convert_v1(bytes: &[u8]) -> Option<Result<Q8>> {
 /// with a one-line notice on stderr naming the command that converts it
 /// for good.
 pub fn load(path: &Path) -> Result<Q8> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading int8 model {}", path.display()))?;
+    let bytes = crate::read::regular_file(path, "int8 model")?;
     if bytes.len() >= 4 && &bytes[..4] == b"TLRF" {
         bail!("{}: this is an f32 checkpoint; run `tailor quantize` on it first", path.display());
     }
@@ -95,13 +95,14 @@ pub fn load(path: &Path) -> Result<Q8> {
         }
         None => Q8::from_bytes(&bytes),
     };
-    q.model().with_context(|| format!("{}: not a valid int8 model (.q8)", path.display()))?;
+    let m = q.model().with_context(|| format!("{}: not a valid int8 model (.q8)", path.display()))?;
+    crate::numerics::check_q8(&m, &path.display().to_string())?;
     Ok(q)
 }
 
 /// `tailor convert OLD.q8 --out NEW.q8`: writes the version-2 file.
 pub fn convert_file(old: &Path, out: &Path) -> Result<Q8> {
-    let bytes = std::fs::read(old).with_context(|| format!("reading {}", old.display()))?;
+    let bytes = crate::read::regular_file(old, "int8 model")?;
     let q = match convert_v1(&bytes) {
         Some(c) => c.with_context(|| old.display().to_string())?,
         None => {
@@ -111,8 +112,8 @@ pub fn convert_file(old: &Path, out: &Path) -> Result<Q8> {
             q
         }
     };
-    q.model()?;
-    crate::checkpoint::atomic_write(out, q.bytes())?;
+    crate::numerics::check_q8(&q.model()?, &old.display().to_string())?;
+    crate::output::write(out, q.bytes(), &[old.to_path_buf()])?;
     Ok(q)
 }
 

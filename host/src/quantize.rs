@@ -146,6 +146,8 @@ pub fn feature_grid(train: &Split) -> Result<(Vec<f32>, Vec<f32>)> {
 /// bytes on a per-feature grid from `train` ([`feature_grid`]), which is
 /// folded in too and stored in the `.q8` for the host to apply.
 pub fn quantize_model(model: &Model, norm: &Norm, train: &Split, ranges: &[ActRange]) -> Result<Q8> {
+    // NaN drops out of max|w|, so a NaN weight would become a plausible int8.
+    crate::numerics::check_finite(model.params(), "quantizing")?;
     let layers = float_layers(model);
     // x = (r·scale − mean)/std with r = lo + step·q: the data's scale
     // folds into the grid.
@@ -549,7 +551,7 @@ pub use crate::checkpoint::atomic_write as write_atomic;
 /// calibration on `ds`'s training split, with a notice on stderr.
 pub fn load_or_quantize(path: &Path, ds: &data::Dataset) -> Result<Q8> {
     // Whole file: recognizing safetensors by its bytes needs the file's length.
-    let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+    let bytes = crate::read::regular_file(path, "model")?;
     let f32_model = bytes.starts_with(&crate::checkpoint::MAGIC)
         || (!bytes.starts_with(b"TLQ8")
             && crate::interop::kind_of(path, &bytes) == crate::interop::ModelKind::Safetensors);
@@ -592,8 +594,9 @@ pub struct QuantizeArgs {
     /// The data: calibration uses its training split, the accuracy report
     /// its test split.
     pub data: data::DataArgs,
-    /// Training images used for calibration ([`DEFAULT_CALIB_IMAGES`]).
-    pub calib_images: usize,
+    /// Training images used for calibration (`None`: [`DEFAULT_CALIB_IMAGES`],
+    /// or all of a smaller training set; more than the data is an error).
+    pub calib_images: Option<usize>,
     pub method: CalibMethod,
     /// Threads for the f32 passes (0 = all cores).
     pub threads: usize,
@@ -609,7 +612,7 @@ impl QuantizeArgs {
             checkpoint,
             out,
             data: data::DataArgs::default(),
-            calib_images: DEFAULT_CALIB_IMAGES,
+            calib_images: None,
             method: DEFAULT_METHOD,
             threads: 0,
             json: false,
@@ -710,12 +713,23 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
     if ds.train.is_empty() || ds.test.is_empty() {
         bail!("{}: calibration and the accuracy report need training and test samples", ds.source);
     }
+    let calib_images = match args.calib_images {
+        None => DEFAULT_CALIB_IMAGES.min(ds.train.len()),
+        Some(n) if n == 0 || n > ds.train.len() => {
+            bail!("--calib-images {n}: expected 1..={} (the training samples in {})", ds.train.len(), ds.source)
+        }
+        Some(n) => n,
+    };
+    let mut inputs = ds.files.clone();
+    inputs.push(args.checkpoint.clone());
+    crate::output::check(&args.out, &inputs)?;
     let norm = ck.meta.norm.clone();
     let threads = crate::par::Threads::new(args.threads)?;
-    let cal = calibrate_with(&ck.model, &ds.train, &norm, args.calib_images, args.method, &threads);
+    let cal = calibrate_with(&ck.model, &ds.train, &norm, calib_images, args.method, &threads);
     let q8 = quantize_model(&ck.model, &norm, &ds.train, &cal)?;
-    write_atomic(&args.out, q8.bytes())?;
     let q = q8.model()?;
+    crate::numerics::check_q8(&q, &format!("not writing {}", args.out.display()))?;
+    crate::output::write(&args.out, q8.bytes(), &inputs)?;
 
     let kernels: Kernels = crate::simd::detect();
     let f = evaluate(&ck.model, &kernels, &threads, &ds.test, &norm);
@@ -741,7 +755,7 @@ pub fn run_quantize(args: QuantizeArgs) -> Result<QuantizeReport> {
         scratch_bytes: 2 * q.scratch_len() as u64,
         ram_bytes: ram,
         payload_crc: format!("{:#010x}", q.payload_crc()),
-        calib_images: args.calib_images.min(ds.train.len()),
+        calib_images,
         calib_method: args.method,
         hidden_max: cal.iter().map(|r| r.max).collect(),
         int8_samples_per_sec: int8_sps,
@@ -831,6 +845,8 @@ impl std::str::FromStr for ExportFormat {
 pub fn run_export(model_q8: &Path, format: ExportFormat, out: &Path) -> Result<Vec<PathBuf>> {
     let q8 = load_q8(model_q8)?;
     let q = q8.model()?;
+    let inputs = [model_q8.to_path_buf()];
+    let write_atomic = |path: &Path, bytes: &[u8]| crate::output::write(path, bytes, &inputs);
     match format {
         ExportFormat::Bin => {
             write_atomic(out, q8.bytes())?;
@@ -839,6 +855,7 @@ pub fn run_export(model_q8: &Path, format: ExportFormat, out: &Path) -> Result<V
         ExportFormat::Rust => {
             let file = out.with_extension("q8");
             let name = file.file_name().and_then(|n| n.to_str()).context("output path has no file name")?.to_string();
+            crate::output::check(out, &inputs)?;
             write_atomic(&file, q8.bytes())?;
             let mut s = String::new();
             export::write_rust_module(&q, &name, &mut s)?;
@@ -882,7 +899,7 @@ mod tests {
         assert!(bytes.len() <= 690_000, "{} bytes", bytes.len());
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("m.q8");
-        write_atomic(&p, &bytes).unwrap();
+        crate::output::write(&p, &bytes, &[]).unwrap();
         let back = load_q8(&p).unwrap();
         assert_eq!(back.bytes(), q8.bytes());
         let q = back.model().unwrap();
@@ -929,7 +946,7 @@ mod tests {
         ] {
             let mut a = QuantizeArgs::new(ck.clone(), dir.path().join("m.q8"));
             a.method = method;
-            a.calib_images = n;
+            a.calib_images = Some(n);
             a.threads = 1;
             let r = run_quantize(a).unwrap();
             eprintln!(

@@ -36,7 +36,20 @@ pub struct Trainer {
     pub optim: Vec<f32>,
     pub ws: Ws,
     pub meta: Meta,
+    /// Batches of epoch `meta.epoch` already done (not 0 only after a stop
+    /// mid-epoch, see [`EpochEnd::Stopped`]).
+    pub batch: usize,
     labels: Vec<u8>,
+}
+
+/// How [`Trainer::train_epoch`] ended.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum EpochEnd {
+    /// Every batch done; the mean training loss of the epoch's batches run
+    /// in this process.
+    Done(f32),
+    /// `stop()` said so after a step; [`Trainer::batch`] batches are done.
+    Stopped,
 }
 
 /// What the loop reports as it goes.
@@ -94,6 +107,7 @@ impl Trainer {
             optim,
             ws: workspace(spec, b),
             labels: vec![0; b],
+            batch: 0,
             model,
             meta,
         }
@@ -109,7 +123,10 @@ impl Trainer {
                 ck.meta.optimizer.buffers()
             ));
         }
-        Ok(Self::with(kernels, ck.model, ck.optim, ck.meta))
+        let batch = ck.batch as usize;
+        let mut t = Self::with(kernels, ck.model, ck.optim, ck.meta);
+        t.batch = batch;
+        Ok(t)
     }
 
     pub fn norm(&self) -> &Norm {
@@ -138,35 +155,65 @@ impl Trainer {
             .map_err(|e| anyhow!("label {} of sample {} is not a class < {}", e.target, idx[e.row], e.classes))
     }
 
-    /// The tutorial's `train_loop` for epoch `self.meta.epoch`.
+    /// The tutorial's `train_loop` for epoch `self.meta.epoch`, from batch
+    /// [`Self::batch`]. `stop` is asked after every step (a signal: the
+    /// step is finished, the state stays consistent for a checkpoint).
+    ///
+    /// A non-finite loss ends the epoch with an error at once, and so do
+    /// non-finite weights at its end (a NaN can hide from the loss for a
+    /// while when it sits in a dead ReLU's weights).
     pub fn train_epoch(
         &mut self,
         par: &dyn Par,
         split: &Split,
         log_every: usize,
         on: &mut dyn FnMut(Event),
-    ) -> Result<f32> {
+        stop: &dyn Fn() -> bool,
+    ) -> Result<EpochEnd> {
         let bs = self.meta.batch_size as usize;
         let epoch = self.meta.epoch;
         let order = EpochOrder::new(split.len(), self.meta.shuffle.then_some(self.meta.seed), epoch);
         let lr = self.meta.schedule.lr(self.meta.optimizer.lr(), epoch);
         let total = EpochOrder::num_batches(split.len(), bs);
-        let (mut seen, mut loss_sum) = (0usize, 0.0f64);
-        for (b, idx) in order.batches(bs).enumerate() {
+        if self.batch > total {
+            return Err(anyhow!(
+                "the checkpoint stopped at batch {} of epoch {}, but this training set has {total} batches; resume with the same data and --train-limit",
+                self.batch,
+                epoch + 1
+            ));
+        }
+        let (mut seen, mut loss_sum) = (self.batch * bs, 0.0f64);
+        for (b, idx) in order.batches(bs).enumerate().skip(self.batch) {
             let loss = self.step(par, split, idx, lr)?;
             if !loss.is_finite() {
-                return Err(anyhow!("loss became {loss} at epoch {} batch {b}: lower the learning rate", epoch + 1));
+                return Err(diverged(&format!("loss became {loss}"), epoch, self.meta.step, lr));
             }
+            self.batch = b + 1;
             seen += idx.len();
             loss_sum += loss as f64 * idx.len() as f64;
             if log_every > 0 && b % log_every == 0 {
                 on(Event::Loss { loss, current: seen, size: split.len() });
             }
             on(Event::Batch { done: b + 1, total });
+            if stop() && b + 1 < total {
+                return Ok(EpochEnd::Stopped);
+            }
+        }
+        if let Some(i) = self.model.params().iter().position(|w| !w.is_finite()) {
+            let what = format!("weight {i} became {}", self.model.params()[i]);
+            return Err(diverged(&what, epoch, self.meta.step, lr));
         }
         self.meta.epoch += 1;
-        Ok((loss_sum / seen.max(1) as f64) as f32)
+        self.batch = 0;
+        Ok(EpochEnd::Done((loss_sum / split.len().max(1) as f64) as f32))
     }
+}
+
+fn diverged(what: &str, epoch: u32, step: u64, lr: f32) -> anyhow::Error {
+    anyhow!(
+        "training diverged: {what} at epoch {} step {step} (learning rate {lr:e}); try a lower --lr. The checkpoint keeps the last good epoch",
+        epoch + 1
+    )
 }
 
 /// Scheduled learning rate for display.

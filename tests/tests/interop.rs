@@ -85,7 +85,8 @@ fn torch_state_dict_without_metadata_gets_the_tutorials_inputs() {
     let st = dir.path().join("torch.safetensors");
     std::fs::write(&st, torch_file(&m)).unwrap();
     let ck = dir.path().join("same.ckpt");
-    checkpoint::save(&ck, &m, &Meta::fashion(Optimizer::Sgd(Sgd::default())), &[]).unwrap();
+    let meta = Meta::fashion(Optimizer::Sgd(Sgd::default()));
+    checkpoint::save(&ck, &checkpoint::Saved { model: &m, meta: &meta, optim: &[], batch: 0 }, &[]).unwrap();
     let a = tailor_json(&["eval", s(&st)]);
     same_eval(&a, &tailor_json(&["eval", s(&ck)]));
     assert_eq!(a["per_class_accuracy"][9][0], "Ankle boot");
@@ -135,7 +136,8 @@ fn bad_model_files_are_named_errors() {
     assert!(err.contains("takes 5 inputs") && err.contains("784"), "{err}");
 
     let ck = dir.path().join("m.ckpt");
-    checkpoint::save(&ck, &m, &Meta::fashion(Optimizer::Sgd(Sgd::default())), &[]).unwrap();
+    let meta = Meta::fashion(Optimizer::Sgd(Sgd::default()));
+    checkpoint::save(&ck, &checkpoint::Saved { model: &m, meta: &meta, optim: &[], batch: 0 }, &[]).unwrap();
     let err = tailor_fails(&["export", s(&ck), "--format", "c", "--out", s(&dir.path().join("m.h"))]);
     assert!(err.contains("quantize"), "{err}");
 }

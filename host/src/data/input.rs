@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use flate2::read::GzDecoder;
+use flate2::read::MultiGzDecoder;
 
 use super::DataError;
 
@@ -19,6 +19,8 @@ pub(super) struct Input {
     pub file: PathBuf,
     r: Box<dyn Read + Send>,
     gz: bool,
+    /// The file's size on disk.
+    size: u64,
     /// Bytes still to come, at most (exact for raw files).
     left_max: u64,
     /// Bytes delivered so far (decompressed).
@@ -32,7 +34,14 @@ impl Input {
         let file = path.to_path_buf();
         let io_err = |source| DataError::Io { file: path.to_path_buf(), source };
         let f = File::open(path).map_err(io_err)?;
-        let size = f.metadata().map_err(io_err)?.len();
+        let meta = f.metadata().map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(DataError::Io {
+                file,
+                source: io::Error::new(io::ErrorKind::InvalidInput, "not a regular file"),
+            });
+        }
+        let size = meta.len();
         // 256 KiB: few syscalls for a 26 MB file, negligible memory.
         let mut br = BufReader::with_capacity(256 << 10, f);
         let start = br.fill_buf().map_err(io_err)?;
@@ -42,11 +51,12 @@ impl Input {
             return Err(DataError::NotGzip { file, found });
         }
         let (r, left_max): (Box<dyn Read + Send>, u64) = if gz {
-            (Box::new(GzDecoder::new(br)), size.saturating_mul(MAX_DEFLATE_RATIO))
+            // Multi-member: gzip(1) concatenates members and reads them as one.
+            (Box::new(MultiGzDecoder::new(br)), size.saturating_mul(MAX_DEFLATE_RATIO))
         } else {
             (Box::new(br), size)
         };
-        Ok(Input { file, r, gz, left_max, pos: 0 })
+        Ok(Input { file, r, gz, size, left_max, pos: 0 })
     }
 
     pub fn read_err(&self, source: io::Error) -> DataError {
@@ -103,8 +113,14 @@ impl Input {
         if !self.gz && len > self.left_max {
             return Err(self.truncated("body", total, self.pos + self.left_max));
         }
+        // Reserve only what the file plausibly holds: for gzip the deflate
+        // bound is 1032x the file, so a 1 MB file claiming 2^30 labels
+        // would cost 1 GB up front. Typical data compresses < 8x; beyond
+        // that the buffer grows only as real bytes arrive, and `take`
+        // stops at what the header implies.
+        let plausible = if self.gz { self.size.saturating_mul(8) } else { self.left_max };
         let mut body = Vec::new();
-        body.try_reserve_exact(len.min(self.left_max) as usize).map_err(|_| too_large())?;
+        body.try_reserve_exact(len.min(plausible) as usize).map_err(|_| too_large())?;
         let got = loop {
             match (&mut self.r).take(len).read_to_end(&mut body) {
                 Ok(_) => break body.len() as u64,

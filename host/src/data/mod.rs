@@ -159,6 +159,8 @@ pub struct Dataset {
     /// The data is Fashion-MNIST itself (recognized by its shape and first
     /// labels, wherever it was read from).
     pub fashion_mnist: bool,
+    /// Every file read (features, labels), so that no output replaces one.
+    pub files: Vec<PathBuf>,
 }
 
 impl Dataset {
@@ -243,7 +245,11 @@ pub fn load_with(args: &DataArgs, env: Option<OsString>) -> Result<Dataset, Data
             (0..max).map(|c| c.to_string()).collect()
         }
     };
+    let files = [&loc.train, &loc.test].into_iter().flat_map(|f| [Some(&f.features), f.labels.as_ref()]);
+    let mut files: Vec<PathBuf> = files.flatten().cloned().collect();
+    files.push(loc.dir.join(CLASSES_FILE));
     Ok(Dataset {
+        files,
         source: loc.source,
         kind: loc.kind,
         features: train.width,

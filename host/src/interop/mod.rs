@@ -61,7 +61,7 @@ pub fn load(path: &Path, data: Option<&Dataset>) -> Result<Checkpoint> {
                 _ => (0..spec.outputs()).map(|c| c.to_string()).collect(),
             });
             let meta = Meta::new(Optimizer::Sgd(Sgd::default()), norm, names);
-            Ok(Checkpoint { model: imp.model, meta, optim: Vec::new() })
+            Ok(Checkpoint { model: imp.model, meta, optim: Vec::new(), batch: 0 })
         }
     }
 }
@@ -81,7 +81,7 @@ pub fn export(model: &Path, format: F32Format, out: &Path) -> Result<()> {
         F32Format::Safetensors => safetensors::encode(&ck.model, &ck.meta.norm, &ck.meta.class_names)?,
         F32Format::Onnx => onnx::encode(&ck.model, &ck.meta.norm, &ck.meta.class_names)?,
     };
-    checkpoint::atomic_write(out, &bytes)
+    crate::output::write(out, &bytes, &[model.to_path_buf()])
 }
 
 #[cfg(test)]

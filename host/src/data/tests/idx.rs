@@ -300,3 +300,25 @@ fn real_fashion_mnist() {
     assert_eq!(ds.test.labels[..10], [9, 2, 1, 1, 6, 1, 4, 6, 5, 7]);
     assert_eq!(ds.train.row_u8(0).unwrap().iter().map(|&p| p as u32).sum::<u32>(), 76247);
 }
+
+/// `cat a.gz b.gz` is one valid gzip stream (RFC 1952 members), as
+/// `gzip -d` reads it; garbage after the last member is an error.
+#[test]
+fn multi_member_gzip_is_one_stream() {
+    let (dir, one) = gz_file("one.gz", &labels_header(0x801, 4));
+    let (_d2, two) = gz_file("two.gz", &[1, 2, 0, 1]);
+    let joined = dir.path().join(TRAIN_LABELS);
+    let mut bytes = fs::read(&one).unwrap();
+    bytes.extend(fs::read(&two).unwrap());
+    fs::write(&joined, &bytes).unwrap();
+    assert_eq!(read_labels(&joined).unwrap(), [1, 2, 0, 1]);
+    bytes.extend(b"garbage!");
+    fs::write(&joined, &bytes).unwrap();
+    assert!(read_labels(&joined).is_err(), "garbage after the gzip end was accepted");
+}
+
+#[test]
+fn special_files_are_not_data() {
+    let e = read_labels(Path::new("/dev/zero")).unwrap_err().to_string();
+    assert!(e.contains("/dev/zero") && e.contains("not a regular file"), "{e}");
+}
