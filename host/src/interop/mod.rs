@@ -7,7 +7,7 @@ pub mod safetensors;
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use tailor_core::optim::{Optimizer, Sgd};
 
 use crate::checkpoint::{self, Checkpoint, Meta};
@@ -40,7 +40,7 @@ pub fn kind_of(path: &Path, bytes: &[u8]) -> ModelKind {
 /// names when there is one per output (else `0..C-1`). Without `data` such
 /// a file is an error, since nothing says how its inputs were scaled.
 pub fn load(path: &Path, data: Option<&Dataset>) -> Result<Checkpoint> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading model {}", path.display()))?;
+    let bytes = crate::read::regular_file(path, "model")?;
     let what = path.display().to_string();
     match kind_of(path, &bytes) {
         ModelKind::Checkpoint => checkpoint::decode(&bytes, &what),
