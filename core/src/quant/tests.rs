@@ -116,6 +116,36 @@ fn quantize_multiplier_is_accurate() {
     assert_eq!(quantize_multiplier(1e-12), (0, 0));
 }
 
+/// Exactly TFLite's `QuantizeMultiplier` (`quantization_util.cc`: `frexp`,
+/// `std::round` of the mantissa to Q31 — ties away from zero —, the
+/// renormalization when it rounds up to 2^31, and the shift limits), on edge
+/// values. The expected pairs come from an independent implementation of
+/// that C++; a `round` → `floor` change fails the tie cases.
+#[test]
+fn quantize_multiplier_equals_tflite_on_edge_values() {
+    let cases: [(f64, (i32, i32)); 13] = [
+        (0.5, (1 << 30, 0)),
+        (0.25, (1 << 30, -1)),
+        (0.75, (1_610_612_736, 0)),
+        // Rounds up to 2^31: renormalized.
+        (1.0 - libm::pow(2.0, -40.0), (1 << 30, 1)),
+        ((2_147_483_648.0 - 0.5) / 2_147_483_648.0, (1 << 30, 1)),
+        // Below 2^-32: zero.
+        (libm::pow(2.0, -40.0), (0, 0)),
+        (libm::pow(2.0, -31.0), (1 << 30, -30)),
+        (libm::pow(2.0, -32.0), (1 << 30, -31)),
+        // Mantissa·2^31 ends in exactly .5 and in .75: round, not floor.
+        ((1_073_741_824.0 + 0.5) / 2_147_483_648.0 * libm::pow(2.0, -5.0), (1_073_741_825, -5)),
+        ((1_073_741_824.0 + 0.75) / 2_147_483_648.0 * libm::pow(2.0, -9.0), (1_073_741_825, -9)),
+        (0.1, (1_717_986_918, -3)),
+        (0.0123456789, (1_696_777_188, -6)),
+        (0.999_999_999, (2_147_483_646, 0)),
+    ];
+    for (real, want) in cases {
+        assert_eq!(quantize_multiplier(real), want, "{real:e}");
+    }
+}
+
 #[test]
 fn act_range_qparams() {
     let mut r = ActRange::EMPTY;
