@@ -56,6 +56,7 @@ pub struct Meta {
 
 /// Version 1's metadata (784 pixels, one mean and std for all).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize))]
 struct MetaV1 {
     epoch: u32,
     step: u64,
@@ -316,21 +317,6 @@ mod tests {
     /// pixel mean/std) still loads.
     #[test]
     fn version_1_checkpoints_load() {
-        #[derive(Serialize)]
-        struct V1 {
-            epoch: u32,
-            step: u64,
-            epochs: u32,
-            batch_size: u32,
-            seed: u64,
-            shuffle: bool,
-            optimizer: Optimizer,
-            schedule: Schedule,
-            pixel_mean: f32,
-            pixel_std: f32,
-            test_accuracy: Option<f32>,
-            optim_buffers: u32,
-        }
         let spec = Spec::mlp(&[784, 512, 512, 10]);
         let mut m = zero_model(spec);
         m.init(1);
@@ -338,7 +324,7 @@ mod tests {
         let refs: Vec<_> = m.tensors().collect();
         let ts: Vec<Tensor> = refs.iter().map(|t| Tensor { name: t.name, shape: t.shape(), data: t.data }).collect();
         postcard::to_io(&ts[..], &mut file).unwrap();
-        let v1 = V1 {
+        let v1 = MetaV1 {
             epoch: 3,
             step: 9,
             epochs: 20,

@@ -313,15 +313,13 @@ impl<'a> QModel<'a> {
         }
     }
 
-    /// Integer-only inference of one sample (`spec().inputs()` bytes):
-    /// writes `spec().outputs()` int32 logits and returns the first index
-    /// of their maximum. `scratch` holds at least [`Self::scratch_len`]
-    /// elements (any alignment).
-    pub fn classify(&self, kern: &QKernels, input: &[u8], scratch: &mut [i16], logits: &mut [i32]) -> usize {
+    /// Runs every layer but the last on one sample; returns the last
+    /// layer's input (widened `u8` values) inside `scratch`.
+    fn hidden<'s>(&self, kern: &QKernels, input: &[u8], scratch: &'s mut [i16]) -> &'s [i16] {
         let spec = self.spec();
-        let (n_in, n_out) = (spec.inputs(), spec.outputs());
-        assert!(input.len() >= n_in && logits.len() >= n_out, "classify: need {n_in} inputs and {n_out} logits");
-        assert!(scratch.len() >= self.scratch_len(), "classify: scratch of {} < {}", scratch.len(), self.scratch_len());
+        let n_in = spec.inputs();
+        assert!(input.len() >= n_in, "need {n_in} inputs");
+        assert!(scratch.len() >= self.scratch_len(), "scratch of {} < {}", scratch.len(), self.scratch_len());
         // The DSP kernel loads activation pairs as words.
         let skip = match scratch.as_ptr().align_offset(4) {
             s @ (0 | 1) => s,
@@ -330,14 +328,24 @@ impl<'a> QModel<'a> {
         let half = spec.max_width().next_multiple_of(2);
         let (mut cur, mut next) = scratch[skip..skip + 2 * half].split_at_mut(half);
         widen(&input[..n_in], &mut cur[..n_in]);
-        let depth = spec.depth();
-        for i in 0..depth - 1 {
+        for i in 0..spec.depth() - 1 {
             let l = self.layer(i);
             l.forward_hidden(kern, &cur[..l.inputs], &mut next[..l.outputs]);
             core::mem::swap(&mut cur, &mut next);
         }
-        let l = self.layer(depth - 1);
-        l.accumulate(kern, &cur[..l.inputs], &mut logits[..n_out]);
+        &cur[..spec.layer(spec.depth() - 1).inputs]
+    }
+
+    /// Integer-only inference of one sample (`spec().inputs()` bytes):
+    /// writes `spec().outputs()` int32 logits and returns the first index
+    /// of their maximum. `scratch` holds at least [`Self::scratch_len`]
+    /// elements (any alignment).
+    pub fn classify(&self, kern: &QKernels, input: &[u8], scratch: &mut [i16], logits: &mut [i32]) -> usize {
+        let n_out = self.spec().outputs();
+        assert!(logits.len() >= n_out, "classify: need {n_out} logits");
+        let h = self.hidden(kern, input, scratch);
+        let l = self.layer(self.spec().depth() - 1);
+        l.accumulate(kern, h, &mut logits[..n_out]);
         last_activation(l.activation, &mut logits[..n_out]);
         argmax(&logits[..n_out])
     }
@@ -348,31 +356,15 @@ impl<'a> QModel<'a> {
     /// the features a new classifier head learns from. Writes them to `out`
     /// and returns how many there are (0 for a model without a hidden layer).
     pub fn features(&self, kern: &QKernels, input: &[u8], scratch: &mut [i16], out: &mut [u8]) -> usize {
-        let spec = self.spec();
-        let (n_in, depth) = (spec.inputs(), spec.depth());
-        if depth < 2 {
+        if self.spec().depth() < 2 {
             return 0;
         }
-        assert!(input.len() >= n_in, "features: need {n_in} inputs");
-        assert!(scratch.len() >= self.scratch_len(), "features: scratch of {} < {}", scratch.len(), self.scratch_len());
-        let skip = match scratch.as_ptr().align_offset(4) {
-            s @ (0 | 1) => s,
-            _ => 0,
-        };
-        let half = spec.max_width().next_multiple_of(2);
-        let (mut cur, mut next) = scratch[skip..skip + 2 * half].split_at_mut(half);
-        widen(&input[..n_in], &mut cur[..n_in]);
-        for i in 0..depth - 1 {
-            let l = self.layer(i);
-            l.forward_hidden(kern, &cur[..l.inputs], &mut next[..l.outputs]);
-            core::mem::swap(&mut cur, &mut next);
-        }
-        let h = spec.layer(depth - 1).inputs;
-        for (o, &v) in out[..h].iter_mut().zip(&cur[..h]) {
+        let h = self.hidden(kern, input, scratch);
+        for (o, &v) in out[..h.len()].iter_mut().zip(h) {
             // Hidden outputs are u8 values (checked by `parse`).
             *o = v as u8;
         }
-        h
+        h.len()
     }
 
     /// Classifies `n` samples stored back to back in `inputs`, calling

@@ -647,3 +647,27 @@ proptest! {
         }
     }
 }
+
+/// A head's features are the last layer's input: running the last layer on
+/// them gives `classify`'s logits.
+#[test]
+fn features_feed_the_last_layer() {
+    let spec = Spec::mlp(&[13, 9, 6, 4]);
+    let imgs = images(8, 13, 2);
+    let (_, buf) = quantize_random(spec, 3, &imgs);
+    let m = QModel::parse(buf.bytes()).unwrap();
+    let mut scratch = std::vec![0i16; m.scratch_len() + 1];
+    for img in &imgs {
+        let mut want = [0i32; 4];
+        m.classify(&QKernels::NAIVE, img, &mut scratch, &mut want);
+        let mut f = [0u8; 6];
+        assert_eq!(m.features(&QKernels::NAIVE, img, &mut scratch[1..], &mut f), 6);
+        let x: std::vec::Vec<i16> = f.iter().map(|&v| v as i16).collect();
+        let mut got = [0i32; 4];
+        m.layer(2).accumulate(&QKernels::NAIVE, &x, &mut got);
+        assert_eq!(got, want);
+    }
+    let one = Spec::mlp(&[13, 4]);
+    let (_, buf) = quantize_random(one, 3, &imgs);
+    assert_eq!(QModel::parse(buf.bytes()).unwrap().features(&QKernels::NAIVE, &imgs[0], &mut scratch, &mut [0; 4]), 0);
+}
