@@ -210,9 +210,8 @@ fn main() -> ! {
         )
     };
     // SAFETY: as above.
-    let (i8_scratch, features): (&'static mut [i16; I8_SCRATCH], &'static mut [u8; FEATURES]) = unsafe {
-        (&mut (*core::ptr::addr_of_mut!(I8_SCRATCH_BUF)).0, &mut *core::ptr::addr_of_mut!(FEATURES_BUF))
-    };
+    let (i8_scratch, features): (&'static mut [i16; I8_SCRATCH], &'static mut [u8; FEATURES]) =
+        unsafe { (&mut (*core::ptr::addr_of_mut!(I8_SCRATCH_BUF)).0, &mut *core::ptr::addr_of_mut!(FEATURES_BUF)) };
     let backbone = model::load(board::model_region(), i8_scratch.len());
     let mut dev = Trainer {
         buffers: Some(buffers),
