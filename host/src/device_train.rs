@@ -226,6 +226,15 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
             }
             None => 0,
         };
+    let in_range = |flag: &str, v: Option<usize>, max: usize| match v {
+        Some(n) if n == 0 || n > max => bail!("{flag} {n}: expected 1..={max} (the samples in {})", ds.source),
+        _ => Ok(()),
+    };
+    in_range("--limit", args.limit, train.len())?;
+    in_range("--test-limit", args.test_limit, test.len())?;
+    if args.epochs == 0 || args.epochs > 1000 {
+        bail!("--epochs {}: expected 1..=1000", args.epochs);
+    }
     if !(args.lr.is_finite() && args.lr > 0.0) {
         bail!("--lr {}: expected a positive number", args.lr);
     }

@@ -79,6 +79,21 @@ fn a_new_head_learns_the_withheld_classes_on_the_device() {
     assert!(d["ram_bytes"].as_u64().unwrap() <= 256 * 1024);
 }
 
+#[test]
+fn bad_device_train_flags_fail_cleanly() {
+    for (flag, value) in [
+        ("--limit", "0"),
+        ("--limit", "70000"),
+        ("--test-limit", "0"),
+        ("--epochs", "0"),
+        ("--lr", "nan"),
+        ("--batch-size", "9"),
+    ] {
+        let e = tailor_e2e::tailor_fails(&["device-train", "--hidden", "32", flag, value]);
+        assert!(e.contains(flag), "{flag} {value}: {e}");
+    }
+}
+
 fn params(q: &mut Qemu, n: usize) -> Vec<f32> {
     let mut p = Vec::new();
     while p.len() < n {
