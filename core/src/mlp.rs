@@ -362,7 +362,7 @@ impl<S: AsMut<[f32]>> Workspace<S> {
         &self.spec
     }
 
-    fn check(&self, spec: &Spec, n: usize) {
+    pub(crate) fn check(&self, spec: &Spec, n: usize) {
         assert!(*spec == self.spec, "workspace made for {}, used with {}", self.spec, spec);
         assert!(n <= self.batch, "batch of {n} rows, the workspace holds {}", self.batch);
     }
@@ -383,12 +383,6 @@ impl<S: AsMut<[f32]>> Workspace<S> {
     /// The first `n` rows of logits.
     pub fn logits(&mut self, n: usize) -> &[f32] {
         self.output(self.spec.depth() - 1, n)
-    }
-
-    /// [`Self::layer_io`] for other model types of the same spec.
-    pub(crate) fn layer_io_pub(&mut self, spec: &Spec, i: usize, n: usize) -> (&[f32], &mut [f32]) {
-        self.check(spec, n);
-        self.layer_io(i, n)
     }
 
     /// Layer `i`'s input (rows `..n`) and output (to write), for loops of

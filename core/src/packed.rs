@@ -71,12 +71,13 @@ impl<S: AsRef<[f32]>> PackedMlp<S> {
     /// width), as the layouts differ.
     pub fn forward<W: AsMut<[f32]>>(&self, k: &Kernels, par: &dyn Par, ws: &mut Workspace<W>, n: usize) {
         assert_eq!(self.panel, k.panel, "PackedMlp: packed for panels of {}, kernels read {}", self.panel, k.panel);
+        ws.check(&self.spec, n);
         for i in 0..self.spec.depth() {
             let l = self.spec.layer(i);
             let at = Self::offset(&self.spec, i);
             let wt = &self.buf.as_ref()[at..][..l.outputs * l.inputs];
             let b = &self.buf.as_ref()[at + round_up(l.outputs * l.inputs)..][..l.outputs];
-            let (x, y) = ws.layer_io_pub(&self.spec, i, n);
+            let (x, y) = ws.layer_io(i, n);
             let (n_in, n_out, relu) = (l.inputs, l.outputs, l.activation == Activation::Relu);
             let yp = SyncMut(y.as_mut_ptr());
             for_col_blocks(par, n_out, self.panel.max(16).next_multiple_of(self.panel), &|j0, r| {

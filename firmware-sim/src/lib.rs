@@ -473,6 +473,22 @@ impl Backend for Device {
     }
 }
 
+/// Ends QEMU after [`tailor_core::protocol::serve`] returns: status 0
+/// after `Shutdown` or the end of input (with the device's counters in the
+/// log), 1 on a transport error.
+pub fn exit_after_serve<E: core::fmt::Debug>(end: tailor_core::protocol::ServeEnd<E>) -> ! {
+    use tailor_core::protocol::ServeEnd;
+    match end {
+        ServeEnd::Shutdown(s) | ServeEnd::Eof(s) => {
+            defmt::info!("done: {} images, {} instructions, {} bad frames", s.images, s.instructions, s.frames_bad);
+            cortex_m_semihosting::debug::exit(cortex_m_semihosting::debug::EXIT_SUCCESS);
+        }
+        ServeEnd::Io(e) => fail_exit(format_args!("transport error: {e:?}")),
+    }
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
+
 /// Exits QEMU with status 1 after printing `msg` on semihosting stderr.
 pub fn fail_exit(args: core::fmt::Arguments<'_>) -> ! {
     cortex_m_semihosting::heprintln!("{}", args);

@@ -23,11 +23,6 @@ pub fn train_flop_per_sample(spec: &Spec) -> f64 {
     (3 * 2 * spec.macs() - 2 * first.inputs * first.outputs) as f64
 }
 
-/// FLOPs of one inference.
-pub fn infer_flop_per_sample(spec: &Spec) -> f64 {
-    2.0 * spec.macs() as f64
-}
-
 #[derive(Clone, Debug, Serialize)]
 pub struct KernelBench {
     pub product: &'static str,

@@ -75,6 +75,18 @@ pub struct TrainReport {
     pub metrics: Option<PathBuf>,
 }
 
+/// The metadata of a run starting at epoch 0 with settings `s`.
+fn fresh_meta(s: &recipe::Settings, norm: Norm, class_names: Vec<String>) -> Meta {
+    Meta {
+        epochs: s.epochs,
+        batch_size: s.batch_size as u32,
+        seed: s.seed,
+        shuffle: s.shuffle,
+        schedule: s.schedule,
+        ..Meta::new(s.optimizer, norm, class_names)
+    }
+}
+
 /// Largest `--batch-size`.
 pub const MAX_BATCH_SIZE: usize = 8192;
 
@@ -289,16 +301,8 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         if spec.inputs() != features || spec.outputs() < classes {
             bail!("{path}: the model {spec} does not take this data ({features} features, {classes} classes)");
         }
-        let s = settings_from(&a)?;
         // The weights were trained on inputs normalized one way; keep it.
-        let meta = Meta {
-            epochs: s.epochs,
-            batch_size: s.batch_size as u32,
-            seed: s.seed,
-            shuffle: s.shuffle,
-            schedule: s.schedule,
-            ..Meta::new(s.optimizer, ck.meta.norm, ck.meta.class_names)
-        };
+        let meta = fresh_meta(&settings_from(&a)?, ck.meta.norm, ck.meta.class_names);
         Trainer::from_weights(kernels, ck.model, meta)
     } else {
         let s = settings_from(&a)?;
@@ -306,16 +310,7 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         let spec = model_spec(features, &hidden, classes)?;
         let u8_data = matches!(train_split.features, data::Features::U8(_));
         let norm = if s.normalize { default_norm } else { Norm::identity(features, u8_data) };
-        let names = class_names;
-        let meta = Meta {
-            epochs: s.epochs,
-            batch_size: s.batch_size as u32,
-            seed: s.seed,
-            shuffle: s.shuffle,
-            schedule: s.schedule,
-            ..Meta::new(s.optimizer, norm, names)
-        };
-        Trainer::new(kernels, spec, meta)
+        Trainer::new(kernels, spec, fresh_meta(&s, norm, class_names))
     };
     let out = a.out.clone().or_else(|| a.resume.clone()).unwrap_or_else(|| PathBuf::from("runs/model.ckpt"));
     // The checkpoint may replace the one resumed from (the default), never

@@ -19,7 +19,7 @@ use defmt_semihosting as _;
 
 use cortex_m_rt::entry;
 use cortex_m_semihosting::debug;
-use tailor_core::protocol::{serve, Buffers, ServeEnd, MAX_OUT};
+use tailor_core::protocol::{serve, Buffers, MAX_OUT};
 use tailor_firmware_sim::{board, counter, model, selftest, semi, uart, Device, MAX_BATCH, RX_BYTES};
 
 tailor_firmware_sim::fault_handlers!();
@@ -35,18 +35,6 @@ fn recurse(depth: u32) -> u32 {
         return 0;
     }
     buf[7] as u32 + recurse(depth + 1)
-}
-
-fn report<E: core::fmt::Debug>(end: ServeEnd<E>) -> ! {
-    match end {
-        ServeEnd::Shutdown(s) | ServeEnd::Eof(s) => {
-            defmt::info!("done: {} images, {} instructions, {} bad frames", s.images, s.instructions, s.frames_bad);
-            debug::exit(debug::EXIT_SUCCESS);
-        }
-        ServeEnd::Io(e) => tailor_firmware_sim::fail_exit(format_args!("transport error: {e:?}")),
-    }
-    #[allow(clippy::empty_loop)]
-    loop {}
 }
 
 #[entry]
@@ -95,9 +83,9 @@ fn main() -> ! {
                     tailor_firmware_sim::fail_exit(format_args!("cannot open semihosting files {rx} / {tx}: {e:?}"))
                 }
             };
-            report(serve(&mut io, &mut dev, bufs))
+            tailor_firmware_sim::exit_after_serve(serve(&mut io, &mut dev, bufs))
         }
-        "uart" => report(serve(&mut uart::Uart0::take(), &mut dev, bufs)),
+        "uart" => tailor_firmware_sim::exit_after_serve(serve(&mut uart::Uart0::take(), &mut dev, bufs)),
         "overflow" => {
             let r = recurse(0);
             tailor_firmware_sim::fail_exit(format_args!("stack overflow not caught ({r})"))

@@ -15,9 +15,8 @@
 use defmt_semihosting as _;
 
 use cortex_m_rt::entry;
-use cortex_m_semihosting::debug;
 use tailor_core::gemm::Kernels;
-use tailor_core::protocol::{serve, Backend, Buffers, ModelState, ServeEnd, TrainRefusal};
+use tailor_core::protocol::{serve, Backend, Buffers, ModelState, TrainRefusal};
 use tailor_core::quant::{Aligned, QKernels};
 use tailor_core::session::{InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
 use tailor_firmware_sim::{board, counter, model, semi, uart, FW_VERSION};
@@ -173,18 +172,6 @@ impl Backend for Trainer {
     }
 }
 
-fn report<E: core::fmt::Debug>(end: ServeEnd<E>) -> ! {
-    match end {
-        ServeEnd::Shutdown(s) | ServeEnd::Eof(s) => {
-            defmt::info!("done: {} instructions in training, {} bad frames", s.instructions, s.frames_bad);
-            debug::exit(debug::EXIT_SUCCESS);
-        }
-        ServeEnd::Io(e) => tailor_firmware_sim::fail_exit(format_args!("transport error: {e:?}")),
-    }
-    #[allow(clippy::empty_loop)]
-    loop {}
-}
-
 #[entry]
 fn main() -> ! {
     counter::start();
@@ -223,7 +210,7 @@ fn main() -> ! {
         max_batch: 0,
     };
     match mode {
-        "uart" => report(serve(&mut uart::Uart0::take(), &mut dev, bufs)),
+        "uart" => tailor_firmware_sim::exit_after_serve(serve(&mut uart::Uart0::take(), &mut dev, bufs)),
         _ => {
             let rx = args.next().unwrap_or("tailor.h2d");
             let tx = args.next().unwrap_or("tailor.d2h");
@@ -233,7 +220,7 @@ fn main() -> ! {
                     tailor_firmware_sim::fail_exit(format_args!("cannot open semihosting files {rx} / {tx}: {e:?}"))
                 }
             };
-            report(serve(&mut io, &mut dev, bufs))
+            tailor_firmware_sim::exit_after_serve(serve(&mut io, &mut dev, bufs))
         }
     }
 }
