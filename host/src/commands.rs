@@ -407,7 +407,8 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         // Rewritten after every epoch, like the checkpoint (and after it,
         // so a failure here never loses the weights).
         if let Some(p) = &a.metrics {
-            crate::metrics::write(p, &history)?;
+            // Never over the data, the checkpoint resumed from, or the one just saved.
+            crate::metrics::write(p, &history, &[&inputs[..], std::slice::from_ref(&out)].concat())?;
         }
         if let Some(p) = &a.plot {
             let title = format!("tailor train: {spec} on {source}");

@@ -341,7 +341,8 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
                 shuffle: true,
                 ..Meta::new(optimizer, Norm::per_tensor(n_in, data::U8_SCALE, mean, std), ds.class_names.clone())
             };
-            checkpoint::save(path, &checkpoint::Saved { model: &model, meta: &meta, optim: &[], batch: 0 }, &[])?;
+            let saved = checkpoint::Saved { model: &model, meta: &meta, optim: &[], batch: 0 };
+            checkpoint::save(path, &saved, &ds.files)?;
             Some(path.clone())
         }
         None => None,

@@ -6,7 +6,6 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::checkpoint::atomic_write;
 use crate::commands::EpochReport;
 
 /// One CSV row; the column names are the header.
@@ -38,9 +37,10 @@ pub fn csv(history: &[EpochReport]) -> Result<Vec<u8>> {
     w.into_inner().context("writing metrics CSV")
 }
 
-/// Writes [`csv`] of `history` to `path` atomically.
-pub fn write(path: &Path, history: &[EpochReport]) -> Result<()> {
-    atomic_write(path, &csv(history)?).with_context(|| format!("--metrics {}", path.display()))
+/// Writes [`csv`] of `history` to `path` atomically, never over one of
+/// `inputs` (the run's data and checkpoint) or a special file.
+pub fn write(path: &Path, history: &[EpochReport], inputs: &[std::path::PathBuf]) -> Result<()> {
+    crate::output::write(path, &csv(history)?, inputs).with_context(|| format!("--metrics {}", path.display()))
 }
 
 #[cfg(test)]
