@@ -5,6 +5,9 @@ set -euo pipefail
 
 need_apt=()
 command -v qemu-system-arm >/dev/null 2>&1 || need_apt+=(qemu-system-arm)
+# The C API's example firmware (tests/tests/c_api.rs) builds with GCC and newlib.
+command -v arm-none-eabi-gcc >/dev/null 2>&1 || need_apt+=(gcc-arm-none-eabi)
+[ -f /usr/lib/arm-none-eabi/newlib/thumb/v7e-m+fp/hard/libc_nano.a ] || need_apt+=(libnewlib-arm-none-eabi)
 if [ -z "${TAILOR_DATA:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] \
     && [ ! -f ./data/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
     need_apt+=(dataset-fashion-mnist)

@@ -17,6 +17,8 @@ step "core builds for Cortex-M4F with no std and no alloc"
 # thumbv7em has no std, so this build proves std is used only in tests;
 # alloc would build there too, so it is banned outright.
 cargo build -p tailor-core --target thumbv7em-none-eabihf --release
+# The C API's static library for C firmware (tests/tests/c_api.rs links it).
+cargo build -p tailor-capi --target thumbv7em-none-eabihf --release
 if grep -rnP 'extern crate alloc|(?<![\w:])alloc::' core/src; then
     echo "tailor-core must not use alloc" >&2; exit 1
 fi

@@ -508,11 +508,13 @@ fn rust_module_and_c_header_text() {
     let s = c.0.as_str();
     assert!(
         s.contains(&std::format!(
-            "static const uint8_t tailor_model_q8[{}] __attribute__((aligned(4))) = {{\n  84,76,81,56,2,0,3,0,",
+            "static const uint8_t tailor_model_q8[{}] __attribute__((aligned(64))) = {{\n  84,76,81,56,2,0,3,0,",
             golden::BYTES
         )),
         "{s}"
     );
+    assert!(s.contains("#define TAILOR_MODEL_INPUTS 10\n#define TAILOR_MODEL_OUTPUTS 2\n"), "{s}");
+    assert!(s.contains(&std::format!("#define TAILOR_MODEL_SCRATCH_BYTES {}\n", 2 * g.scratch_len())), "{s}");
 }
 
 /// A random integer model: `(layers, row-major weights, params)` as owned data.
