@@ -55,6 +55,29 @@
 // Any other inconsistency of the `.q8` (layer table, lengths, fields).
 #define TAILOR_ERR_CORRUPT -9
 
+// The settings are not usable: dims (1 to 16 layers, none 0 wide), an
+// unknown optimizer or input code, a non-finite or zero std, a learning
+// rate that is negative or not finite.
+#define TAILOR_ERR_SETTING -10
+
+// A label is not one of the model's classes.
+#define TAILOR_ERR_LABEL -11
+
+// SGD (PyTorch's), with `momentum` (0: plain) and `weight_decay`.
+#define TAILOR_OPT_SGD 0
+
+// Adam (PyTorch's defaults: betas 0.9, 0.999, eps 1e-8), with `weight_decay`.
+#define TAILOR_OPT_ADAM 1
+
+// Input byte `b` is `(b / 255 − mean) / std` (image pixels).
+#define TAILOR_INPUT_PIXELS 0
+
+// Input byte `b` is `scale · (b − zero_point)` (an int8 model's features).
+#define TAILOR_INPUT_AFFINE 1
+
+// 64-bit words of a `TailorTrain`'s storage.
+#define TAILOR_TRAIN_WORDS 200
+
 // The C API's version: bumped when a function, a struct or a code changes
 // meaning. A program compares `tailor_version().api` with the
 // `TAILOR_API_VERSION` of the header it was compiled against.
@@ -85,6 +108,48 @@ typedef struct TailorModelInfo {
   // CRC-32 of the payload (as `tailor device` and the header report it).
   uint32_t payload_crc;
 } TailorModelInfo;
+
+// What to train.
+typedef struct TailorTrainSetup {
+  // `n_dims` widths: the inputs, then each layer's outputs (ReLU after
+  // every hidden layer, logits out). `{64, 10}` is a head on 64 features.
+  const uint32_t *dims;
+  size_t n_dims;
+  // PyTorch-default initialization (uniform ±1/√inputs) from this seed.
+  uint64_t seed;
+  // `TAILOR_OPT_SGD` or `TAILOR_OPT_ADAM`.
+  uint32_t optimizer;
+  // SGD's momentum (0: plain SGD); Adam ignores it.
+  float momentum;
+  float weight_decay;
+  // `TAILOR_INPUT_PIXELS` (uses `mean`, `std`) or `TAILOR_INPUT_AFFINE`
+  // (uses `scale`, `zero_point`).
+  uint32_t input;
+  float mean;
+  float std;
+  float scale;
+  int32_t zero_point;
+} TailorTrainSetup;
+
+// Floats of each buffer `tailor_train_start` needs.
+typedef struct TailorTrainSizes {
+  // The parameters, layer after layer (`weight[out][in]`, then `bias[out]`).
+  size_t params;
+  // The optimizer's state (0 for plain SGD).
+  size_t state;
+  // Gradients.
+  size_t scratch;
+  // Activations of the requested batch.
+  size_t workspace;
+} TailorTrainSizes;
+
+// A training run: `tailor_train_start` fills it. It points into the
+// caller's buffers, which must stay in place while it is used. Its fields
+// are private; do not copy it (it owns the run's progress).
+typedef struct TailorTrain {
+  uint32_t tag;
+  uint64_t storage[TAILOR_TRAIN_WORDS];
+} TailorTrain;
 
 // What `tailor_version` returns.
 typedef struct TailorVersion {
@@ -177,6 +242,103 @@ int32_t tailor_classify_batch(const struct TailorModel *model,
 // A static, NUL-terminated English message for `status` (any value; codes
 // ≥ 0 are successes).
 const char *tailor_status_str(int32_t status);
+
+// Fills `*sizes` with the floats each buffer of a run of `setup` needs
+// for batches of up to `batch` samples.
+//
+// # Safety
+// Each pointer is NULL or valid.
+int32_t tailor_train_sizes(const struct TailorTrainSetup *setup,
+                           size_t batch,
+                           struct TailorTrainSizes *sizes);
+
+// Starts a run of `setup` in the caller's buffers (sizes from
+// `tailor_train_sizes`; the workspace's length sets the largest batch):
+// initializes the parameters from the seed and zeroes the optimizer's
+// state. On an error `*train` is left not started.
+//
+// # Safety
+// `train` is NULL or writable; each buffer is NULL or valid for its
+// length, and is used by nothing else while the run is.
+int32_t tailor_train_start(struct TailorTrain *train,
+                           const struct TailorTrainSetup *setup,
+                           float *params,
+                           size_t params_len,
+                           float *state,
+                           size_t state_len,
+                           float *scratch,
+                           size_t scratch_len,
+                           float *workspace,
+                           size_t workspace_len);
+
+// One update with learning rate `lr` on `n` samples: `labels[n]`, and
+// `inputs` their bytes back to back (`inputs_len` = `n` × the model's
+// inputs). Writes the batch's mean cross-entropy to `*loss` unless it is
+// NULL. A refused batch changes nothing.
+//
+// # Safety
+// Each pointer is NULL or valid for its length.
+int32_t tailor_train_batch(struct TailorTrain *train,
+                           float lr,
+                           const uint8_t *labels,
+                           size_t n,
+                           const uint8_t *inputs,
+                           size_t inputs_len,
+                           float *loss);
+
+// Classifies `n` labelled samples (at most the largest batch) with the
+// current parameters: `*correct` gets how many were right and, unless
+// NULL, `*loss_sum` the sum of their cross-entropies.
+//
+// # Safety
+// Each pointer is NULL or valid for its length.
+int32_t tailor_train_evaluate(struct TailorTrain *train,
+                              const uint8_t *labels,
+                              size_t n,
+                              const uint8_t *inputs,
+                              size_t inputs_len,
+                              uint32_t *correct,
+                              float *loss_sum);
+
+// Updates taken so far (0 if `train` was not started).
+//
+// # Safety
+// `train` is NULL or valid.
+uint64_t tailor_train_steps(struct TailorTrain *train);
+
+// The int8 model's features for a classifier head: the outputs of its
+// last hidden layer for one sample (bytes on the grid of
+// `tailor_model_feature_grid`), written to `out` (at least as many as the
+// last layer's inputs). Returns how many, or a `TAILOR_ERR_*` code
+// (`TAILOR_ERR_SETTING` for a model without a hidden layer). `scratch` as
+// for `tailor_classify`.
+//
+// # Safety
+// Each pointer is NULL or valid for its length.
+int32_t tailor_model_features(const struct TailorModel *model,
+                              const uint8_t *input,
+                              size_t input_len,
+                              void *scratch,
+                              size_t scratch_bytes,
+                              uint8_t *out,
+                              size_t out_len);
+
+// The grid of `tailor_model_features`' bytes: feature `b` is
+// `scale · (b − zero_point)`, the `TAILOR_INPUT_AFFINE` of a head.
+//
+// # Safety
+// Each pointer is NULL or valid.
+int32_t tailor_model_feature_grid(const struct TailorModel *model,
+                                  float *scale,
+                                  int32_t *zero_point);
+
+// The parameters as they are now: `*params` points into the run's
+// parameter buffer, `*len` floats, layer after layer (`weight[out][in]`,
+// then `bias[out]`, as PyTorch's state dict stores each `Linear`).
+//
+// # Safety
+// Each pointer is NULL or valid.
+int32_t tailor_train_params(struct TailorTrain *train, const float **params, size_t *len);
 
 // The library's, API's and `.q8` format's versions.
 struct TailorVersion tailor_version(void);

@@ -7,6 +7,7 @@
 //! | [`status`] | the `TAILOR_OK` / `TAILOR_ERR_*` codes and their messages |
 //! | [`version`] | library, API and `.q8` format versions |
 //! | [`model`] | a `.q8` read in place, its sizes, and classification |
+//! | [`train`] | training on the device (a model, or a head on an int8 model's features) |
 //!
 //! Rules every function keeps: the caller owns all memory (model bytes,
 //! scratch, outputs); nothing is allocated; every pointer and length is
@@ -22,6 +23,7 @@ extern crate std;
 mod args;
 pub mod model;
 pub mod status;
+pub mod train;
 pub mod version;
 
 /// Only reachable through a bug: every input is checked before the core

@@ -41,7 +41,7 @@ const _: () = assert!(size_of::<QModel<'static>>() <= 8 * TAILOR_MODEL_WORDS);
 const _: () = assert!(align_of::<QModel<'static>>() <= align_of::<u64>());
 
 impl TailorModel {
-    fn model(&self) -> Result<&QModel<'static>, i32> {
+    pub(crate) fn loaded(&self) -> Result<&QModel<'static>, i32> {
         if self.tag != LOADED {
             return Err(TAILOR_ERR_NOT_LOADED);
         }
@@ -71,7 +71,7 @@ pub struct TailorModelInfo {
 
 fn loaded<'a>(model: *const TailorModel) -> Result<&'a QModel<'static>, i32> {
     // SAFETY: the caller's contract for a `const TailorModel *`.
-    unsafe { get(model) }?.model()
+    unsafe { get(model) }?.loaded()
 }
 
 fn status(r: Result<i32, i32>) -> i32 {

@@ -55,6 +55,8 @@ pub extern "C" fn tailor_status_str(status: i32) -> *const c_char {
         TAILOR_ERR_VERSION => c"a .q8 of another format version (convert it with `tailor convert`)",
         TAILOR_ERR_CHECKSUM => c"the .q8 checksum does not match (corrupt bytes)",
         TAILOR_ERR_CORRUPT => c"the .q8 is inconsistent (layer table, lengths or fields)",
+        crate::train::TAILOR_ERR_SETTING => c"unusable training settings (dims, optimizer, input, learning rate)",
+        crate::train::TAILOR_ERR_LABEL => c"a label is not one of the model's classes",
         _ => c"unknown status code",
     };
     s.as_ptr()

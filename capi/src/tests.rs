@@ -199,6 +199,8 @@ fn every_code_has_its_own_message() {
         TAILOR_ERR_VERSION,
         TAILOR_ERR_CHECKSUM,
         TAILOR_ERR_CORRUPT,
+        crate::train::TAILOR_ERR_SETTING,
+        crate::train::TAILOR_ERR_LABEL,
     ];
     let msg = |c: i32| unsafe { core::ffi::CStr::from_ptr(tailor_status_str(c)) }.to_str().unwrap();
     let mut all: Vec<&str> = codes.iter().map(|&c| msg(c)).collect();
@@ -209,4 +211,209 @@ fn every_code_has_its_own_message() {
     all.dedup();
     assert_eq!(all.len(), n, "messages repeat");
     assert_eq!(msg(7), "ok");
+}
+
+mod train {
+    use super::*;
+    use crate::train::*;
+    use tailor_core::gemm::Kernels;
+    use tailor_core::optim::{Optimizer, Sgd};
+    use tailor_core::session::{InputMap, SessionBuffers, SessionSetup, TrainSession};
+    use tailor_core::spec::Spec;
+
+    fn head_setup(dims: &[u32; 2], scale: f32, zp: i32) -> TailorTrainSetup {
+        TailorTrainSetup {
+            dims: dims.as_ptr(),
+            n_dims: 2,
+            seed: 7,
+            optimizer: TAILOR_OPT_SGD,
+            momentum: 0.9,
+            weight_decay: 0.0,
+            input: TAILOR_INPUT_AFFINE,
+            mean: 0.0,
+            std: 0.0,
+            scale,
+            zero_point: zp,
+        }
+    }
+
+    /// A head on the int8 model's features trains through the C calls
+    /// exactly as the core's session does, and refuses bad batches.
+    #[test]
+    fn a_head_trains_like_the_core_session() {
+        let (_, m) = load(&Q8.0);
+        let q = QModel::parse(&Q8.0).unwrap();
+        let (mut scale, mut zp) = (0f32, 0i32);
+        assert_eq!(unsafe { tailor_model_feature_grid(&m, &mut scale, &mut zp) }, TAILOR_OK);
+        let n = 32;
+        let x = inputs(n, 784);
+        let labels: Vec<u8> = (0..n).map(|i| (i * 7 % 10) as u8).collect();
+        let mut s = vec![0i16; q.scratch_len()];
+        let mut feats = vec![0u8; n * 64];
+        for i in 0..n {
+            let f = &mut feats[i * 64..(i + 1) * 64];
+            let r = unsafe {
+                tailor_model_features(
+                    &m,
+                    x[i * 784..].as_ptr(),
+                    784,
+                    s.as_mut_ptr().cast(),
+                    2 * s.len(),
+                    f.as_mut_ptr(),
+                    64,
+                )
+            };
+            assert_eq!(r, 64);
+        }
+        assert!(feats.iter().any(|&b| b as i32 != zp), "features all at the zero point");
+
+        let dims = [64u32, 10];
+        let setup = head_setup(&dims, scale, zp);
+        let mut sz = TailorTrainSizes::default();
+        assert_eq!(unsafe { tailor_train_sizes(&setup, 8, &mut sz) }, TAILOR_OK);
+        assert_eq!(sz, TailorTrainSizes { params: 650, state: 650, scratch: sz.scratch, workspace: sz.workspace });
+        let (mut p, mut st, mut sc, mut ws) =
+            (vec![0f32; sz.params], vec![0f32; sz.state], vec![0f32; sz.scratch], vec![0f32; sz.workspace]);
+        let mut t: TailorTrain = unsafe { core::mem::zeroed() };
+        let r = unsafe {
+            tailor_train_start(
+                &mut t,
+                &setup,
+                p.as_mut_ptr(),
+                p.len(),
+                st.as_mut_ptr(),
+                st.len(),
+                sc.as_mut_ptr(),
+                sc.len(),
+                ws.as_mut_ptr(),
+                ws.len(),
+            )
+        };
+        assert_eq!(r, TAILOR_OK);
+        // The core's session on its own buffers.
+        let core_setup = SessionSetup {
+            spec: Spec::mlp(&[64, 10]),
+            optimizer: Optimizer::Sgd(Sgd { momentum: 0.9, ..Sgd::default() }),
+            seed: 7,
+            input: InputMap::Affine { scale, zero_point: zp },
+        };
+        let (mut p2, mut st2, mut sc2, mut ws2) = (p.clone(), st.clone(), sc.clone(), ws.clone());
+        let bufs = SessionBuffers { params: &mut p2, state: &mut st2, scratch: &mut sc2, workspace: &mut ws2 };
+        let mut core = TrainSession::new(&core_setup, bufs).unwrap();
+        for b in 0..4 {
+            let (l, f) = (&labels[b * 8..(b + 1) * 8], &feats[b * 8 * 64..(b + 1) * 8 * 64]);
+            let mut loss = 0f32;
+            let r = unsafe { tailor_train_batch(&mut t, 0.05, l.as_ptr(), 8, f.as_ptr(), f.len(), &mut loss) };
+            assert_eq!(r, TAILOR_OK);
+            let want = core.train_batch(&Kernels::PORTABLE, 0.05, l, f).unwrap();
+            assert_eq!(loss.to_bits(), want.to_bits(), "batch {b}");
+        }
+        assert_eq!(unsafe { tailor_train_steps(&mut t) }, 4);
+        let (mut pp, mut pl) = (null(), 0usize);
+        assert_eq!(unsafe { tailor_train_params(&mut t, &mut pp, &mut pl) }, TAILOR_OK);
+        let got = unsafe { core::slice::from_raw_parts(pp, pl) };
+        assert!(got.iter().zip(core.params()).all(|(a, b)| a.to_bits() == b.to_bits()), "parameters differ");
+        let (mut correct, mut sum) = (0u32, 0f32);
+        let r = unsafe {
+            tailor_train_evaluate(&mut t, labels.as_ptr(), 8, feats.as_ptr(), 8 * 64, &mut correct, &mut sum)
+        };
+        assert_eq!(r, TAILOR_OK);
+        assert_eq!((correct, sum), core.evaluate(&Kernels::PORTABLE, &labels[..8], &feats[..8 * 64]).unwrap());
+
+        // Refused batches change nothing.
+        let before = got.to_vec();
+        let mut bad_labels = labels[..8].to_vec();
+        bad_labels[3] = 10;
+        let f = feats.as_ptr();
+        let batch = |t: &mut TailorTrain, lr: f32, l: &[u8], n: usize, len: usize| unsafe {
+            tailor_train_batch(t, lr, l.as_ptr(), n, f, len, null_mut())
+        };
+        assert_eq!(batch(&mut t, 0.05, &bad_labels, 8, 8 * 64), TAILOR_ERR_LABEL);
+        assert_eq!(batch(&mut t, 0.05, &labels, 9, 9 * 64), TAILOR_ERR_LENGTH);
+        assert_eq!(batch(&mut t, 0.05, &labels, 8, 8 * 64 - 1), TAILOR_ERR_LENGTH);
+        assert_eq!(batch(&mut t, f32::NAN, &labels, 8, 8 * 64), TAILOR_ERR_SETTING);
+        assert_eq!(unsafe { tailor_train_batch(&mut t, 0.05, null(), 8, f, 8 * 64, null_mut()) }, TAILOR_ERR_NULL);
+        let mut fresh: TailorTrain = unsafe { core::mem::zeroed() };
+        assert_eq!(batch(&mut fresh, 0.05, &labels, 8, 8 * 64), TAILOR_ERR_NOT_LOADED);
+        assert_eq!(unsafe { tailor_train_steps(&mut t) }, 4);
+        assert!(got == &before[..]);
+    }
+
+    #[test]
+    fn bad_settings_and_buffers_are_codes() {
+        let dims = [6u32, 5, 3];
+        let ok = TailorTrainSetup {
+            dims: dims.as_ptr(),
+            n_dims: 3,
+            optimizer: TAILOR_OPT_ADAM,
+            input: TAILOR_INPUT_PIXELS,
+            mean: 0.25,
+            std: 0.5,
+            ..head_setup(&[1, 1], 1.0, 0)
+        };
+        let sizes = |s: &TailorTrainSetup| {
+            let mut z = TailorTrainSizes::default();
+            (unsafe { tailor_train_sizes(s, 4, &mut z) }, z)
+        };
+        let (r, z) = sizes(&ok);
+        assert_eq!(r, TAILOR_OK);
+        assert_eq!((z.params, z.state), (53, 106));
+        let zero = [6u32, 0, 3];
+        for (what, s) in [
+            ("one width", TailorTrainSetup { n_dims: 1, ..ok }),
+            ("a zero width", TailorTrainSetup { dims: zero.as_ptr(), ..ok }),
+            ("optimizer", TailorTrainSetup { optimizer: 9, ..ok }),
+            ("input", TailorTrainSetup { input: 9, ..ok }),
+            ("momentum", TailorTrainSetup { momentum: f32::INFINITY, ..ok }),
+        ] {
+            assert_eq!(sizes(&s).0, TAILOR_ERR_SETTING, "{what}");
+        }
+        assert_eq!(sizes(&TailorTrainSetup { dims: null(), ..ok }).0, TAILOR_ERR_NULL);
+        let start = |s: &TailorTrainSetup, state: usize, ws: usize| {
+            let (mut p, mut st, mut sc, mut w) =
+                (vec![0f32; z.params], vec![0f32; 106], vec![0f32; z.scratch], vec![0f32; ws]);
+            let mut t: TailorTrain = unsafe { core::mem::zeroed() };
+            let stp = if state == usize::MAX { null_mut() } else { st.as_mut_ptr() };
+            let stl = if state == usize::MAX { 106 } else { state };
+            unsafe {
+                tailor_train_start(
+                    &mut t,
+                    s,
+                    p.as_mut_ptr(),
+                    p.len(),
+                    stp,
+                    stl,
+                    sc.as_mut_ptr(),
+                    sc.len(),
+                    w.as_mut_ptr(),
+                    w.len(),
+                )
+            }
+        };
+        assert_eq!(start(&ok, 106, z.workspace), TAILOR_OK);
+        assert_eq!(start(&ok, 105, z.workspace), TAILOR_ERR_LENGTH);
+        assert_eq!(start(&ok, usize::MAX, z.workspace), TAILOR_ERR_NULL);
+        assert_eq!(start(&ok, 106, 3), TAILOR_ERR_LENGTH);
+        assert_eq!(start(&TailorTrainSetup { std: 0.0, ..ok }, 106, z.workspace), TAILOR_ERR_SETTING);
+        // Plain SGD needs no state: NULL is fine.
+        let sgd = TailorTrainSetup { optimizer: TAILOR_OPT_SGD, momentum: 0.0, ..ok };
+        assert_eq!(sizes(&sgd).1.state, 0);
+        let mut t: TailorTrain = unsafe { core::mem::zeroed() };
+        let (mut p, mut sc, mut w) = (vec![0f32; z.params], vec![0f32; z.scratch], vec![0f32; z.workspace]);
+        let r = unsafe {
+            tailor_train_start(
+                &mut t,
+                &sgd,
+                p.as_mut_ptr(),
+                p.len(),
+                null_mut(),
+                0,
+                sc.as_mut_ptr(),
+                sc.len(),
+                w.as_mut_ptr(),
+                w.len(),
+            )
+        };
+        assert_eq!(r, TAILOR_OK);
+    }
 }
