@@ -3,7 +3,13 @@
  * codes, then classifies every image of the host file images.u8 (raw
  * bytes, the model's inputs each) and writes each class to classes.u8 and
  * its int32 logits to logits.i32, for the host to compare with its own.
- * Under `-icount shift=0` it also counts instructions per image. */
+ * Under `-icount shift=0` it also counts instructions per image.
+ *
+ * Then, when the host gives head-train.u8 and head-train-labels.u8, it
+ * trains a new f32 classifier head on the int8 model's features (one epoch,
+ * SGD with momentum), writes each batch's loss to head-losses.f32 and the
+ * head's parameters to head.f32, and reports the head's accuracy on the
+ * images.u8 with labels.u8. */
 #include <stdint.h>
 
 #include "model.h"
@@ -71,6 +77,104 @@ static void check_errors(const TailorModel *m) {
   expect("NULL logits",
          tailor_classify(m, images, TAILOR_MODEL_INPUTS, scratch, sizeof scratch, 0, TAILOR_MODEL_OUTPUTS),
          TAILOR_ERR_NULL);
+}
+
+/* Head training: buffers carved from one pool, sized at run time. */
+#define HEAD_BATCH 10
+#define HEAD_LR 0.01f
+#define HEAD_SEED 1
+static float pool[32 * 1024];
+static uint8_t feats[BATCH * 1024];
+static uint8_t head_labels[BATCH];
+
+/* Features of `m` images (at `images`) into `feats`; 0 or a code. */
+static int32_t features(const TailorModel *model, uint32_t m, uint32_t nf) {
+  for (uint32_t i = 0; i < m; i++) {
+    int32_t r = tailor_model_features(model, images + i * TAILOR_MODEL_INPUTS, TAILOR_MODEL_INPUTS, scratch,
+                                      sizeof scratch, feats + i * nf, nf);
+    if (r != (int32_t)nf) return r < 0 ? r : TAILOR_ERR_LENGTH;
+  }
+  return 0;
+}
+
+static int train_head(const TailorModel *model, const TailorModelInfo *info) {
+  int in = sh_open("head-train.u8", "rb"), in_labels = sh_open("head-train-labels.u8", "rb");
+  if (in < 0 || in_labels < 0) return 0; /* nothing to train on: skip */
+  uint32_t nf = info->features;
+  uint32_t dims[2] = {nf, info->outputs};
+  TailorTrainSetup setup = {.dims = dims, .n_dims = 2, .seed = HEAD_SEED, .optimizer = TAILOR_OPT_SGD,
+                            .momentum = 0.9f, .input = TAILOR_INPUT_AFFINE};
+  expect("feature grid", tailor_model_feature_grid(model, &setup.scale, &setup.zero_point), TAILOR_OK);
+  TailorTrainSizes z;
+  expect("train sizes", tailor_train_sizes(&setup, BATCH, &z), TAILOR_OK);
+  if (z.params + z.state + z.scratch + z.workspace > sizeof pool / sizeof pool[0] || nf > 1024) {
+    sh_puts("FAIL the head does not fit the pool\n");
+    return 1;
+  }
+  float *p = pool, *st = p + z.params, *sc = st + z.state, *ws = sc + z.scratch;
+  TailorTrain train;
+  int32_t r = tailor_train_start(&train, &setup, p, z.params, st, z.state, sc, z.scratch, ws, z.workspace);
+  expect("train start", r, TAILOR_OK);
+  if (r != TAILOR_OK) return 1;
+  /* Refused batches change nothing: a label out of range, too many samples. */
+  head_labels[0] = (uint8_t)info->outputs;
+  expect("bad label", tailor_train_batch(&train, HEAD_LR, head_labels, 1, feats, nf, 0), TAILOR_ERR_LABEL);
+  expect("batch too large", tailor_train_batch(&train, HEAD_LR, head_labels, BATCH + 1, feats, (BATCH + 1) * nf, 0),
+         TAILOR_ERR_LENGTH);
+
+  int out_losses = sh_open("head-losses.f32", "wb");
+  long n = sh_flen(in) / TAILOR_MODEL_INPUTS;
+  for (long done = 0; done < n; done += HEAD_BATCH) {
+    uint32_t m = (uint32_t)(n - done < HEAD_BATCH ? n - done : HEAD_BATCH);
+    float loss;
+    if (sh_read(in, images, m * TAILOR_MODEL_INPUTS) != 0 || sh_read(in_labels, head_labels, m) != 0) {
+      sh_puts("FAIL reading the head's training data\n");
+      return 1;
+    }
+    expect("features", features(model, m, nf), 0);
+    expect("train batch", tailor_train_batch(&train, HEAD_LR, head_labels, m, feats, m * nf, &loss), TAILOR_OK);
+    sh_write(out_losses, &loss, sizeof loss);
+  }
+  sh_close(in);
+  sh_close(in_labels);
+  sh_close(out_losses);
+
+  /* The head's accuracy on the test images. */
+  int test = sh_open("images.u8", "rb"), test_labels = sh_open("labels.u8", "rb");
+  long nt = sh_flen(test) / TAILOR_MODEL_INPUTS;
+  uint32_t correct = 0;
+  for (long done = 0; done < nt; done += BATCH) {
+    uint32_t m = (uint32_t)(nt - done < BATCH ? nt - done : BATCH), c;
+    if (sh_read(test, images, m * TAILOR_MODEL_INPUTS) != 0 || sh_read(test_labels, head_labels, m) != 0) {
+      sh_puts("FAIL reading images.u8 or labels.u8\n");
+      return 1;
+    }
+    expect("features", features(model, m, nf), 0);
+    expect("evaluate", tailor_train_evaluate(&train, head_labels, m, feats, m * nf, &c, 0), TAILOR_OK);
+    correct += c;
+  }
+  sh_close(test);
+  sh_close(test_labels);
+  const float *params;
+  size_t len;
+  expect("params", tailor_train_params(&train, &params, &len), TAILOR_OK);
+  int out = sh_open("head.f32", "wb");
+  sh_write(out, params, len * sizeof(float));
+  sh_close(out);
+  sh_puts("head: ");
+  sh_put_i64(nf);
+  sh_puts("x");
+  sh_put_i64(info->outputs);
+  sh_puts(" trained on ");
+  sh_put_i64(n);
+  sh_puts(" images in ");
+  sh_put_i64((int64_t)tailor_train_steps(&train));
+  sh_puts(" steps; test: ");
+  sh_put_i64(correct);
+  sh_puts(" / ");
+  sh_put_i64(nt);
+  sh_puts(" right\n");
+  return 0;
 }
 
 int main(void) {
@@ -155,6 +259,7 @@ int main(void) {
   sh_puts(" images, ");
   sh_put_i64(n ? (int64_t)(ticks * INSTRUCTIONS_PER_TICK / (uint64_t)n) : 0);
   sh_puts(" instructions per image\n");
+  if (train_head(&model, &info) != 0) return 1;
   sh_puts(failures ? "FAILED\n" : "ok\n");
   return failures != 0;
 }

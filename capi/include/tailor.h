@@ -107,6 +107,9 @@ typedef struct TailorModelInfo {
   uint32_t scratch_bytes;
   // CRC-32 of the payload (as `tailor device` and the header report it).
   uint32_t payload_crc;
+  // Bytes `tailor_model_features` writes per sample: the last hidden
+  // layer's width (0 without a hidden layer).
+  uint32_t features;
 } TailorModelInfo;
 
 // What to train.

@@ -67,6 +67,9 @@ pub struct TailorModelInfo {
     pub scratch_bytes: u32,
     /// CRC-32 of the payload (as `tailor device` and the header report it).
     pub payload_crc: u32,
+    /// Bytes `tailor_model_features` writes per sample: the last hidden
+    /// layer's width (0 without a hidden layer).
+    pub features: u32,
 }
 
 fn loaded<'a>(model: *const TailorModel) -> Result<&'a QModel<'static>, i32> {
@@ -138,6 +141,7 @@ pub unsafe extern "C" fn tailor_model_info(model: *const TailorModel, info: *mut
             model_bytes: m.encoded_len() as u32,
             scratch_bytes: (2 * m.scratch_len()) as u32,
             payload_crc: m.payload_crc(),
+            features: if spec.depth() < 2 { 0 } else { spec.layer(spec.depth() - 1).inputs as u32 },
         };
         Ok(TAILOR_OK)
     })())

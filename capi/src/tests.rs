@@ -38,7 +38,7 @@ fn a_loaded_model_classifies_like_the_core() {
     let mut info = TailorModelInfo::default();
     assert_eq!(unsafe { tailor_model_info(&m, &mut info) }, TAILOR_OK);
     let q = QModel::parse(&Q8.0).unwrap();
-    assert_eq!((info.inputs, info.outputs, info.layers), (784, 10, 3));
+    assert_eq!((info.inputs, info.outputs, info.layers, info.features), (784, 10, 3, 64));
     assert_eq!(info.model_bytes as usize, Q8.0.len());
     assert_eq!(info.payload_crc, q.payload_crc());
     assert_eq!(unsafe { tailor_scratch_size(&m) }, info.scratch_bytes as usize);

@@ -4,7 +4,10 @@
 //! that `tailor export --format c` writes, classifies all 10,000
 //! Fashion-MNIST test images on the emulated Cortex-M4F (QEMU mps2-an386,
 //! images and results through semihosting files); every class and every
-//! int32 logit must equal the host's int8 path.
+//! int32 logit must equal the host's int8 path. Then it trains a new f32
+//! head on the int8 model's features through the C API, and the host's
+//! replay of that run (the core's `TrainSession`) must give the same losses
+//! and weights, bit for bit, and the same test accuracy.
 //!
 //! Needs `arm-none-eabi-gcc` (Debian's `gcc-arm-none-eabi`, with newlib),
 //! `qemu-system-arm` and the Fashion-MNIST test set.
@@ -13,7 +16,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tailor_core::quant::QModel;
+use tailor_core::gemm::Kernels;
+use tailor_core::optim::{Optimizer, Sgd};
+use tailor_core::quant::{QKernels, QModel};
+use tailor_core::session::{InputMap, SessionBuffers, SessionSetup, TrainSession};
+use tailor_core::spec::Spec;
 use tailor_e2e::{tailor, workspace_root};
 
 const CC: &str = "arm-none-eabi-gcc";
@@ -90,7 +97,7 @@ fn run_qemu(dir: &Path, elf: &Path) -> (Option<i32>, String) {
 }
 
 #[test]
-fn the_c_example_classifies_10000_test_images_like_the_host() {
+fn the_c_example_classifies_like_the_host_and_trains_a_head_bit_for_bit() {
     let dir = tempfile::tempdir().unwrap();
     let model = workspace_root().join("firmware-sim/models/default.q8");
     let model_h = dir.path().join("model.h");
@@ -103,11 +110,18 @@ fn the_c_example_classifies_10000_test_images_like_the_host() {
 
     let q8 = tailor::q8::load(&model).unwrap();
     let q = QModel::parse(q8.bytes()).unwrap();
-    let test = tailor::data::load_default().expect("Fashion-MNIST test set").test;
-    let inputs = tailor::quantize::device_inputs(&q, &test).unwrap();
+    let data = tailor::data::load_default().expect("Fashion-MNIST");
+    let test = &data.test;
+    let inputs = tailor::quantize::device_inputs(&q, test).unwrap();
     let n = test.len();
     assert_eq!(n, 10_000);
-    std::fs::write(dir.path().join("images.u8"), &inputs[..]).unwrap();
+    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.path().join(name), bytes).unwrap();
+    write("images.u8", &inputs);
+    write("labels.u8", &test.labels);
+    let train_x = &tailor::quantize::device_inputs(&q, &data.train).unwrap()[..HEAD_IMAGES * 784];
+    let train_y = &data.train.labels[..HEAD_IMAGES];
+    write("head-train.u8", train_x);
+    write("head-train-labels.u8", train_y);
 
     let t = Instant::now();
     let (status, console) = run_qemu(dir.path(), &elf);
@@ -141,4 +155,74 @@ fn the_c_example_classifies_10000_test_images_like_the_host() {
     assert_eq!(logits_agree, n);
     // Not a constant: the model is the trained one.
     assert!(correct > n * 8 / 10, "accuracy {correct}/{n}");
+
+    // The head the device trained, replayed on the host.
+    let read_f32 = |name: &str| -> Vec<u32> {
+        let b = std::fs::read(dir.path().join(name)).unwrap();
+        b.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+    };
+    let (dev_losses, dev_params) = (read_f32("head-losses.f32"), read_f32("head.f32"));
+    let (host_losses, host_params, host_correct) = replay_head(&q, train_x, train_y, &inputs, &test.labels);
+    let dev_correct: usize = console
+        .lines()
+        .find_map(|l| l.split_once("test: ")?.1.split_once(" / ")?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no head accuracy in the console:\n{console}"));
+    eprintln!(
+        "head 64x10 trained by the C API on the Cortex-M4 ({HEAD_IMAGES} images, {} steps): test {:.2} % \
+         (host's replay {:.2} %); losses bit-identical: {}, weights bit-identical: {}",
+        dev_losses.len(),
+        100.0 * dev_correct as f64 / n as f64,
+        100.0 * host_correct as f64 / n as f64,
+        dev_losses == host_losses,
+        dev_params == host_params
+    );
+    assert_eq!(dev_losses.len(), HEAD_IMAGES / HEAD_BATCH);
+    assert_eq!(dev_losses, host_losses, "the device's losses differ from the host's replay");
+    assert_eq!(dev_params, host_params, "the device's head differs from the host's replay");
+    assert_eq!(dev_correct, host_correct);
+    assert!(host_correct > n * 7 / 10, "a trained head: {host_correct}/{n}");
+}
+
+/// Training images for the head, and the settings `capi/example/main.c`
+/// uses (`HEAD_BATCH`, `HEAD_LR`, `HEAD_SEED`, momentum 0.9; its
+/// workspace holds `BATCH` = 25 samples).
+const HEAD_IMAGES: usize = 2000;
+const HEAD_BATCH: usize = 10;
+
+/// The host's replay of the device's head training: each batch's loss and
+/// the final weights (as bits), and how many test images the head gets right.
+fn replay_head(q: &QModel<'_>, x: &[u8], y: &[u8], test_x: &[u8], test_y: &[u8]) -> (Vec<u32>, Vec<u32>, usize) {
+    let last = q.layer(q.spec().depth() - 1);
+    let nf = last.inputs;
+    let setup = SessionSetup {
+        spec: Spec::mlp(&[nf, q.spec().outputs()]),
+        optimizer: Optimizer::Sgd(Sgd { momentum: 0.9, ..Sgd::default() }),
+        seed: 1,
+        input: InputMap::Affine { scale: last.params.in_scale, zero_point: last.params.in_zp },
+    };
+    let p = setup.spec.params();
+    let (mut params, mut state) = (vec![0f32; p], vec![0f32; p]);
+    let mut scratch = vec![0f32; setup.spec.train_scratch(1)];
+    let mut ws = vec![0f32; setup.spec.activations(25)];
+    let bufs = SessionBuffers { params: &mut params, state: &mut state, scratch: &mut scratch, workspace: &mut ws };
+    let mut s = TrainSession::new(&setup, bufs).unwrap();
+    let mut qs = vec![0i16; q.scratch_len()];
+    let mut features = |imgs: &[u8]| -> Vec<u8> {
+        let mut f = vec![0u8; imgs.len() / 784 * nf];
+        for (img, out) in imgs.chunks_exact(784).zip(f.chunks_exact_mut(nf)) {
+            q.features(&QKernels::BEST, img, &mut qs, out);
+        }
+        f
+    };
+    let mut losses = Vec::new();
+    for (imgs, labels) in x.chunks(HEAD_BATCH * 784).zip(y.chunks(HEAD_BATCH)) {
+        let f = features(imgs);
+        losses.push(s.train_batch(&Kernels::PORTABLE, 0.01, labels, &f).unwrap().to_bits());
+    }
+    let mut correct = 0;
+    for (imgs, labels) in test_x.chunks(25 * 784).zip(test_y.chunks(25)) {
+        let f = features(imgs);
+        correct += s.evaluate(&Kernels::PORTABLE, labels, &f).unwrap().0 as usize;
+    }
+    (losses, s.params().iter().map(|v| v.to_bits()).collect(), correct)
 }
