@@ -101,6 +101,9 @@ enum Cmd {
         /// Show the firmware's defmt log (decoded with defmt-print).
         #[arg(long)]
         log: bool,
+        /// With --json: each image's confidence (percent) in `confidence.per_image`.
+        #[arg(long)]
+        per_image: bool,
         #[arg(long)]
         json: bool,
     },
@@ -366,7 +369,7 @@ fn main() {
                     println!("wrote {}", f.display());
                 }
             }),
-        Cmd::Device { model, limit, transport, timeout, batch, data, firmware, log, json } => (|| {
+        Cmd::Device { model, limit, transport, timeout, batch, data, firmware, log, per_image, json } => (|| {
             let mut a = tailor::device::DeviceArgs::new(model);
             a.limit = limit;
             a.transport = transport.parse().map_err(|e| anyhow::anyhow!("--transport: {e}"))?;
@@ -379,6 +382,7 @@ fn main() {
             a.firmware = firmware;
             a.json = json;
             a.log = log;
+            a.per_image = per_image;
             let r = tailor::device::run_device(&a)?;
             if json {
                 println!("{}", r.to_json());
@@ -436,6 +440,7 @@ fn main() {
                 out,
                 timeout_secs: timeout,
                 data: data.args(),
+                progress: !json,
             };
             let r = tailor::device_train::run(&a)?;
             if json {

@@ -171,6 +171,11 @@ pub struct Predictions<'a> {
     pub logits: &'a [u8],
     /// Instructions spent in the inferences of this batch (0 if not counted).
     pub instructions: u64,
+    /// One confidence per image: the softmax probability of its class in
+    /// whole percent (`0..=100`), from the real logits (`out_scale` × the
+    /// int32 ones) with an approximate `exp` ([`crate::confidence`]).
+    /// Empty if the device does not compute it.
+    pub confidence: &'a [u8],
 }
 
 impl Predictions<'_> {

@@ -154,7 +154,13 @@ fn sample_messages() -> Vec<Message<'static>> {
             counts_instructions: true,
         }),
         Message::Classify { seq: 3, want_logits: true, images: &IMAGES },
-        Message::Predictions(Predictions { seq: 3, classes: &[1, 9], logits: &LOGITS, instructions: 1 << 40 }),
+        Message::Predictions(Predictions {
+            seq: 3,
+            classes: &[1, 9],
+            logits: &LOGITS,
+            instructions: 1 << 40,
+            confidence: &[100, 37],
+        }),
         Message::Error { code: ErrorCode::BadCrc, seq: 0, detail: "crc" },
         Message::GetStats,
         Message::Stats(Stats { frames_ok: 1, frames_bad: 2, images: 3, instructions: 4 }),
@@ -309,13 +315,17 @@ impl Backend for Toy {
     fn instructions(&mut self) -> Option<u64> {
         Some(self.ticks)
     }
+    fn logit_scale(&self) -> Option<f32> {
+        Some(0.25)
+    }
 }
 
 fn run_device(wire: Vec<u8>, rx_len: usize) -> (ServeEnd<core::convert::Infallible>, Vec<Message<'static>>) {
     let mut p = Pipe::new(wire, 13);
     let mut rx = vec![0u8; rx_len];
-    let (mut classes, mut logits) = ([0u8; 8], [0u8; 8 * 16]);
-    let end = serve(&mut p, &mut Toy { ticks: 0 }, Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits });
+    let (mut classes, mut logits, mut confidence) = ([0u8; 8], [0u8; 8 * 16], [0u8; 8]);
+    let bufs = Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits, confidence: &mut confidence };
+    let end = serve(&mut p, &mut Toy { ticks: 0 }, bufs);
     // Decode the replies (leaked: fine in a test).
     let out: &'static mut [u8] = std::boxed::Box::leak(p.output.into_boxed_slice());
     let mut replies = Vec::new();
@@ -361,6 +371,9 @@ fn serve_answers_requests_and_survives_every_malformed_frame() {
             255, 255, 255, 163, 255, 255, 255, 156, 255, 255, 255,
         ],
         instructions: 200,
+        // Logits (-91, -99, -98, -97) and (-100, -100, -93, -100), a
+        // quarter each: softmax 0.653 and 0.657 for the top class.
+        confidence: &[65, 66],
     });
     assert_eq!(it.next(), Some(&expect));
     for (name, _, err) in &cases {
@@ -422,8 +435,9 @@ fn serve_without_a_model_reports_it() {
     let mut wire = frame(&Message::Classify { seq: 4, want_logits: false, images: &[1, 2, 3] });
     wire.extend(frame(&Message::Shutdown));
     let mut p = Pipe::new(wire, 13);
-    let (mut rx, mut classes, mut logits) = ([0u8; 128], [0u8; 8], [0u8; 8 * 16]);
-    let end = serve(&mut p, &mut Empty, Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits });
+    let (mut rx, mut classes, mut logits, mut confidence) = ([0u8; 128], [0u8; 8], [0u8; 8 * 16], [0u8; 8]);
+    let bufs = Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits, confidence: &mut confidence };
+    let end = serve(&mut p, &mut Empty, bufs);
     assert!(matches!(end, ServeEnd::Shutdown(_)));
     let mut frames = p.output.split_mut(|&b| b == 0).filter(|f| !f.is_empty());
     let Ok(Message::Hello(h)) = Message::decode_frame(frames.next().unwrap()) else { panic!() };

@@ -49,6 +49,7 @@ static mut SCRATCH_BUF: [f32; SCRATCH] = [0.0; SCRATCH];
 static mut WORKSPACE_BUF: [f32; WORKSPACE] = [0.0; WORKSPACE];
 static mut RX: [u8; RX_BYTES] = [0; RX_BYTES];
 static mut CLASSES: [u8; 1] = [0; 1];
+static mut CONFIDENCE: [u8; 1] = [0; 1];
 static mut TX: [u8; TX_BYTES] = [0; TX_BYTES];
 static mut I8_SCRATCH_BUF: Aligned<[i16; I8_SCRATCH]> = Aligned([0; I8_SCRATCH]);
 static mut FEATURES_BUF: [u8; FEATURES] = [0; FEATURES];
@@ -193,6 +194,7 @@ fn main() -> ! {
                 rx: &mut *core::ptr::addr_of_mut!(RX),
                 classes: &mut *core::ptr::addr_of_mut!(CLASSES),
                 logits: &mut *core::ptr::addr_of_mut!(TX),
+                confidence: &mut *core::ptr::addr_of_mut!(CONFIDENCE),
             },
         )
     };
