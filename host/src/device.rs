@@ -418,7 +418,7 @@ pub enum Reply {
     Bye(Stats),
     TrainReady { params: u32, max_batch: u32, ram_bytes: u32 },
     Trained { seq: u32, loss: f32, instructions: u64 },
-    Evaluated { seq: u32, correct: u32, loss_sum: f32, instructions: u64 },
+    Evaluated { seq: u32, correct: u32, loss_sum: f32, instructions: u64, confidence: (u32, u32) },
     Params { offset: u32, data: Vec<f32> },
     Other(String),
 }
@@ -452,8 +452,8 @@ fn owned(m: Message<'_>) -> Reply {
         Message::Bye(s) => Reply::Bye(s),
         Message::TrainReady { params, max_batch, ram_bytes } => Reply::TrainReady { params, max_batch, ram_bytes },
         Message::Trained { seq, loss, instructions } => Reply::Trained { seq, loss, instructions },
-        Message::Evaluated { seq, correct, loss_sum, instructions } => {
-            Reply::Evaluated { seq, correct, loss_sum, instructions }
+        Message::Evaluated { seq, correct, loss_sum, instructions, confidence_right, confidence_wrong } => {
+            Reply::Evaluated { seq, correct, loss_sum, instructions, confidence: (confidence_right, confidence_wrong) }
         }
         Message::Params { offset, data } => Reply::Params {
             offset,

@@ -113,6 +113,14 @@ pub struct DeviceTrainReport {
     /// the int8 backbone's), with `-icount shift=0`.
     pub instructions_per_mac: f64,
     pub train_loss_last: f32,
+    /// Mean confidence (0..1) of the device's right test predictions: the
+    /// softmax probability of the predicted class, in whole percent on the
+    /// device.
+    pub mean_confidence_correct: f64,
+    /// The same over its wrong predictions.
+    pub mean_confidence_wrong: f64,
+    /// The device's confidence sums equal the host replica's.
+    pub confidence_agrees: bool,
     pub wall_secs: f64,
     pub stream_secs: f64,
     pub firmware: PathBuf,
@@ -132,11 +140,12 @@ enum Job {
 }
 
 /// The replica's result: every batch's loss, its parameters, and its test
-/// accuracy on the same samples.
+/// accuracy and confidence sums (right, wrong) on the same samples.
 struct Replica {
     losses: Vec<f32>,
     params: Vec<f32>,
     correct: u32,
+    confidence: (u32, u32),
 }
 
 /// Runs the same session as the device on a thread of its own (whose
@@ -154,11 +163,13 @@ fn replica(setup: SessionSetup, batch: usize, jobs: mpsc::Receiver<Job>, test: (
     }
     let (labels, pixels) = test;
     let n_in = spec.inputs();
-    let mut correct = 0;
+    let (mut correct, mut confidence) = (0, (0, 0));
     for (l, px) in labels.chunks(batch).zip(pixels.chunks(batch * n_in)) {
-        correct += s.evaluate(&Kernels::PORTABLE, l, px).map_err(|e| anyhow::anyhow!("{e}"))?.0;
+        let e = s.evaluate(&Kernels::PORTABLE, l, px).map_err(|e| anyhow::anyhow!("{e}"))?;
+        correct += e.correct;
+        confidence = (confidence.0 + e.confidence_right, confidence.1 + e.confidence_wrong);
     }
-    Ok(Replica { losses, params: s.params().to_vec(), correct })
+    Ok(Replica { losses, params: s.params().to_vec(), correct, confidence })
 }
 
 fn bytes_of(split: &Split) -> Result<&[u8]> {
@@ -320,13 +331,16 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         }
     }
     jobs_tx.send(Job::Done).ok();
-    let mut correct = 0u32;
+    let (mut correct, mut confidence) = (0u32, (0u32, 0u32));
     for (i, (l, px)) in
         test.labels[..n_test].chunks(max_batch).zip(test_px[..n_test * n_in].chunks(max_batch * n_in)).enumerate()
     {
         q.send(&Message::EvalBatch { seq: i as u32, labels: l, pixels: px })?;
         match q.recv()? {
-            Reply::Evaluated { correct: c, .. } => correct += c,
+            Reply::Evaluated { correct: c, confidence: (r, w), .. } => {
+                correct += c;
+                confidence = (confidence.0 + r, confidence.1 + w);
+            }
             Reply::Error { detail, .. } => bail!("the device refused test batch {i}: {detail}"),
             other => bail!("unexpected reply to a test batch: {other:?}"),
         }
@@ -386,6 +400,9 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         ram_bytes,
         instructions_per_mac: instructions as f64 / (trained.max(1) as f64 * macs_per_sample as f64),
         train_loss_last: losses.last().copied().unwrap_or(f32::NAN),
+        mean_confidence_correct: confidence.0 as f64 / 100.0 / (correct.max(1) as f64),
+        mean_confidence_wrong: confidence.1 as f64 / 100.0 / ((n_test as u32 - correct).max(1) as f64),
+        confidence_agrees: confidence == rep.confidence,
         wall_secs: t0.elapsed().as_secs_f64(),
         stream_secs,
         firmware: elf,

@@ -447,12 +447,14 @@ fn main() {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "device-train {:?}: {} images trained; device {:.2} %, host {:.2} % on {} test images; bit-identical: {}; {} bytes of RAM; {:.2} instructions/MAC; {:.1} s",
+                    "device-train {:?}: {} images trained; device {:.2} %, host {:.2} % on {} test images (confidence {:.1} % right, {:.1} % wrong); bit-identical: {}; {} bytes of RAM; {:.2} instructions/MAC; {:.1} s",
                     r.dims,
                     r.images_trained,
                     100.0 * r.device_accuracy,
                     100.0 * r.host_accuracy,
                     r.images_tested,
+                    100.0 * r.mean_confidence_correct,
+                    100.0 * r.mean_confidence_wrong,
                     r.bit_identical,
                     r.ram_bytes,
                     r.instructions_per_mac,

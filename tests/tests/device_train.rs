@@ -29,6 +29,10 @@ fn the_device_learns_bit_for_bit_like_the_host() {
         d["wall_secs"].as_f64().unwrap()
     );
     assert_eq!(d["bit_identical"], true);
+    assert_eq!(d["confidence_agrees"], true);
+    let (right, wrong) = (d["mean_confidence_correct"].as_f64().unwrap(), d["mean_confidence_wrong"].as_f64().unwrap());
+    eprintln!("device-train confidence: {:.1} % right, {:.1} % wrong", 100.0 * right, 100.0 * wrong);
+    assert!(right > wrong && right <= 1.0 && wrong >= 0.1, "{d}");
     assert_eq!(d["images_trained"], 5000);
     assert_eq!(d["device_accuracy"], d["host_accuracy"]);
     assert!(d["device_accuracy"].as_f64().unwrap() >= 0.70, "{d}");

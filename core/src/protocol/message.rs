@@ -87,6 +87,10 @@ pub enum Message<'a> {
         /// Sum of the samples' cross-entropies.
         loss_sum: f32,
         instructions: u64,
+        /// Sums of the right and of the wrong predictions' confidences
+        /// (whole percent each, see [`crate::session::Evaluation`]).
+        confidence_right: u32,
+        confidence_wrong: u32,
     },
     /// Asks for `count` parameters from `offset` (f32, the flat layout).
     ReadParams {

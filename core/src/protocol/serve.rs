@@ -8,7 +8,7 @@ use super::{
     classify_frame_capacity, send, ErrorCode, FrameReader, Hello, Message, ModelState, Predictions, RecvError,
     SendError, Stats, MAX_DIMS, PROTOCOL_VERSION,
 };
-use crate::session::{InputMap, SessionError, SessionSetup};
+use crate::session::{Evaluation, InputMap, SessionError, SessionSetup};
 use crate::spec::Spec;
 
 /// What the device loop needs from the firmware (or a host-side stand-in).
@@ -51,8 +51,8 @@ pub trait Backend {
     fn train_batch(&mut self, _lr: f32, _labels: &[u8], _pixels: &[u8]) -> Result<f32, TrainRefusal> {
         Err(TrainRefusal::Unsupported)
     }
-    /// `(correct, loss sum)` of the run's model on a labelled batch.
-    fn eval_batch(&mut self, _labels: &[u8], _pixels: &[u8]) -> Result<(u32, f32), TrainRefusal> {
+    /// The run's model on a labelled batch.
+    fn eval_batch(&mut self, _labels: &[u8], _pixels: &[u8]) -> Result<Evaluation, TrainRefusal> {
         Err(TrainRefusal::Unsupported)
     }
     /// The run's parameters from `offset`, at most `out.len()`.
@@ -282,9 +282,16 @@ pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers
             Message::EvalBatch { seq, labels, pixels } => {
                 let t0 = dev.instructions();
                 match dev.eval_batch(labels, pixels) {
-                    Ok((correct, loss_sum)) => {
+                    Ok(e) => {
                         let instructions = spent(t0, dev.instructions());
-                        reply!(Message::Evaluated { seq, correct, loss_sum, instructions })
+                        reply!(Message::Evaluated {
+                            seq,
+                            correct: e.correct,
+                            loss_sum: e.loss_sum,
+                            instructions,
+                            confidence_right: e.confidence_right,
+                            confidence_wrong: e.confidence_wrong,
+                        })
                     }
                     Err(e) => refuse!(seq, e),
                 }

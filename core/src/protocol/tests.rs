@@ -181,7 +181,14 @@ fn sample_messages() -> Vec<Message<'static>> {
         Message::TrainBatch { seq: 9, lr: 0.05, labels: &IMAGES[..2], pixels: &IMAGES },
         Message::Trained { seq: 9, loss: 2.25, instructions: 77 },
         Message::EvalBatch { seq: 10, labels: &IMAGES[..1], pixels: &IMAGES[..4] },
-        Message::Evaluated { seq: 10, correct: 1, loss_sum: 0.5, instructions: 0 },
+        Message::Evaluated {
+            seq: 10,
+            correct: 1,
+            loss_sum: 0.5,
+            instructions: 0,
+            confidence_right: 97,
+            confidence_wrong: 300,
+        },
         Message::ReadParams { offset: 100, count: 64 },
         Message::Params { offset: 100, data: &LOGITS },
     ]

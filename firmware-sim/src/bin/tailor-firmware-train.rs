@@ -18,7 +18,7 @@ use cortex_m_rt::entry;
 use tailor_core::gemm::Kernels;
 use tailor_core::protocol::{serve, Backend, Buffers, ModelState, TrainRefusal};
 use tailor_core::quant::{Aligned, QKernels};
-use tailor_core::session::{InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
+use tailor_core::session::{Evaluation, InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
 use tailor_firmware_sim::{board, counter, model, semi, uart, FW_VERSION};
 
 tailor_firmware_sim::fault_handlers!();
@@ -157,7 +157,7 @@ impl Backend for Trainer {
         let inputs = session_inputs(*head, backbone, i8_scratch, features, labels.len(), pixels)?;
         Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, inputs)?)
     }
-    fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<(u32, f32), TrainRefusal> {
+    fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<Evaluation, TrainRefusal> {
         self.check_batch(labels.len())?;
         let Trainer { session, backbone, i8_scratch, features, head, .. } = self;
         let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
