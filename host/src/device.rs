@@ -1081,6 +1081,19 @@ mod tests {
     }
 
     #[test]
+    fn confidence_summary_and_calibration_error() {
+        // 95 % sure and right twice; 55 % sure, right once and wrong once.
+        let r = ConfidenceReport::new(&[95, 95, 55, 55], &[true, true, true, false], &[95, 95, 55, 54]);
+        assert_eq!(r.agree, 3);
+        assert!((r.mean_correct - (0.95 + 0.95 + 0.55) / 3.0).abs() < 1e-12, "{r:?}");
+        assert!((r.mean_wrong - 0.55).abs() < 1e-12, "{r:?}");
+        // Bin 90–99 %: accuracy 1 vs 0.95; bin 50–59 %: 0.5 vs 0.55; half the images each.
+        assert!((r.calibration_error - 0.05).abs() < 1e-12, "{r:?}");
+        let none = ConfidenceReport::new(&[], &[], &[]);
+        assert_eq!((none.agree, none.calibration_error, none.mean_wrong), (0, 0.0, 0.0));
+    }
+
+    #[test]
     fn in_process_device_loop_over_a_socket_pair() {
         use tailor_core::quant::golden;
         let (a, b) = UnixStream::pair().unwrap();
