@@ -117,6 +117,27 @@ fn bad_device_train_flags_fail_cleanly() {
     }
 }
 
+/// Head mode's `--out` is checked before QEMU starts: never over the
+/// backbone (under any name) or a special file, and the backbone is left
+/// as it was.
+#[test]
+fn head_out_never_replaces_the_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let q8 = dir.path().join("backbone.q8");
+    std::fs::copy(tailor_e2e::workspace_root().join("firmware-sim/models/default.q8"), &q8).unwrap();
+    let link = dir.path().join("link.q8");
+    std::os::unix::fs::symlink(&q8, &link).unwrap();
+    let before = std::fs::read(&q8).unwrap();
+    let q = q8.to_str().unwrap();
+    for (out, want) in
+        [(q, "is the input"), (link.to_str().unwrap(), "is the input"), ("/dev/null", "not a regular file")]
+    {
+        let e = tailor_e2e::tailor_fails(&["device-train", "--mode", "head", q, "--out", out]);
+        assert!(e.contains(want), "--out {out}: {e}");
+    }
+    assert_eq!(std::fs::read(&q8).unwrap(), before);
+}
+
 fn params(q: &mut Qemu, n: usize) -> Vec<f32> {
     let mut p = Vec::new();
     while p.len() < n {
