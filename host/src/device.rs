@@ -384,6 +384,8 @@ impl<T: Write> embedded_io::Write for Eio<T> {
 /// Owned copy of the device's `Hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HelloInfo {
+    /// The firmware's `PROTOCOL_VERSION`.
+    pub protocol: u16,
     pub fw_version: String,
     pub model_state: ModelState,
     /// Why the model is not ready (empty when it is).
@@ -426,6 +428,7 @@ pub enum Reply {
 fn owned(m: Message<'_>) -> Reply {
     match m {
         Message::Hello(h) => Reply::Hello(HelloInfo {
+            protocol: h.protocol,
             fw_version: h.fw_version.to_string(),
             model_state: h.model_state,
             model_detail: h.model_detail.to_string(),
@@ -640,6 +643,7 @@ impl Qemu {
             tx: Eio(BufWriter::new(Box::new(std::io::sink()))),
             frame: vec![0u8; 1 << 16],
             hello: HelloInfo {
+                protocol: 0,
                 fw_version: String::new(),
                 model_state: ModelState::Missing,
                 model_detail: String::new(),
@@ -680,6 +684,14 @@ impl Qemu {
         q.rx = Eio(r);
         q.tx = Eio(BufWriter::with_capacity(1 << 16, w));
         match q.recv()? {
+            // Messages change shape between versions: a stale firmware
+            // would otherwise fail later with an undecodable reply.
+            Reply::Hello(h) if h.protocol != protocol::PROTOCOL_VERSION => bail!(
+                "{} speaks protocol {}, this tailor {}: rebuild the firmware (or drop --firmware)",
+                elf.display(),
+                h.protocol,
+                protocol::PROTOCOL_VERSION
+            ),
             Reply::Hello(h) => q.hello = h,
             other => return Err(q.failure(&format!("expected Hello, got {other:?}"))),
         }
