@@ -74,6 +74,17 @@ fn all_10000_test_images_agree_with_the_host_over_semihosting() {
     }
 }
 
+/// `--per-image`: every image's confidence, in percent, in the JSON.
+#[test]
+fn per_image_confidences_on_request() {
+    let r = device::run_device(&DeviceArgs { per_image: true, ..args(Transport::Semihosting, Some(50)) })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let per = r.to_json()["confidence"]["per_image"].as_array().expect("per_image").clone();
+    assert_eq!(per.len(), 50);
+    assert!(per.iter().all(|c| (10..=100).contains(&c.as_u64().unwrap())), "{per:?}");
+    assert_eq!(r.confidence.agree, 50);
+}
+
 #[test]
 fn uart_classifies_64_images_like_the_host() {
     let r = device::run_device(&DeviceArgs { batch: Some(32), ..args(Transport::Uart, Some(64)) })
