@@ -21,7 +21,9 @@ $T device-train --mode full --hidden 32 --out runs/device-trained.ckpt --json > 
 # 10-class head learns on the device on the frozen int8 features.
 $T train --hidden 128 --withhold 8,9 --epochs 3 --out runs/withheld.ckpt --json > runs/withheld.json
 $T quantize runs/withheld.ckpt --out runs/withheld.q8 --json > runs/withheld-q.json
-$T device-train --mode head runs/withheld.q8 --json > runs/device-head.json
+$T device-train --mode head runs/withheld.q8 --out runs/device-head.ckpt --json > runs/device-head.json
+# The device's head, saved with the dequantized backbone: a checkpoint like any other.
+$T eval runs/device-head.ckpt --json > runs/device-head-eval.json
 
 python3 - <<'PY'
 import json
@@ -31,6 +33,8 @@ d = json.load(open("runs/device.json"))
 dt = json.load(open("runs/device-train.json"))
 wh = json.load(open("runs/withheld-q.json"))
 hd = json.load(open("runs/device-head.json"))
+he = json.load(open("runs/device-head-eval.json"))
+c = d["confidence"]
 rows = [
     ("f32 test accuracy (host)", f"{100*t['test_accuracy']:.2f} %"),
     ("train time", f"{t['train_seconds']:.0f} s ({t['samples_per_sec']:.0f} samples/s, {t['epochs']} epochs)"),
@@ -44,6 +48,8 @@ rows = [
     ("device weights == host weights", "bit for bit" if dt["bit_identical"] else "NO"),
     ("device training RAM", f"{dt['ram_bytes']} bytes, {dt['instructions_per_mac']:.2f} instructions/MAC, {dt['wall_secs']:.0f} s"),
     ("head trained on the device (8, 9 withheld before)", f"{100*wh['int8_accuracy']:.2f} % → {100*hd['device_accuracy']:.2f} % (host {100*hd['host_accuracy']:.2f} %, bit-identical: {hd['bit_identical']})"),
+    ("saved head (--out) under tailor eval", f"{100*he['test_accuracy']:.2f} %"),
+    ("device confidence, right / wrong", f"{100*c['mean_correct']:.1f} % / {100*c['mean_wrong']:.1f} % (calibration error {c['calibration_error']:.3f}, host's on {c['agree']} / {d['total']})"),
 ]
 if d.get("log"):
     print("\nfirmware log (defmt, decoded by defmt-print):\n" + d["log"].rstrip())

@@ -9,6 +9,7 @@
 //! `x = (b / 255 − mean) / std`, the host's arithmetic for byte data, or an
 //! int8 backbone's features on their quantization grid.
 
+use crate::confidence;
 use crate::gemm::Kernels;
 use crate::loss::{self, BadTarget};
 use crate::mlp::{Mlp, Workspace};
@@ -92,6 +93,21 @@ impl From<BadTarget> for SessionError {
     fn from(e: BadTarget) -> Self {
         SessionError::Label { row: e.row, label: e.target, classes: e.classes }
     }
+}
+
+/// What [`TrainSession::evaluate`] found on a batch.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Evaluation {
+    /// Samples whose first largest logit is their label.
+    pub correct: u32,
+    /// Sum of the samples' cross-entropies.
+    pub loss_sum: f32,
+    /// Sum of the confidences of the right predictions: each the softmax
+    /// probability of the predicted class in whole percent
+    /// ([`crate::confidence`]).
+    pub confidence_right: u32,
+    /// The same over the wrong predictions.
+    pub confidence_wrong: u32,
 }
 
 /// The buffers of a session, all caller-owned (`static`s on a device).
@@ -218,17 +234,26 @@ impl<'b> TrainSession<'b> {
         Ok(loss)
     }
 
-    /// Classifies `labels.len()` samples (at most [`Self::max_batch`]);
-    /// returns how many were right and the sum of their cross-entropies.
-    pub fn evaluate(&mut self, k: &Kernels, labels: &[u8], pixels: &[u8]) -> Result<(u32, f32), SessionError> {
+    /// Classifies `labels.len()` samples (at most [`Self::max_batch`]):
+    /// how many were right, the sum of their cross-entropies and of their
+    /// confidences.
+    pub fn evaluate(&mut self, k: &Kernels, labels: &[u8], pixels: &[u8]) -> Result<Evaluation, SessionError> {
         let n = self.load(labels, pixels)?;
         self.model.forward(k, &Serial, &mut self.ws, n);
         let classes = self.spec().outputs();
-        let correct =
-            self.ws.logits(n).chunks_exact(classes).zip(labels).filter(|(z, &l)| loss::argmax(z) == l as usize).count();
+        let mut e = Evaluation::default();
+        for (z, &l) in self.ws.logits(n).chunks_exact(classes).zip(labels) {
+            let c = confidence::percent(confidence::top_probability(z, confidence::libm_exp)) as u32;
+            if loss::argmax(z) == l as usize {
+                e.correct += 1;
+                e.confidence_right += c;
+            } else {
+                e.confidence_wrong += c;
+            }
+        }
         let spec = *self.spec();
-        let mean = self.ws.loss(&spec, labels)?;
-        Ok((correct as u32, mean * n as f32))
+        e.loss_sum = self.ws.loss(&spec, labels)? * n as f32;
+        Ok(e)
     }
 }
 
@@ -309,8 +334,11 @@ mod tests {
         assert_eq!(bad[4], Err(SessionError::Setting));
         assert!(sess.params() == &before[..], "a refused batch changed the weights");
         assert_eq!(sess.steps(), 3);
-        let (correct, loss_sum) = sess.evaluate(&Kernels::PORTABLE, &labels, &pixels).unwrap();
-        assert!(correct <= 4 && loss_sum.is_finite());
+        let e = sess.evaluate(&Kernels::PORTABLE, &labels, &pixels).unwrap();
+        assert!(e.correct <= 4 && e.loss_sum.is_finite());
+        // Each confidence is at least 1/3 (three classes) and at most 100 %.
+        let total = e.confidence_right + e.confidence_wrong;
+        assert!((4 * 33..=4 * 100).contains(&total), "{e:?}");
     }
 
     #[test]

@@ -465,6 +465,10 @@ impl Backend for Device {
             model::Loaded::Failed(..) => 0,
         }
     }
+    fn logit_scale(&self) -> Option<f32> {
+        let m = self.model.model()?;
+        Some(m.layer(m.spec().depth() - 1).params.out_scale)
+    }
     fn instructions(&mut self) -> Option<u64> {
         self.counting.then(counter::instructions)
     }

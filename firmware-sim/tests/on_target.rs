@@ -9,8 +9,14 @@
 use cortex_m_rt::entry;
 use cortex_m_semihosting::{debug, heprintln};
 use defmt_semihosting as _;
-use tailor_core::protocol::{self, Buffers, ErrorCode, Message, ServeEnd, Stats, MAX_OUT};
+use tailor_core::confidence;
+use tailor_core::gemm::Kernels;
+use tailor_core::protocol::{
+    self, Backend, Buffers, ErrorCode, Message, ModelState, ServeEnd, Stats, TrainRefusal, MAX_OUT,
+};
 use tailor_core::quant::{QKernels, QModel};
+use tailor_core::session::{SessionBuffers, SessionError, SessionSetup, TrainSession};
+use tailor_core::train_golden as golden;
 use tailor_firmware_sim::{board, counter, model, selftest, Device};
 
 tailor_firmware_sim::fault_handlers!();
@@ -117,11 +123,11 @@ fn protocol_serve(out: &mut dyn core::fmt::Write) -> bool {
     put(&Message::Shutdown, wire, &mut n);
 
     let mut pipe = Pipe { input: &wire[..n], pos: 0, output: outb, written: 0 };
-    let (mut classes, mut logits) = ([0u8; 4], [0u8; 4 * 4 * MAX_OUT]);
+    let (mut classes, mut logits, mut confidence) = ([0u8; 4], [0u8; 4 * 4 * MAX_OUT], [0u8; 4]);
     let end = protocol::serve(
         &mut pipe,
         &mut Device::new(true, scratch),
-        Buffers { rx, classes: &mut classes, logits: &mut logits },
+        Buffers { rx, classes: &mut classes, logits: &mut logits, confidence: &mut confidence },
     );
     let written = pipe.written;
     let ok_end = matches!(end, ServeEnd::Shutdown(Stats { frames_bad: 4, images: 15, .. }));
@@ -137,6 +143,8 @@ fn protocol_serve(out: &mut dyn core::fmt::Write) -> bool {
         want_c[i] = model.classify(&QKernels::BEST, &imgs[i * 784..][..784], &mut s, &mut want[i]) as u8;
     }
     let out_n = model.spec().outputs();
+    let scale = model.layer(model.spec().depth() - 1).params.out_scale;
+    let want_conf: [u8; 3] = core::array::from_fn(|i| confidence::of_int8_logits(&want[i][..out_n], scale));
     let expect_errors = [ErrorCode::BadCrc, ErrorCode::UnknownTag, ErrorCode::Cobs, ErrorCode::Oversized];
     let mut k = 0;
     let mut preds = 0;
@@ -158,6 +166,8 @@ fn protocol_serve(out: &mut dyn core::fmt::Write) -> bool {
                 p.seq == 7
                     && p.classes == &want_c[..]
                     && p.instructions > 0
+                    && p.confidence == &want_conf[..]
+                    && want_conf.iter().all(|&c| c <= 100 && c as usize * out_n >= 100)
                     && (0..3).all(|i| (0..out_n).all(|j| p.logit(i, j, out_n) == Some(want[i][j])))
             }
             (k, Message::Error { code, .. }) if k % 2 == 1 && (3..=9).contains(&k) => {
@@ -211,6 +221,267 @@ fn missing_or_corrupt_model_is_reported(out: &mut dyn core::fmt::Write) -> bool 
     missing && big
 }
 
+/// The optimizers' steps and a whole training run (forward, cross-entropy
+/// with libm's `exp`/`log`, backward, the fused update) give the bits the
+/// host computes (`tailor_core::train_golden`, pinned by a host test).
+fn optimizer_golden(out: &mut dyn core::fmt::Write) -> bool {
+    let mut ok = true;
+    for (i, (name, opt)) in golden::OPTIMIZERS.iter().enumerate() {
+        let steps = golden::optimizer_steps(opt);
+        if let Some(j) = golden::first_difference(&steps, &golden::EXPECTED_STEPS[i]) {
+            let _ = write!(out, "{name} step: param {j} is {:#010x}; ", steps[j].to_bits());
+            ok = false;
+        }
+        let mut bufs = golden::RunBuffers::new();
+        let losses = match golden::training_run(&Kernels::PORTABLE, opt, &mut bufs) {
+            Ok(l) => l,
+            Err(e) => {
+                let _ = write!(out, "{name} run refused: {e}; ");
+                ok = false;
+                continue;
+            }
+        };
+        if let Some(j) = golden::first_difference(&losses, &golden::EXPECTED_LOSSES[i]) {
+            let _ = write!(out, "{name} run: loss {j} is {:#010x}; ", losses[j].to_bits());
+            ok = false;
+        }
+        if let Some(j) = golden::first_difference(&bufs.params, &golden::EXPECTED_PARAMS[i]) {
+            let _ = write!(out, "{name} run: param {j} is {:#010x}; ", bufs.params[j].to_bits());
+            ok = false;
+        }
+    }
+    if ok {
+        let _ = write!(out, "[sgd, momentum, adam: steps, losses and weights bit-equal to the host's] ");
+    }
+    ok
+}
+
+/// A training device for the serve loop: the core's session on `static`s
+/// (as `tailor-firmware-train` holds it, without the int8 backbone).
+struct Trainer {
+    bufs: Option<SessionBuffers<'static>>,
+    session: Option<TrainSession<'static>>,
+}
+
+impl Backend for Trainer {
+    fn fw_version(&self) -> &str {
+        "on-target trainer"
+    }
+    fn model_state(&self) -> (ModelState, &str) {
+        (ModelState::Missing, "trains only")
+    }
+    fn dims(&self) -> &[u32] {
+        &[]
+    }
+    fn model_crc(&self) -> u32 {
+        0
+    }
+    fn classify(&mut self, _: &[u8], _: &mut [i32]) -> usize {
+        0
+    }
+    fn train_setup(&mut self, setup: &SessionSetup, head: bool) -> Result<(u32, u32, u32), TrainRefusal> {
+        let bufs = self.bufs.take().filter(|_| !head).ok_or(TrainRefusal::Session(SessionError::Setting))?;
+        let s = TrainSession::new(setup, bufs)?;
+        let r = (s.spec().params() as u32, s.max_batch() as u32, s.bytes() as u32);
+        self.session = Some(s);
+        Ok(r)
+    }
+    fn train_batch(&mut self, lr: f32, labels: &[u8], pixels: &[u8]) -> Result<f32, TrainRefusal> {
+        let s = self.session.as_mut().ok_or(TrainRefusal::NoSession)?;
+        Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, pixels)?)
+    }
+    fn params(&self, offset: usize, out: &mut [f32]) -> Result<usize, TrainRefusal> {
+        let p = self.session.as_ref().ok_or(TrainRefusal::NoSession)?.params().get(offset..).unwrap_or(&[]);
+        let n = p.len().min(out.len());
+        out[..n].copy_from_slice(&p[..n]);
+        Ok(n)
+    }
+}
+
+const T_BATCH: usize = 4;
+static mut T_PARAMS: [f32; golden::PARAMS] = [0.0; golden::PARAMS];
+static mut T_STATE: [f32; golden::PARAMS] = [0.0; golden::PARAMS];
+static mut T_SCRATCH: [f32; golden::SPEC.train_scratch(1)] = [0.0; golden::SPEC.train_scratch(1)];
+static mut T_WORKSPACE: [f32; golden::SPEC.activations(T_BATCH)] = [0.0; golden::SPEC.activations(T_BATCH)];
+static mut T_WIRE: [u8; 4096] = [0; 4096];
+static mut T_OUT: [u8; 4096] = [0; 4096];
+static mut T_RX: [u8; 1024] = [0; 1024];
+
+/// Bad training frames (a batch before the setup, a label out of range, a
+/// truncated batch, more samples than the device's buffer, an empty one)
+/// each get an `Error` with their `seq`, the weights read back after each
+/// are bit-identical to those before it, and the next good batch trains
+/// exactly as a session that never saw the bad ones.
+fn bad_training_frames(out: &mut dyn core::fmt::Write) -> bool {
+    // SAFETY: single-threaded test, each static used once here.
+    let (params, state, scratch, workspace, wire, outb, rx) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(T_PARAMS),
+            &mut *core::ptr::addr_of_mut!(T_STATE),
+            &mut *core::ptr::addr_of_mut!(T_SCRATCH),
+            &mut *core::ptr::addr_of_mut!(T_WORKSPACE),
+            &mut *core::ptr::addr_of_mut!(T_WIRE),
+            &mut *core::ptr::addr_of_mut!(T_OUT),
+            &mut *core::ptr::addr_of_mut!(T_RX),
+        )
+    };
+    let (opt, lr) = (golden::OPTIMIZERS[1].1, 0.1);
+    let px = &golden::PIXELS;
+    let mut n = 0;
+    let mut put = |m: &Message<'_>| n += protocol::encode_to_slice(m, &mut wire[n..]).unwrap();
+    let read = Message::ReadParams { offset: 0, count: golden::PARAMS as u32 };
+    put(&Message::TrainBatch { seq: 1, lr, labels: &[0], pixels: &px[..4] });
+    let dims = core::array::from_fn(|i| golden::SPEC.dims().get(i).copied().unwrap_or(0));
+    let (mean, std) = (0.25, 0.5);
+    put(&Message::TrainSetup { head: false, n_dims: 3, dims, optimizer: opt, seed: golden::SEED, mean, std });
+    put(&Message::TrainBatch { seq: 2, lr, labels: &golden::LABELS[..2], pixels: &px[..8] });
+    put(&read);
+    let five = [0u8; 4 * (T_BATCH + 1)];
+    let bad: [(&[u8], &[u8]); 4] = [
+        (&[1, 2], &px[..8]),            // label 2 of 2 classes
+        (&[0, 1], &px[..7]),            // truncated
+        (&[0; T_BATCH + 1], &five[..]), // larger than the workspace
+        (&[], &[]),                     // empty
+    ];
+    for (i, (labels, pixels)) in bad.iter().enumerate() {
+        put(&Message::TrainBatch { seq: 10 + i as u32, lr, labels, pixels });
+        put(&read);
+    }
+    put(&Message::TrainBatch { seq: 3, lr, labels: &golden::LABELS, pixels: px });
+    put(&read);
+    put(&Message::Shutdown);
+
+    let bufs = SessionBuffers { params, state, scratch, workspace };
+    let mut dev = Trainer { bufs: Some(bufs), session: None };
+    let mut pipe = Pipe { input: &wire[..n], pos: 0, output: outb, written: 0 };
+    let (mut c, mut l, mut k) = ([0u8; 1], [0u8; 4 * 64], [0u8; 1]);
+    let end = protocol::serve(&mut pipe, &mut dev, Buffers { rx, classes: &mut c, logits: &mut l, confidence: &mut k });
+    if !matches!(end, ServeEnd::Shutdown(_)) {
+        let _ = write!(out, "serve ended {end:?}; ");
+        return false;
+    }
+    // The same two good batches in a session of its own.
+    let mut want = golden::RunBuffers::new();
+    let setup = SessionSetup { spec: golden::SPEC, optimizer: opt, seed: golden::SEED, input: golden::INPUT };
+    let golden::RunBuffers { params: p, state: st, scratch: sc, workspace: ws } = &mut want;
+    let mut s = TrainSession::new(&setup, SessionBuffers { params: p, state: st, scratch: sc, workspace: ws }).unwrap();
+    s.train_batch(&Kernels::PORTABLE, lr, &golden::LABELS[..2], &px[..8]).unwrap();
+    let mut after_one = [0u32; golden::PARAMS];
+    for (b, v) in after_one.iter_mut().zip(s.params()) {
+        *b = v.to_bits();
+    }
+    s.train_batch(&Kernels::PORTABLE, lr, &golden::LABELS, px).unwrap();
+    let mut after_two = [0u32; golden::PARAMS];
+    for (b, v) in after_two.iter_mut().zip(s.params()) {
+        *b = v.to_bits();
+    }
+    // Replies, in order: Hello, Error (no run), TrainReady, Trained, Params,
+    // 4 × (Error, Params), Trained, Params, Bye.
+    let written = pipe.written;
+    let mut k = 0;
+    let mut errors = 0;
+    for f in outb[..written].split_mut(|&b| b == 0).filter(|f| !f.is_empty()) {
+        let m = match Message::decode_frame(f) {
+            Ok(m) => m,
+            Err(e) => {
+                let _ = write!(out, "reply {k} undecodable: {e}; ");
+                return false;
+            }
+        };
+        let same = |data: &[u8], want: &[u32]| {
+            data.len() == 4 * want.len()
+                && data.chunks_exact(4).zip(want).all(|(b, w)| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) == *w)
+        };
+        let good = match (k, &m) {
+            (0, Message::Hello(_)) => true,
+            (1, Message::Error { code: ErrorCode::Training, seq: 1, .. }) => true,
+            (2, Message::TrainReady { params, max_batch, .. }) => {
+                *params as usize == golden::PARAMS && *max_batch as usize == T_BATCH
+            }
+            (3, Message::Trained { seq: 2, .. }) => true,
+            (13, Message::Trained { seq: 3, .. }) => true,
+            (k, Message::Error { code: ErrorCode::Training, seq, detail }) if (5..=11).contains(&k) && k % 2 == 1 => {
+                errors += 1;
+                let _ = write!(out, "[{detail}] ");
+                *seq == 10 + (k as u32 - 5) / 2
+            }
+            (k, Message::Params { offset: 0, data }) if (4..=12).contains(&k) && k % 2 == 0 => same(data, &after_one),
+            (14, Message::Params { offset: 0, data }) => same(data, &after_two),
+            (15, Message::Bye(_)) => true,
+            _ => false,
+        };
+        if !good {
+            let _ = write!(out, "reply {k} unexpected: {m:?}; ");
+            return false;
+        }
+        k += 1;
+    }
+    k == 16 && errors == 4 && after_one != after_two
+}
+
+/// `micromath`'s approximate `exp` (4 series terms on the fraction of
+/// `x·log2 e`).
+fn fast_exp(x: f32) -> f32 {
+    use micromath::F32Ext;
+    // Its exponent arithmetic is only meant for the range of f32 results.
+    if x < -80.0 {
+        return 0.0;
+    }
+    x.exp()
+}
+
+/// `micromath`'s `exp` against `libm`'s `expf` for the confidence's
+/// softmax: instructions per call (SysTick under `-icount shift=0`) and the
+/// largest error of a softmax probability over random 10-class logits. The
+/// device uses libm's (cheaper here, see the README); this keeps the
+/// measurement that decided it.
+fn softmax_exp_cost_and_error(out: &mut dyn core::fmt::Write) -> bool {
+    const CALLS: u32 = 1000;
+    let per_call = |exp: fn(f32) -> f32| {
+        let mut acc = 0.0f32;
+        let t0 = counter::instructions();
+        for i in 0..CALLS {
+            // Softmax arguments: z − max, in [-20, 0].
+            acc += exp(core::hint::black_box(-(i as f32) * 0.02));
+        }
+        let spent = counter::instructions() - t0;
+        core::hint::black_box(acc);
+        spent * 10 / CALLS as u64
+    };
+    let (fast, slow) = (per_call(fast_exp), per_call(confidence::libm_exp));
+    let mut rng = tailor_core::rng::Rng::new(17);
+    let mut worst = 0.0f32;
+    let mut pct_differ = 0;
+    let (mut t_fast, mut t_slow) = (0u64, 0u64);
+    const SETS: u32 = 500;
+    for _ in 0..SETS {
+        let z: [f32; 10] = core::array::from_fn(|_| (rng.below(4001) as f32 - 2000.0) / 100.0);
+        let (mut a, mut b) = ([0f32; 10], [0f32; 10]);
+        confidence::softmax(&z, &mut a, fast_exp);
+        confidence::softmax(&z, &mut b, confidence::libm_exp);
+        for (x, y) in a.iter().zip(&b) {
+            worst = worst.max((x - y).abs());
+        }
+        let t0 = counter::instructions();
+        let pf = confidence::top_probability(core::hint::black_box(&z), fast_exp);
+        let t1 = counter::instructions();
+        let ps = confidence::top_probability(core::hint::black_box(&z), confidence::libm_exp);
+        let t2 = counter::instructions();
+        t_fast += t1 - t0;
+        t_slow += t2 - t1;
+        pct_differ += (confidence::percent(pf) != confidence::percent(ps)) as u32;
+    }
+    let _ = write!(
+        out,
+        "[exp per call x10: micromath {fast}, libm {slow}; 10-class confidence: micromath {}, libm {} instructions; \
+         max |p - p_libm| {:.6}; percent differs on {pct_differ}/{SETS}] ",
+        t_fast / SETS as u64,
+        t_slow / SETS as u64,
+        worst
+    );
+    fast > 0 && slow > 0 && worst < 5e-3
+}
+
 const TESTS: &[(&str, selftest::Check)] = &[
     ("model_region_loads", model_region_loads),
     ("missing_or_corrupt_model_is_reported", missing_or_corrupt_model_is_reported),
@@ -219,6 +490,9 @@ const TESTS: &[(&str, selftest::Check)] = &[
     ("model_kernels_agree", selftest::model_kernels_agree),
     ("protocol_serve", protocol_serve),
     ("instruction_counter", instruction_counter),
+    ("optimizer_golden", optimizer_golden),
+    ("bad_training_frames", bad_training_frames),
+    ("softmax_exp_cost_and_error", softmax_exp_cost_and_error),
 ];
 
 #[entry]

@@ -207,7 +207,7 @@ fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
     Ok(s)
 }
 
-fn progress(total: u64, json: bool) -> Option<ProgressBar> {
+pub(crate) fn progress(total: u64, json: bool) -> Option<ProgressBar> {
     if json || !std::io::stderr().is_terminal() {
         return None;
     }

@@ -88,6 +88,8 @@ pub struct DeviceArgs {
     pub json: bool,
     /// Keep the firmware's defmt log (decoded with `defmt-print`) in the report.
     pub log: bool,
+    /// Keep each image's confidence in the report.
+    pub per_image: bool,
 }
 
 impl DeviceArgs {
@@ -102,6 +104,7 @@ impl DeviceArgs {
             firmware: None,
             json: false,
             log: false,
+            per_image: false,
         }
     }
 }
@@ -130,6 +133,9 @@ pub struct DeviceReport {
     pub first_disagreements: Vec<usize>,
     /// Images whose every int32 logit equals the host's.
     pub logits_agree: usize,
+    /// The device's confidences (softmax probability of its class, percent,
+    /// one per image) and what they say.
+    pub confidence: ConfidenceReport,
     /// Instructions per inference (SysTick under `-icount shift=0`).
     pub instructions_per_inference: f64,
     /// `instructions_per_inference` / multiply-accumulates per inference.
@@ -143,6 +149,60 @@ pub struct DeviceReport {
     /// The firmware's decoded defmt log, with `--log`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+}
+
+/// What the device's confidences say, over the images streamed.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ConfidenceReport {
+    /// Images whose confidence equals the host's, computed from its own
+    /// int8 logits with the same code (`tailor_core::confidence`).
+    pub agree: usize,
+    /// Mean confidence (0..1) of the device's right predictions.
+    pub mean_correct: f64,
+    /// Mean confidence (0..1) of its wrong ones (0 if none).
+    pub mean_wrong: f64,
+    /// Expected calibration error: the mean over 10 equal-width confidence
+    /// bins of |accuracy − mean confidence|, weighted by the bin's share of
+    /// the images (0: confidences are accuracies).
+    pub calibration_error: f64,
+    /// Each image's confidence, percent (`tailor device --json --per-image`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub per_image: Vec<u8>,
+}
+
+impl ConfidenceReport {
+    /// From each image's confidence (percent), whether it was right, and the
+    /// host's confidences.
+    pub fn new(conf: &[u8], right: &[bool], host: &[u8]) -> Self {
+        let n = conf.len().min(right.len());
+        let mean = |want: bool| {
+            let v: Vec<f64> = (0..n).filter(|&i| right[i] == want).map(|i| conf[i] as f64 / 100.0).collect();
+            if v.is_empty() {
+                0.0
+            } else {
+                v.iter().sum::<f64>() / v.len() as f64
+            }
+        };
+        let mut bins = [(0usize, 0usize, 0.0f64); 10];
+        for i in 0..n {
+            let b = &mut bins[(conf[i] as usize / 10).min(9)];
+            b.0 += 1;
+            b.1 += right[i] as usize;
+            b.2 += conf[i] as f64 / 100.0;
+        }
+        let ece = bins
+            .iter()
+            .filter(|b| b.0 > 0)
+            .map(|&(c, r, s)| (r as f64 / c as f64 - s / c as f64).abs() * c as f64 / n as f64)
+            .sum();
+        ConfidenceReport {
+            agree: (0..n).filter(|&i| host.get(i) == Some(&conf[i])).count(),
+            mean_correct: mean(true),
+            mean_wrong: mean(false),
+            calibration_error: ece,
+            per_image: Vec::new(),
+        }
+    }
 }
 
 /// The device's own counters (from its `Bye`).
@@ -192,6 +252,16 @@ impl fmt::Display for DeviceReport {
             self.logits_agree,
             self.total,
             if self.logits_agree == self.total { "" } else { "  MISMATCH" }
+        )?;
+        let c = &self.confidence;
+        writeln!(
+            f,
+            "confidence       {:.1} % mean when right, {:.1} % when wrong; calibration error {:.3}; host's on {}/{}",
+            100.0 * c.mean_correct,
+            100.0 * c.mean_wrong,
+            c.calibration_error,
+            c.agree,
+            self.total
         )?;
         writeln!(
             f,
@@ -314,6 +384,8 @@ impl<T: Write> embedded_io::Write for Eio<T> {
 /// Owned copy of the device's `Hello`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HelloInfo {
+    /// The firmware's `PROTOCOL_VERSION`.
+    pub protocol: u16,
     pub fw_version: String,
     pub model_state: ModelState,
     /// Why the model is not ready (empty when it is).
@@ -332,6 +404,9 @@ pub struct BatchResult {
     /// `classes.len() × OUT` logits if requested, else empty.
     pub logits: Vec<i32>,
     pub instructions: u64,
+    /// The device's confidence in each prediction, percent (empty if it
+    /// sends none).
+    pub confidence: Vec<u8>,
 }
 
 /// A reply the device may give to any request.
@@ -345,7 +420,7 @@ pub enum Reply {
     Bye(Stats),
     TrainReady { params: u32, max_batch: u32, ram_bytes: u32 },
     Trained { seq: u32, loss: f32, instructions: u64 },
-    Evaluated { seq: u32, correct: u32, loss_sum: f32, instructions: u64 },
+    Evaluated { seq: u32, correct: u32, loss_sum: f32, instructions: u64, confidence: (u32, u32) },
     Params { offset: u32, data: Vec<f32> },
     Other(String),
 }
@@ -353,6 +428,7 @@ pub enum Reply {
 fn owned(m: Message<'_>) -> Reply {
     match m {
         Message::Hello(h) => Reply::Hello(HelloInfo {
+            protocol: h.protocol,
             fw_version: h.fw_version.to_string(),
             model_state: h.model_state,
             model_detail: h.model_detail.to_string(),
@@ -368,6 +444,7 @@ fn owned(m: Message<'_>) -> Reply {
                 classes: p.classes.to_vec(),
                 logits: p.logits.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect(),
                 instructions: p.instructions,
+                confidence: p.confidence.to_vec(),
             },
         },
         Message::Error { code, seq, detail } => Reply::Error { code, seq, detail: detail.to_string() },
@@ -378,8 +455,8 @@ fn owned(m: Message<'_>) -> Reply {
         Message::Bye(s) => Reply::Bye(s),
         Message::TrainReady { params, max_batch, ram_bytes } => Reply::TrainReady { params, max_batch, ram_bytes },
         Message::Trained { seq, loss, instructions } => Reply::Trained { seq, loss, instructions },
-        Message::Evaluated { seq, correct, loss_sum, instructions } => {
-            Reply::Evaluated { seq, correct, loss_sum, instructions }
+        Message::Evaluated { seq, correct, loss_sum, instructions, confidence_right, confidence_wrong } => {
+            Reply::Evaluated { seq, correct, loss_sum, instructions, confidence: (confidence_right, confidence_wrong) }
         }
         Message::Params { offset, data } => Reply::Params {
             offset,
@@ -566,6 +643,7 @@ impl Qemu {
             tx: Eio(BufWriter::new(Box::new(std::io::sink()))),
             frame: vec![0u8; 1 << 16],
             hello: HelloInfo {
+                protocol: 0,
                 fw_version: String::new(),
                 model_state: ModelState::Missing,
                 model_detail: String::new(),
@@ -606,6 +684,14 @@ impl Qemu {
         q.rx = Eio(r);
         q.tx = Eio(BufWriter::with_capacity(1 << 16, w));
         match q.recv()? {
+            // Messages change shape between versions: a stale firmware
+            // would otherwise fail later with an undecodable reply.
+            Reply::Hello(h) if h.protocol != protocol::PROTOCOL_VERSION => bail!(
+                "{} speaks protocol {}, this tailor {}: rebuild the firmware (or drop --firmware)",
+                elf.display(),
+                h.protocol,
+                protocol::PROTOCOL_VERSION
+            ),
             Reply::Hello(h) => q.hello = h,
             other => return Err(q.failure(&format!("expected Hello, got {other:?}"))),
         }
@@ -919,13 +1005,25 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
     };
     let mut device = Vec::with_capacity(n);
     let mut device_logits = Vec::with_capacity(n * spec.outputs());
+    let mut device_conf = Vec::with_capacity(n);
     let mut instructions = 0u64;
     let t_stream = Instant::now();
+    let bar = crate::commands::progress(n.div_ceil(batch) as u64, args.json);
     for (seq, chunk) in inputs.chunks(batch * n_in).enumerate() {
         let r = q.classify(seq as u32, chunk, true)?;
+        if r.confidence.len() != r.classes.len() {
+            bail!("Classify #{seq}: {} confidences for {} predictions", r.confidence.len(), r.classes.len());
+        }
         instructions += r.instructions;
         device.extend_from_slice(&r.classes);
         device_logits.extend_from_slice(&r.logits);
+        device_conf.extend_from_slice(&r.confidence);
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     let stream_secs = t_stream.elapsed().as_secs_f64();
     let (stats, log) = q.finish_with_log()?;
@@ -937,6 +1035,14 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
     let logits_agree =
         (0..n).filter(|&i| device_logits.get(i * o..(i + 1) * o) == Some(&host_logits[i * o..][..o])).count();
     let ipi = instructions as f64 / n as f64;
+    let scale = model.layer(spec.depth() - 1).params.out_scale;
+    let host_conf: Vec<u8> =
+        host_logits.chunks_exact(o).map(|z| tailor_core::confidence::of_int8_logits(z, scale)).collect();
+    let right: Vec<bool> = (0..n).map(|i| device[i] == test.labels[i]).collect();
+    let mut confidence = ConfidenceReport::new(&device_conf, &right, &host_conf);
+    if args.per_image {
+        confidence.per_image = device_conf;
+    }
     Ok(DeviceReport {
         model: args.model.clone(),
         dims: spec.dims().to_vec(),
@@ -951,6 +1057,7 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
         total: n,
         first_disagreements: disagree.into_iter().take(20).collect(),
         logits_agree,
+        confidence,
         instructions_per_inference: ipi,
         instructions_per_mac: ipi / spec.macs() as f64,
         images_per_sec: n as f64 / stream_secs,
@@ -986,16 +1093,30 @@ mod tests {
     }
 
     #[test]
+    fn confidence_summary_and_calibration_error() {
+        // 95 % sure and right twice; 55 % sure, right once and wrong once.
+        let r = ConfidenceReport::new(&[95, 95, 55, 55], &[true, true, true, false], &[95, 95, 55, 54]);
+        assert_eq!(r.agree, 3);
+        assert!((r.mean_correct - (0.95 + 0.95 + 0.55) / 3.0).abs() < 1e-12, "{r:?}");
+        assert!((r.mean_wrong - 0.55).abs() < 1e-12, "{r:?}");
+        // Bin 90–99 %: accuracy 1 vs 0.95; bin 50–59 %: 0.5 vs 0.55; half the images each.
+        assert!((r.calibration_error - 0.05).abs() < 1e-12, "{r:?}");
+        let none = ConfidenceReport::new(&[], &[], &[]);
+        assert_eq!((none.agree, none.calibration_error, none.mean_wrong), (0, 0.0, 0.0));
+    }
+
+    #[test]
     fn in_process_device_loop_over_a_socket_pair() {
         use tailor_core::quant::golden;
         let (a, b) = UnixStream::pair().unwrap();
         let dev = std::thread::spawn(move || {
             let mut io = Eio(a);
             let (mut rx, mut classes, mut logits) = (vec![0u8; 4096], vec![0u8; 64], vec![0u8; 64 * 4 * 2]);
+            let mut confidence = vec![0u8; 64];
             let end = protocol::serve(
                 &mut io,
                 &mut Golden(QModel::parse(&Box::leak(Box::new(golden::blob())).0).unwrap(), vec![0; 64]),
-                Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits },
+                Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits, confidence: &mut confidence },
             );
             matches!(end, ServeEnd::Shutdown(_))
         });

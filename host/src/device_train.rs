@@ -21,6 +21,7 @@ use serde::Serialize;
 use tailor_core::gemm::Kernels;
 use tailor_core::optim::{Optimizer, Sgd};
 use tailor_core::protocol::{Message, MAX_DIMS};
+use tailor_core::quant::{InputKind, QModel};
 use tailor_core::session::{InputMap, SessionBuffers, SessionSetup, TrainSession};
 use tailor_core::spec::Spec;
 
@@ -53,9 +54,14 @@ pub struct DeviceTrainArgs {
     pub limit: Option<usize>,
     /// Evaluate on the first N test samples (all by default).
     pub test_limit: Option<usize>,
+    /// `--mode full`: the trained model as a checkpoint. `--mode head`: the
+    /// backbone dequantized to f32 with the trained head as its last layer,
+    /// a checkpoint too ([`head_checkpoint`]).
     pub out: Option<PathBuf>,
     pub timeout_secs: f64,
     pub data: data::DataArgs,
+    /// Show a progress bar on stderr (only when it is a terminal).
+    pub progress: bool,
 }
 
 impl DeviceTrainArgs {
@@ -74,6 +80,7 @@ impl DeviceTrainArgs {
             out: None,
             timeout_secs: 3600.0,
             data: data::DataArgs::default(),
+            progress: false,
         }
     }
 }
@@ -106,6 +113,14 @@ pub struct DeviceTrainReport {
     /// the int8 backbone's), with `-icount shift=0`.
     pub instructions_per_mac: f64,
     pub train_loss_last: f32,
+    /// Mean confidence (0..1) of the device's right test predictions: the
+    /// softmax probability of the predicted class, in whole percent on the
+    /// device.
+    pub mean_confidence_correct: f64,
+    /// The same over its wrong predictions.
+    pub mean_confidence_wrong: f64,
+    /// The device's confidence sums equal the host replica's.
+    pub confidence_agrees: bool,
     pub wall_secs: f64,
     pub stream_secs: f64,
     pub firmware: PathBuf,
@@ -125,11 +140,12 @@ enum Job {
 }
 
 /// The replica's result: every batch's loss, its parameters, and its test
-/// accuracy on the same samples.
+/// accuracy and confidence sums (right, wrong) on the same samples.
 struct Replica {
     losses: Vec<f32>,
     params: Vec<f32>,
     correct: u32,
+    confidence: (u32, u32),
 }
 
 /// Runs the same session as the device on a thread of its own (whose
@@ -147,11 +163,13 @@ fn replica(setup: SessionSetup, batch: usize, jobs: mpsc::Receiver<Job>, test: (
     }
     let (labels, pixels) = test;
     let n_in = spec.inputs();
-    let mut correct = 0;
+    let (mut correct, mut confidence) = (0, (0, 0));
     for (l, px) in labels.chunks(batch).zip(pixels.chunks(batch * n_in)) {
-        correct += s.evaluate(&Kernels::PORTABLE, l, px).map_err(|e| anyhow::anyhow!("{e}"))?.0;
+        let e = s.evaluate(&Kernels::PORTABLE, l, px).map_err(|e| anyhow::anyhow!("{e}"))?;
+        correct += e.correct;
+        confidence = (confidence.0 + e.confidence_right, confidence.1 + e.confidence_wrong);
     }
-    Ok(Replica { losses, params: s.params().to_vec(), correct })
+    Ok(Replica { losses, params: s.params().to_vec(), correct, confidence })
 }
 
 fn bytes_of(split: &Split) -> Result<&[u8]> {
@@ -241,6 +259,12 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
     if !(args.momentum.is_finite() && (0.0..1.0).contains(&args.momentum)) {
         bail!("--momentum {}: expected 0 <= momentum < 1", args.momentum);
     }
+    // Never over an input: the data, or the backbone of a head.
+    let mut inputs = ds.files.clone();
+    inputs.extend(args.backbone.iter().cloned());
+    if let Some(out) = &args.out {
+        crate::output::probe(out, &inputs)?;
+    }
     let optimizer = Optimizer::Sgd(Sgd { lr: args.lr, momentum: args.momentum, ..Sgd::default() });
     let setup = SessionSetup { spec, optimizer, seed: args.seed, input };
 
@@ -279,6 +303,7 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
     let mut losses = Vec::new();
     let n = args.limit.unwrap_or(train.len()).min(train.len());
     let total = args.epochs as usize * n.div_ceil(args.batch);
+    let bar = crate::commands::progress((total + n_test.div_ceil(max_batch)) as u64, !args.progress);
     for epoch in 0..args.epochs {
         let order = EpochOrder::new(train.len(), Some(args.seed), epoch);
         for idx in order.indices()[..n].chunks(args.batch) {
@@ -300,19 +325,31 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
             jobs_tx.send(Job::Batch { lr, labels, pixels: replica_inputs(&pixels)? }).ok();
             trained += idx.len();
             seq += 1;
+            if let Some(b) = &bar {
+                b.inc(1);
+            }
         }
     }
     jobs_tx.send(Job::Done).ok();
-    let mut correct = 0u32;
+    let (mut correct, mut confidence) = (0u32, (0u32, 0u32));
     for (i, (l, px)) in
         test.labels[..n_test].chunks(max_batch).zip(test_px[..n_test * n_in].chunks(max_batch * n_in)).enumerate()
     {
         q.send(&Message::EvalBatch { seq: i as u32, labels: l, pixels: px })?;
         match q.recv()? {
-            Reply::Evaluated { correct: c, .. } => correct += c,
+            Reply::Evaluated { correct: c, confidence: (r, w), .. } => {
+                correct += c;
+                confidence = (confidence.0 + r, confidence.1 + w);
+            }
             Reply::Error { detail, .. } => bail!("the device refused test batch {i}: {detail}"),
             other => bail!("unexpected reply to a test batch: {other:?}"),
         }
+        if let Some(b) = &bar {
+            b.inc(1);
+        }
+    }
+    if let Some(b) = bar {
+        b.finish_and_clear();
     }
     let p = spec.params();
     let mut params = Vec::with_capacity(p);
@@ -330,19 +367,24 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
     let bit_identical = same(&params, &rep.params) && same(&losses, &rep.losses);
 
     let checkpoint = match &args.out {
-        Some(_) if head => bail!("--out: saving a head trained on an int8 backbone is not supported yet"),
         Some(path) => {
-            let model: Model = tailor_core::Mlp::new(spec, params.clone()).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let (model, norm) = match &backbone {
+                Some(b) => head_checkpoint(&b.q8.model()?, &params)?,
+                None => (
+                    tailor_core::Mlp::new(spec, params.clone()).map_err(|e| anyhow::anyhow!("{e}"))?,
+                    Norm::per_tensor(n_in, data::U8_SCALE, mean, std),
+                ),
+            };
             let meta = Meta {
                 epoch: args.epochs,
                 epochs: args.epochs,
                 batch_size: args.batch as u32,
                 seed: args.seed,
                 shuffle: true,
-                ..Meta::new(optimizer, Norm::per_tensor(n_in, data::U8_SCALE, mean, std), ds.class_names.clone())
+                ..Meta::new(optimizer, norm, ds.class_names.clone())
             };
             let saved = checkpoint::Saved { model: &model, meta: &meta, optim: &[], batch: 0 };
-            checkpoint::save(path, &saved, &ds.files)?;
+            checkpoint::save(path, &saved, &inputs)?;
             Some(path.clone())
         }
         None => None,
@@ -358,9 +400,59 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         ram_bytes,
         instructions_per_mac: instructions as f64 / (trained.max(1) as f64 * macs_per_sample as f64),
         train_loss_last: losses.last().copied().unwrap_or(f32::NAN),
+        mean_confidence_correct: confidence.0 as f64 / 100.0 / (correct.max(1) as f64),
+        mean_confidence_wrong: confidence.1 as f64 / 100.0 / ((n_test as u32 - correct).max(1) as f64),
+        confidence_agrees: confidence == rep.confidence,
         wall_secs: t0.elapsed().as_secs_f64(),
         stream_secs,
         firmware: elf,
         checkpoint,
     })
+}
+
+/// Head mode's `--out`: an f32 model that `eval`, `quantize` and `train
+/// --init` take, made of the int8 backbone's layers dequantized (weights
+/// `q · w_scale`, biases in real units, the input normalization folded in
+/// as the `.q8` holds it, so the model reads raw bytes · `in_scale`) and
+/// the head trained on the device as its last layer. It computes what the
+/// device computes up to the int8 rounding of the hidden activations, so
+/// its accuracy is the device's within a few tenths of a point (measured
+/// in the README).
+pub fn head_checkpoint(backbone: &QModel<'_>, head: &[f32]) -> Result<(Model, Norm)> {
+    let bspec = backbone.spec();
+    let depth = bspec.depth();
+    if depth < 2 {
+        bail!("a head needs a backbone with a hidden layer (this one is {bspec})");
+    }
+    if backbone.input().kind() != InputKind::RawU8 {
+        bail!("--out: the backbone takes f32 features; saving a head is supported for byte (image) inputs");
+    }
+    let h = bspec.layer(depth - 1).inputs;
+    if head.is_empty() || !head.len().is_multiple_of(h + 1) {
+        bail!("the device sent {} head parameters, not a whole number of rows of {h} weights and a bias", head.len());
+    }
+    let classes = head.len() / (h + 1);
+    let mut dims: Vec<usize> = bspec.dims()[..depth].iter().map(|&d| d as usize).collect();
+    dims.push(classes);
+    let spec = crate::commands::model_spec(dims[0], &dims[1..depth], classes)?;
+    let mut params = Vec::with_capacity(spec.params());
+    for i in 0..depth - 1 {
+        let l = backbone.layer(i);
+        if spec.layer(i).activation != l.activation {
+            bail!("backbone layer {} has activation {:?}; a checkpoint's hidden layers have ReLU", i + 1, l.activation);
+        }
+        for o in 0..l.outputs {
+            params.extend((0..l.inputs).map(|k| l.weight_at(o, k) as f32 * l.w_scale[o]));
+        }
+        for o in 0..l.outputs {
+            // The stored bias folds in the input zero point: add it back.
+            let sum: i64 = (0..l.inputs).map(|k| l.weight_at(o, k) as i64).sum();
+            let acc = l.bias[o] as i64 + l.params.in_zp as i64 * sum;
+            params.push((acc as f64 * l.params.in_scale as f64 * l.w_scale[o] as f64) as f32);
+        }
+    }
+    params.extend_from_slice(head);
+    let model = tailor_core::Mlp::new(spec, params).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let norm = Norm::per_tensor(spec.inputs(), backbone.layer(0).params.in_scale, 0.0, 1.0);
+    Ok((model, norm))
 }

@@ -101,6 +101,9 @@ enum Cmd {
         /// Show the firmware's defmt log (decoded with defmt-print).
         #[arg(long)]
         log: bool,
+        /// With --json: each image's confidence (percent) in `confidence.per_image`.
+        #[arg(long)]
+        per_image: bool,
         #[arg(long)]
         json: bool,
     },
@@ -366,7 +369,7 @@ fn main() {
                     println!("wrote {}", f.display());
                 }
             }),
-        Cmd::Device { model, limit, transport, timeout, batch, data, firmware, log, json } => (|| {
+        Cmd::Device { model, limit, transport, timeout, batch, data, firmware, log, per_image, json } => (|| {
             let mut a = tailor::device::DeviceArgs::new(model);
             a.limit = limit;
             a.transport = transport.parse().map_err(|e| anyhow::anyhow!("--transport: {e}"))?;
@@ -379,6 +382,7 @@ fn main() {
             a.firmware = firmware;
             a.json = json;
             a.log = log;
+            a.per_image = per_image;
             let r = tailor::device::run_device(&a)?;
             if json {
                 println!("{}", r.to_json());
@@ -436,18 +440,21 @@ fn main() {
                 out,
                 timeout_secs: timeout,
                 data: data.args(),
+                progress: !json,
             };
             let r = tailor::device_train::run(&a)?;
             if json {
                 println!("{}", serde_json::to_string(&r)?);
             } else {
                 println!(
-                    "device-train {:?}: {} images trained; device {:.2} %, host {:.2} % on {} test images; bit-identical: {}; {} bytes of RAM; {:.2} instructions/MAC; {:.1} s",
+                    "device-train {:?}: {} images trained; device {:.2} %, host {:.2} % on {} test images (confidence {:.1} % right, {:.1} % wrong); bit-identical: {}; {} bytes of RAM; {:.2} instructions/MAC; {:.1} s",
                     r.dims,
                     r.images_trained,
                     100.0 * r.device_accuracy,
                     100.0 * r.host_accuracy,
                     r.images_tested,
+                    100.0 * r.mean_confidence_correct,
+                    100.0 * r.mean_confidence_wrong,
                     r.bit_identical,
                     r.ram_bytes,
                     r.instructions_per_mac,

@@ -52,7 +52,14 @@ fn all_10000_test_images_agree_with_the_host_over_semihosting() {
     assert!(r.instructions_per_inference > device::macs(&r.dims) as f64 * 0.5, "{}", r.instructions_per_inference);
     assert_eq!(r.device_stats.images, 10_000);
     assert_eq!(r.device_stats.frames_bad, 0);
+    // Every prediction comes with a confidence, the one the host computes
+    // from the same logits; a model this good is surer when it is right.
+    let c = &r.confidence;
+    assert_eq!(c.agree, r.total, "device confidences equal the host's");
+    assert!(c.mean_correct > c.mean_wrong + 0.1, "{c:?}");
+    assert!(c.calibration_error >= 0.0 && c.calibration_error < 0.2, "{c:?}");
     let j = r.to_json();
+    assert!(j["confidence"].get("per_image").is_none(), "per-image confidences only on request");
     for k in [
         "device_accuracy",
         "host_accuracy",
@@ -65,6 +72,17 @@ fn all_10000_test_images_agree_with_the_host_over_semihosting() {
     ] {
         assert!(j.get(k).is_some(), "JSON lacks {k}");
     }
+}
+
+/// `--per-image`: every image's confidence, in percent, in the JSON.
+#[test]
+fn per_image_confidences_on_request() {
+    let r = device::run_device(&DeviceArgs { per_image: true, ..args(Transport::Semihosting, Some(50)) })
+        .unwrap_or_else(|e| panic!("{e:#}"));
+    let per = r.to_json()["confidence"]["per_image"].as_array().expect("per_image").clone();
+    assert_eq!(per.len(), 50);
+    assert!(per.iter().all(|c| (10..=100).contains(&c.as_u64().unwrap())), "{per:?}");
+    assert_eq!(r.confidence.agree, 50);
 }
 
 #[test]

@@ -29,19 +29,15 @@ fn the_device_learns_bit_for_bit_like_the_host() {
         d["wall_secs"].as_f64().unwrap()
     );
     assert_eq!(d["bit_identical"], true);
+    assert_eq!(d["confidence_agrees"], true);
+    let (right, wrong) = (d["mean_confidence_correct"].as_f64().unwrap(), d["mean_confidence_wrong"].as_f64().unwrap());
+    eprintln!("device-train confidence: {:.1} % right, {:.1} % wrong", 100.0 * right, 100.0 * wrong);
+    assert!(right > wrong && right <= 1.0 && wrong >= 0.1, "{d}");
     assert_eq!(d["images_trained"], 5000);
     assert_eq!(d["device_accuracy"], d["host_accuracy"]);
     assert!(d["device_accuracy"].as_f64().unwrap() >= 0.70, "{d}");
     assert!(d["ram_bytes"].as_u64().unwrap() <= 256 * 1024);
-    for k in [
-        "device_accuracy",
-        "host_accuracy",
-        "bit_identical",
-        "images_trained",
-        "ram_bytes",
-        "instructions_per_mac",
-        "wall_secs",
-    ] {
+    for k in REQUIRED_KEYS {
         assert!(d.get(k).is_some(), "JSON lacks {k}");
     }
     // The device's weights are a checkpoint like any other.
@@ -54,7 +50,8 @@ fn the_device_learns_bit_for_bit_like_the_host() {
 /// Personalization: a model pre-trained on the host without classes 8 and
 /// 9 is quantized; on the device a new 10-class head learns on its frozen
 /// int8 features from a stream that has every class, bit for bit as the
-/// host's replica learns it from the same features.
+/// host's replica learns it from the same features. `--out` saves it as a
+/// checkpoint that `eval` and `quantize` take.
 #[test]
 fn a_new_head_learns_the_withheld_classes_on_the_device() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,7 +59,8 @@ fn a_new_head_learns_the_withheld_classes_on_the_device() {
     let (ck, q8) = (p("pre.ckpt"), p("pre.q8"));
     let t = tailor_json(&["train", "--hidden", "64", "--withhold", "8,9", "--epochs", "1", "--out", &ck]);
     tailor_json(&["quantize", &ck, "--out", &q8]);
-    let d = tailor_json(&["device-train", "--mode", "head", &q8, "--limit", "5000", "--test-limit", "2000"]);
+    let head_ck = p("head.ckpt");
+    let d = tailor_json(&["device-train", "--mode", "head", &q8, "--limit", "5000", "--out", &head_ck]);
     let (pre, head) = (t["test_accuracy"].as_f64().unwrap(), d["device_accuracy"].as_f64().unwrap());
     eprintln!(
         "head 64-10 on a 784-64-10 int8 backbone trained without 8, 9: {:.2} % → {:.2} % (host {:.2} %), bit-identical {}, {} B",
@@ -77,7 +75,32 @@ fn a_new_head_learns_the_withheld_classes_on_the_device() {
     assert_eq!(d["device_accuracy"], d["host_accuracy"]);
     assert!(head > pre + 0.05, "the head did not learn the withheld classes: {pre} → {head}");
     assert!(d["ram_bytes"].as_u64().unwrap() <= 256 * 1024);
+    assert_eq!(d["mode"], "head");
+    for k in REQUIRED_KEYS {
+        assert!(d.get(k).is_some(), "head mode's JSON lacks {k}");
+    }
+    // The saved model (dequantized backbone + the device's head) is a
+    // checkpoint: eval scores it like the device, up to the int8 rounding
+    // of the hidden activations the f32 backbone does not have.
+    assert_eq!(d["checkpoint"], head_ck.as_str());
+    let e = tailor_json(&["eval", &head_ck]);
+    let ev = e["test_accuracy"].as_f64().unwrap();
+    eprintln!("head checkpoint: eval {:.2} %, device {:.2} % (10,000 test images)", 100.0 * ev, 100.0 * head);
+    assert!((ev - head).abs() < 0.01, "eval of the saved head {ev} is not the device's {head}");
+    let q = tailor_json(&["quantize", &head_ck, "--out", &p("head.q8")]);
+    assert!((q["int8_accuracy"].as_f64().unwrap() - ev).abs() < 0.01, "{q}");
 }
+
+/// The JSON keys the issue asks of both modes.
+const REQUIRED_KEYS: [&str; 7] = [
+    "device_accuracy",
+    "host_accuracy",
+    "bit_identical",
+    "images_trained",
+    "ram_bytes",
+    "instructions_per_mac",
+    "wall_secs",
+];
 
 #[test]
 fn bad_device_train_flags_fail_cleanly() {
@@ -92,6 +115,27 @@ fn bad_device_train_flags_fail_cleanly() {
         let e = tailor_e2e::tailor_fails(&["device-train", "--hidden", "32", flag, value]);
         assert!(e.contains(flag), "{flag} {value}: {e}");
     }
+}
+
+/// Head mode's `--out` is checked before QEMU starts: never over the
+/// backbone (under any name) or a special file, and the backbone is left
+/// as it was.
+#[test]
+fn head_out_never_replaces_the_backbone() {
+    let dir = tempfile::tempdir().unwrap();
+    let q8 = dir.path().join("backbone.q8");
+    std::fs::copy(tailor_e2e::workspace_root().join("firmware-sim/models/default.q8"), &q8).unwrap();
+    let link = dir.path().join("link.q8");
+    std::os::unix::fs::symlink(&q8, &link).unwrap();
+    let before = std::fs::read(&q8).unwrap();
+    let q = q8.to_str().unwrap();
+    for (out, want) in
+        [(q, "is the input"), (link.to_str().unwrap(), "is the input"), ("/dev/null", "not a regular file")]
+    {
+        let e = tailor_e2e::tailor_fails(&["device-train", "--mode", "head", q, "--out", out]);
+        assert!(e.contains(want), "--out {out}: {e}");
+    }
+    assert_eq!(std::fs::read(&q8).unwrap(), before);
 }
 
 fn params(q: &mut Qemu, n: usize) -> Vec<f32> {

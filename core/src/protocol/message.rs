@@ -87,6 +87,10 @@ pub enum Message<'a> {
         /// Sum of the samples' cross-entropies.
         loss_sum: f32,
         instructions: u64,
+        /// Sums of the right and of the wrong predictions' confidences
+        /// (whole percent each, see [`crate::session::Evaluation`]).
+        confidence_right: u32,
+        confidence_wrong: u32,
     },
     /// Asks for `count` parameters from `offset` (f32, the flat layout).
     ReadParams {
@@ -171,6 +175,11 @@ pub struct Predictions<'a> {
     pub logits: &'a [u8],
     /// Instructions spent in the inferences of this batch (0 if not counted).
     pub instructions: u64,
+    /// One confidence per image: the softmax probability of its class in
+    /// whole percent (`0..=100`), from the real logits (`out_scale` × the
+    /// int32 ones) with an approximate `exp` ([`crate::confidence`]).
+    /// Empty if the device does not compute it.
+    pub confidence: &'a [u8],
 }
 
 impl Predictions<'_> {

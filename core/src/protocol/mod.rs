@@ -76,8 +76,8 @@ pub use frame::{check_crc, encode_to_slice, send, send_raw_body, FrameError, Fra
 pub use message::{ErrorCode, Hello, Message, ModelState, Predictions, Stats};
 pub use serve::{serve, Backend, Buffers, ServeEnd, TrainRefusal, MAX_OUT};
 
-/// Bumped when a message changes shape.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// Bumped when a message changes shape (3: `Predictions::confidence`, `Evaluated`'s confidence sums).
+pub const PROTOCOL_VERSION: u16 = 3;
 /// The frame delimiter.
 pub const DELIMITER: u8 = 0;
 /// Bytes of CRC at the end of each body.

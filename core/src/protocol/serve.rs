@@ -8,7 +8,7 @@ use super::{
     classify_frame_capacity, send, ErrorCode, FrameReader, Hello, Message, ModelState, Predictions, RecvError,
     SendError, Stats, MAX_DIMS, PROTOCOL_VERSION,
 };
-use crate::session::{InputMap, SessionError, SessionSetup};
+use crate::session::{Evaluation, InputMap, SessionError, SessionSetup};
 use crate::spec::Spec;
 
 /// What the device loop needs from the firmware (or a host-side stand-in).
@@ -25,6 +25,12 @@ pub trait Backend {
     /// Classifies one image of `dims()[0]` pixels; fills `logits` (`OUT`
     /// long) and returns the predicted class.
     fn classify(&mut self, pixels: &[u8], logits: &mut [i32]) -> usize;
+    /// The real value of one unit of the int32 logits (the int8 model's
+    /// last `out_scale`), for the confidence sent with each prediction
+    /// (none: no confidence).
+    fn logit_scale(&self) -> Option<f32> {
+        None
+    }
     /// A free-running instruction counter, if the platform has one.
     fn instructions(&mut self) -> Option<u64> {
         None
@@ -45,8 +51,8 @@ pub trait Backend {
     fn train_batch(&mut self, _lr: f32, _labels: &[u8], _pixels: &[u8]) -> Result<f32, TrainRefusal> {
         Err(TrainRefusal::Unsupported)
     }
-    /// `(correct, loss sum)` of the run's model on a labelled batch.
-    fn eval_batch(&mut self, _labels: &[u8], _pixels: &[u8]) -> Result<(u32, f32), TrainRefusal> {
+    /// The run's model on a labelled batch.
+    fn eval_batch(&mut self, _labels: &[u8], _pixels: &[u8]) -> Result<Evaluation, TrainRefusal> {
         Err(TrainRefusal::Unsupported)
     }
     /// The run's parameters from `offset`, at most `out.len()`.
@@ -93,6 +99,8 @@ pub struct Buffers<'b> {
     pub classes: &'b mut [u8],
     /// `4 × OUT` bytes per image of a batch.
     pub logits: &'b mut [u8],
+    /// One byte per image of a batch (its confidence).
+    pub confidence: &'b mut [u8],
 }
 
 /// Why [`serve`] returned.
@@ -126,7 +134,7 @@ fn hello<B: Backend>(dev: &B, nonce: u32, limits: (u32, u32, bool)) -> Hello<'_>
 /// end of input or an I/O error. Malformed frames and bad requests are
 /// answered with `Error` and do not stop it.
 pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers<'_>) -> ServeEnd<T::Error> {
-    let Buffers { rx, classes, logits } = bufs;
+    let Buffers { rx, classes, logits, confidence } = bufs;
     let ready = dev.model_state().0 == ModelState::Ready;
     let dims = dev.dims();
     let (n_in, n_out) = match dims {
@@ -136,7 +144,7 @@ pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers
     assert!(n_out <= MAX_OUT && dims.len() <= MAX_DIMS, "serve: at most {MAX_OUT} classes and {MAX_DIMS} widths");
     let frame_capacity = rx.len();
     // Largest batch whose frame surely fits.
-    let mut max_batch = classes.len().min(logits.len() / (4 * n_out));
+    let mut max_batch = classes.len().min(confidence.len()).min(logits.len() / (4 * n_out));
     while max_batch > 0 && classify_frame_capacity(max_batch, n_in) > frame_capacity {
         max_batch -= 1;
     }
@@ -210,12 +218,26 @@ pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers
                 let spent = spent(t0, dev.instructions());
                 stats.images += n as u64;
                 stats.instructions += spent;
+                // Outside the counted instructions: they measure inference.
+                let scale = dev.logit_scale();
+                if let Some(scale) = scale {
+                    let mut z = [0i32; MAX_OUT];
+                    for (i, c) in confidence[..n].iter_mut().enumerate() {
+                        for (j, v) in z[..n_out].iter_mut().enumerate() {
+                            let o = 4 * (i * n_out + j);
+                            *v = i32::from_le_bytes([logits[o], logits[o + 1], logits[o + 2], logits[o + 3]]);
+                        }
+                        *c = crate::confidence::of_int8_logits(&z[..n_out], scale);
+                    }
+                }
+                let nc = if scale.is_some() { n } else { 0 };
                 let nl = if want_logits { 4 * n * n_out } else { 0 };
                 reply!(Message::Predictions(Predictions {
                     seq,
                     classes: &classes[..n],
                     logits: &logits[..nl],
-                    instructions: spent
+                    instructions: spent,
+                    confidence: &confidence[..nc],
                 }));
             }
             Message::GetStats => reply!(Message::Stats(stats)),
@@ -260,9 +282,16 @@ pub fn serve<T: Read + Write, B: Backend>(io: &mut T, dev: &mut B, bufs: Buffers
             Message::EvalBatch { seq, labels, pixels } => {
                 let t0 = dev.instructions();
                 match dev.eval_batch(labels, pixels) {
-                    Ok((correct, loss_sum)) => {
+                    Ok(e) => {
                         let instructions = spent(t0, dev.instructions());
-                        reply!(Message::Evaluated { seq, correct, loss_sum, instructions })
+                        reply!(Message::Evaluated {
+                            seq,
+                            correct: e.correct,
+                            loss_sum: e.loss_sum,
+                            instructions,
+                            confidence_right: e.confidence_right,
+                            confidence_wrong: e.confidence_wrong,
+                        })
                     }
                     Err(e) => refuse!(seq, e),
                 }

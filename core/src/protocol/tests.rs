@@ -154,7 +154,13 @@ fn sample_messages() -> Vec<Message<'static>> {
             counts_instructions: true,
         }),
         Message::Classify { seq: 3, want_logits: true, images: &IMAGES },
-        Message::Predictions(Predictions { seq: 3, classes: &[1, 9], logits: &LOGITS, instructions: 1 << 40 }),
+        Message::Predictions(Predictions {
+            seq: 3,
+            classes: &[1, 9],
+            logits: &LOGITS,
+            instructions: 1 << 40,
+            confidence: &[100, 37],
+        }),
         Message::Error { code: ErrorCode::BadCrc, seq: 0, detail: "crc" },
         Message::GetStats,
         Message::Stats(Stats { frames_ok: 1, frames_bad: 2, images: 3, instructions: 4 }),
@@ -175,7 +181,14 @@ fn sample_messages() -> Vec<Message<'static>> {
         Message::TrainBatch { seq: 9, lr: 0.05, labels: &IMAGES[..2], pixels: &IMAGES },
         Message::Trained { seq: 9, loss: 2.25, instructions: 77 },
         Message::EvalBatch { seq: 10, labels: &IMAGES[..1], pixels: &IMAGES[..4] },
-        Message::Evaluated { seq: 10, correct: 1, loss_sum: 0.5, instructions: 0 },
+        Message::Evaluated {
+            seq: 10,
+            correct: 1,
+            loss_sum: 0.5,
+            instructions: 0,
+            confidence_right: 97,
+            confidence_wrong: 300,
+        },
         Message::ReadParams { offset: 100, count: 64 },
         Message::Params { offset: 100, data: &LOGITS },
     ]
@@ -309,13 +322,17 @@ impl Backend for Toy {
     fn instructions(&mut self) -> Option<u64> {
         Some(self.ticks)
     }
+    fn logit_scale(&self) -> Option<f32> {
+        Some(0.25)
+    }
 }
 
 fn run_device(wire: Vec<u8>, rx_len: usize) -> (ServeEnd<core::convert::Infallible>, Vec<Message<'static>>) {
     let mut p = Pipe::new(wire, 13);
     let mut rx = vec![0u8; rx_len];
-    let (mut classes, mut logits) = ([0u8; 8], [0u8; 8 * 16]);
-    let end = serve(&mut p, &mut Toy { ticks: 0 }, Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits });
+    let (mut classes, mut logits, mut confidence) = ([0u8; 8], [0u8; 8 * 16], [0u8; 8]);
+    let bufs = Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits, confidence: &mut confidence };
+    let end = serve(&mut p, &mut Toy { ticks: 0 }, bufs);
     // Decode the replies (leaked: fine in a test).
     let out: &'static mut [u8] = std::boxed::Box::leak(p.output.into_boxed_slice());
     let mut replies = Vec::new();
@@ -361,6 +378,9 @@ fn serve_answers_requests_and_survives_every_malformed_frame() {
             255, 255, 255, 163, 255, 255, 255, 156, 255, 255, 255,
         ],
         instructions: 200,
+        // Logits (-91, -99, -98, -97) and (-100, -100, -93, -100), a
+        // quarter each: softmax 0.653 and 0.657 for the top class.
+        confidence: &[65, 66],
     });
     assert_eq!(it.next(), Some(&expect));
     for (name, _, err) in &cases {
@@ -422,8 +442,9 @@ fn serve_without_a_model_reports_it() {
     let mut wire = frame(&Message::Classify { seq: 4, want_logits: false, images: &[1, 2, 3] });
     wire.extend(frame(&Message::Shutdown));
     let mut p = Pipe::new(wire, 13);
-    let (mut rx, mut classes, mut logits) = ([0u8; 128], [0u8; 8], [0u8; 8 * 16]);
-    let end = serve(&mut p, &mut Empty, Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits });
+    let (mut rx, mut classes, mut logits, mut confidence) = ([0u8; 128], [0u8; 8], [0u8; 8 * 16], [0u8; 8]);
+    let bufs = Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits, confidence: &mut confidence };
+    let end = serve(&mut p, &mut Empty, bufs);
     assert!(matches!(end, ServeEnd::Shutdown(_)));
     let mut frames = p.output.split_mut(|&b| b == 0).filter(|f| !f.is_empty());
     let Ok(Message::Hello(h)) = Message::decode_frame(frames.next().unwrap()) else { panic!() };

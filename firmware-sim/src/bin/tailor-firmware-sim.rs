@@ -26,6 +26,7 @@ tailor_firmware_sim::fault_handlers!();
 
 static mut RX: [u8; RX_BYTES] = [0; RX_BYTES];
 static mut CLASSES: [u8; MAX_BATCH] = [0; MAX_BATCH];
+static mut CONFIDENCE: [u8; MAX_BATCH] = [0; MAX_BATCH];
 static mut LOGITS: [u8; MAX_BATCH * 4 * MAX_OUT] = [0; MAX_BATCH * 4 * MAX_OUT];
 
 #[inline(never)]
@@ -71,6 +72,7 @@ fn main() -> ! {
             rx: &mut *core::ptr::addr_of_mut!(RX),
             classes: &mut *core::ptr::addr_of_mut!(CLASSES),
             logits: &mut *core::ptr::addr_of_mut!(LOGITS),
+            confidence: &mut *core::ptr::addr_of_mut!(CONFIDENCE),
         }
     };
     match mode {

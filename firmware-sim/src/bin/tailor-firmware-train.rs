@@ -18,7 +18,7 @@ use cortex_m_rt::entry;
 use tailor_core::gemm::Kernels;
 use tailor_core::protocol::{serve, Backend, Buffers, ModelState, TrainRefusal};
 use tailor_core::quant::{Aligned, QKernels};
-use tailor_core::session::{InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
+use tailor_core::session::{Evaluation, InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
 use tailor_firmware_sim::{board, counter, model, semi, uart, FW_VERSION};
 
 tailor_firmware_sim::fault_handlers!();
@@ -49,6 +49,7 @@ static mut SCRATCH_BUF: [f32; SCRATCH] = [0.0; SCRATCH];
 static mut WORKSPACE_BUF: [f32; WORKSPACE] = [0.0; WORKSPACE];
 static mut RX: [u8; RX_BYTES] = [0; RX_BYTES];
 static mut CLASSES: [u8; 1] = [0; 1];
+static mut CONFIDENCE: [u8; 1] = [0; 1];
 static mut TX: [u8; TX_BYTES] = [0; TX_BYTES];
 static mut I8_SCRATCH_BUF: Aligned<[i16; I8_SCRATCH]> = Aligned([0; I8_SCRATCH]);
 static mut FEATURES_BUF: [u8; FEATURES] = [0; FEATURES];
@@ -156,7 +157,7 @@ impl Backend for Trainer {
         let inputs = session_inputs(*head, backbone, i8_scratch, features, labels.len(), pixels)?;
         Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, inputs)?)
     }
-    fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<(u32, f32), TrainRefusal> {
+    fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<Evaluation, TrainRefusal> {
         self.check_batch(labels.len())?;
         let Trainer { session, backbone, i8_scratch, features, head, .. } = self;
         let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
@@ -193,6 +194,7 @@ fn main() -> ! {
                 rx: &mut *core::ptr::addr_of_mut!(RX),
                 classes: &mut *core::ptr::addr_of_mut!(CLASSES),
                 logits: &mut *core::ptr::addr_of_mut!(TX),
+                confidence: &mut *core::ptr::addr_of_mut!(CONFIDENCE),
             },
         )
     };
