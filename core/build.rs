@@ -20,4 +20,10 @@ fn main() {
     if arm && on {
         println!("cargo:rustc-cfg=tailor_arm_dsp");
     }
+    // The f32 kernels of `gemm::m4` need a hardware FPU (VFP `VLDM`/`VMLA`):
+    // the hard-float targets (`*-eabihf`) have one.
+    println!("cargo:rustc-check-cfg=cfg(tailor_arm_fpu)");
+    if arm && target.ends_with("eabihf") {
+        println!("cargo:rustc-cfg=tailor_arm_fpu");
+    }
 }
