@@ -166,7 +166,15 @@ fn forward_with<K: Micro>(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usi
 /// term, the columns past a multiple of 8, and the mask.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn input_grad_with<K: Micro>(dy: &[f32], w: &[f32], dx: &mut [f32], mask: Option<&[f32]>, m: usize, n: usize, k: usize) {
+fn input_grad_with<K: Micro>(
+    dy: &[f32],
+    w: &[f32],
+    dx: &mut [f32],
+    mask: Option<&[f32]>,
+    m: usize,
+    n: usize,
+    k: usize,
+) {
     let (dy, w, dx) = (&dy[..m * n], &w[..n * k], &mut dx[..m * k]);
     let k8 = k / 8 * 8;
     let (quads, pair, odd) = (n / 4, n % 4 >= 2, n % 2 == 1);
@@ -774,8 +782,8 @@ pub mod golden {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gemm::tests::{check, check_step};
     use crate::gemm::naive;
+    use crate::gemm::tests::{check, check_step};
     use proptest::prelude::*;
     extern crate std;
     use std::vec::Vec;
