@@ -218,9 +218,12 @@ static mut F_W: [f32; 32 * 784] = [0.0; 32 * 784];
 static mut F_DY: [f32; 8 * 32] = [0.0; 8 * 32];
 static mut F_OUT: [[f32; 8 * 784]; 2] = [[0.0; 8 * 784]; 2];
 
+/// `x`, `w`, `dy` and two output buffers.
+type Operands = (&'static [f32], &'static [f32], &'static [f32], [&'static mut [f32]; 2]);
+
 /// The f32 operands, filled from `seed`: `x` ReLU-like (zeros of both signs,
 /// so that it also serves as the input gradient's mask).
-fn f32_operands(seed: u64) -> (&'static [f32], &'static [f32], &'static [f32], [&'static mut [f32]; 2]) {
+fn f32_operands(seed: u64) -> Operands {
     // SAFETY: single-threaded test; each static is borrowed here only, and
     // the tests that call this do not overlap.
     let (x, w, dy, out) = unsafe {

@@ -19,7 +19,7 @@
 //! | product | micro-kernel | per step |
 //! |---|---|---|
 //! | forward | 2 rows × 4 outputs, dot products along `k` | 6 `VLDM` + 32 `VMLA` + 2 |
-//! | input grad | 2 rows × 8 columns, axpy over `n` | 2 `VLDM` (dy) + 4 × (`VLDM` + `ADD`) (w) + 64 `VMLA` + 2 |
+//! | input grad | 2 rows × 8 columns, axpy over `n` (all column blocks of 2 rows in one call) | 2 `VLDM` (dy) + 4 × (`VLDM` + `ADD`) (w) + 64 `VMLA` + 2 |
 //! | weight grad | 8 batch rows into 8 columns of one `dw` row | 8 `VLDM` + 64 `VMLA` + `VLDM` (zeros) + `VSTM` + 2 |
 //!
 //! Shapes the micro-kernels do not cover (a last odd row, a last partial
@@ -37,9 +37,10 @@ trait Micro {
     /// `acc[r·4 + c] += x[r][p]·w[c][p]` for `p < 4·steps`, `p` in order,
     /// `r < 2`, `c < 4` (`x[r]`, `w[c]`: `4·steps` floats each). `steps >= 1`.
     unsafe fn dot_2x4(acc: &mut [f32; 8], x: [*const f32; 2], w: [*const f32; 4], steps: usize);
-    /// `o[r][l] = Σ_t a[r][t]·b[t·ldb + l]` from +0, `t` in order over
-    /// `4·quads + 2·pair` terms, for `r < 2`, `l < 8`.
-    unsafe fn axpy_2x8(a: [*const f32; 2], b: *const f32, ldb: usize, o: [*mut f32; 2], quads: usize, pair: bool);
+    /// `o[r][8c + l] = Σ_t a[r][t]·b[t·ldb + 8c + l]` from +0, `t < terms`
+    /// in order (`terms` even), for `r < 2`, `l < 8` and each of `blocks >= 1`
+    /// blocks `c`. `o[0]` and `o[1]` are the same or do not overlap.
+    unsafe fn axpy_2x8(a: [*const f32; 2], b: *const f32, ldb: usize, o: [*mut f32; 2], terms: usize, blocks: usize);
     /// `out[8s + l] = Σ_i dz[i]·x[i][8s + l]` from +0, `i < 8` in order, for
     /// `s < steps`, `l < 8`; `dz[8..]` must be +0 (the initial sums).
     unsafe fn axpy_t_8(dz: &[f32; 16], x: [*const f32; 8], out: *mut f32, steps: usize);
@@ -74,24 +75,25 @@ impl Micro for Twin {
     }
 
     #[inline(always)]
-    unsafe fn axpy_2x8(a: [*const f32; 2], b: *const f32, ldb: usize, o: [*mut f32; 2], quads: usize, pair: bool) {
-        let terms = 4 * quads + 2 * pair as usize;
-        let mut acc = [[0.0f32; 8]; 2];
-        for t in 0..terms {
-            // SAFETY: the caller's contract: `terms` coefficients per row,
-            // 8 floats of `b` per term.
-            let bt = unsafe { &*(b.add(t * ldb) as *const [f32; 8]) };
-            for r in 0..2 {
-                // SAFETY: as above.
-                let s = unsafe { *a[r].add(t) };
-                for l in 0..8 {
-                    acc[r][l] += s * bt[l];
+    unsafe fn axpy_2x8(a: [*const f32; 2], b: *const f32, ldb: usize, o: [*mut f32; 2], terms: usize, blocks: usize) {
+        for c in 0..blocks {
+            let mut acc = [[0.0f32; 8]; 2];
+            for t in 0..terms {
+                // SAFETY: the caller's contract: `terms` coefficients per
+                // row, 8 floats of `b` per term and block.
+                let bt = unsafe { &*(b.add(t * ldb + 8 * c) as *const [f32; 8]) };
+                for r in 0..2 {
+                    // SAFETY: as above.
+                    let s = unsafe { *a[r].add(t) };
+                    for l in 0..8 {
+                        acc[r][l] += s * bt[l];
+                    }
                 }
             }
-        }
-        for r in 0..2 {
-            // SAFETY: 8 writable floats per row.
-            unsafe { o[r].cast::<[f32; 8]>().write(acc[r]) };
+            for r in 0..2 {
+                // SAFETY: 8·blocks writable floats per row.
+                unsafe { o[r].add(8 * c).cast::<[f32; 8]>().write(acc[r]) };
+            }
         }
     }
 
@@ -177,19 +179,17 @@ fn input_grad_with<K: Micro>(
 ) {
     let (dy, w, dx) = (&dy[..m * n], &w[..n * k], &mut dx[..m * k]);
     let k8 = k / 8 * 8;
-    let (quads, pair, odd) = (n / 4, n % 4 >= 2, n % 2 == 1);
-    let mut spare = [0.0f32; 8];
+    let (terms, odd) = (n & !1, n % 2 == 1);
     for i in (0..m).step_by(2) {
         let rows = (m - i).min(2);
-        for p in (0..k8).step_by(8) {
+        if k8 > 0 {
             let a = [dy[i * n..].as_ptr(), dy[(i + rows - 1) * n..].as_ptr()];
-            let o1 = if rows == 2 { dx[(i + 1) * k + p..].as_mut_ptr() } else { spare.as_mut_ptr() };
-            let o = [dx[i * k + p..].as_mut_ptr(), o1];
-            // SAFETY: rows of dy hold n >= 4·quads + 2·pair coefficients; w
-            // from column p holds n rows of stride k with p + 8 <= k (none
-            // read when n = 0); the outputs are 8 floats of dx's rows (or
-            // `spare`), distinct.
-            unsafe { K::axpy_2x8(a, w.as_ptr().wrapping_add(p), k, o, quads, pair) };
+            // A last odd row is computed twice into the same place.
+            let o = [dx[i * k..].as_mut_ptr(), dx[(i + rows - 1) * k..].as_mut_ptr()];
+            // SAFETY: rows of dy hold n >= terms coefficients; w holds n
+            // rows of k >= k8 floats (none read when n = 0); the outputs are
+            // k8 floats of dx's rows, the same row or distinct ones.
+            unsafe { K::axpy_2x8(a, w.as_ptr(), k, o, terms, k8 / 8) };
         }
         for r in i..i + rows {
             if odd {
@@ -426,15 +426,27 @@ mod vfp {
         }
 
         #[inline(always)]
-        unsafe fn axpy_2x8(a: [*const f32; 2], b: *const f32, ldb: usize, o: [*mut f32; 2], quads: usize, pair: bool) {
+        unsafe fn axpy_2x8(
+            a: [*const f32; 2],
+            b: *const f32,
+            ldb: usize,
+            o: [*mut f32; 2],
+            terms: usize,
+            blocks: usize,
+        ) {
             static ZERO: [f32; 16] = [0.0; 16];
             // SAFETY: the trait's contract; s0-s31 are declared clobbered.
+            // Per block: quads of terms, then a pair if `terms` has one
+            // (bit 3 of its byte count), then the dy pointers go back.
             unsafe {
                 asm!(
-                "vldm {z}, {{s0-s15}}",
-                "cmp {q}, #0",
-                "beq 3f",
                 "2:",
+                "vldm {z}, {{s0-s15}}",
+                "mov {w}, {wc}",
+                "add {wc}, {wc}, #32",
+                "lsrs {q}, {tb}, #4",
+                "beq 4f",
+                "3:",
                 "vldmia {d0}!, {{s24-s27}}",
                 "vldmia {d1}!, {{s28-s31}}",
                 "vldm {w}, {{s16-s23}}",
@@ -510,10 +522,10 @@ mod vfp {
                 "vmla.f32 s14, s31, s22",
                 "vmla.f32 s15, s31, s23",
                 "subs {q}, {q}, #1",
-                "bne 2b",
-                "3:",
-                "cmp {pair}, #0",
-                "beq 4f",
+                "bne 3b",
+                "4:",
+                "tst {tb}, #8",
+                "beq 5f",
                 "vldmia {d0}!, {{s24-s25}}",
                 "vldmia {d1}!, {{s28-s29}}",
                 "vldm {w}, {{s16-s23}}",
@@ -552,18 +564,24 @@ mod vfp {
                 "vmla.f32 s13, s29, s21",
                 "vmla.f32 s14, s29, s22",
                 "vmla.f32 s15, s29, s23",
-                "4:",
-                "vstm {o0}, {{s0-s7}}",
-                "vstm {o1}, {{s8-s15}}",
+                "5:",
+                "sub {d0}, {d0}, {tb}",
+                "sub {d1}, {d1}, {tb}",
+                "vstmia {o0}!, {{s0-s7}}",
+                "vstmia {o1}!, {{s8-s15}}",
+                "subs {blocks}, {blocks}, #1",
+                "bne 2b",
                 z = in(reg) ZERO.as_ptr(),
-                o0 = in(reg) o[0],
-                o1 = in(reg) o[1],
+                o0 = inout(reg) o[0] => _,
+                o1 = inout(reg) o[1] => _,
                 d0 = inout(reg) a[0] => _,
                 d1 = inout(reg) a[1] => _,
-                w = inout(reg) b => _,
+                w = out(reg) _,
+                wc = inout(reg) b => _,
                 ldw = in(reg) ldb * 4,
-                q = inout(reg) quads => _,
-                pair = in(reg) pair as usize,
+                q = out(reg) _,
+                tb = in(reg) terms * 4,
+                blocks = inout(reg) blocks => _,
                 out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
                 out("s8") _, out("s9") _, out("s10") _, out("s11") _, out("s12") _, out("s13") _, out("s14") _, out("s15") _,
                 out("s16") _, out("s17") _, out("s18") _, out("s19") _, out("s20") _, out("s21") _, out("s22") _, out("s23") _,
