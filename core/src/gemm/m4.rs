@@ -180,18 +180,22 @@ fn input_grad_with<K: Micro>(
     let (dy, w, dx) = (&dy[..m * n], &w[..n * k], &mut dx[..m * k]);
     let k8 = k / 8 * 8;
     let (terms, odd) = (n & !1, n % 2 == 1);
-    for i in (0..m).step_by(2) {
-        let rows = (m - i).min(2);
-        if k8 > 0 {
-            let a = [dy[i * n..].as_ptr(), dy[(i + rows - 1) * n..].as_ptr()];
-            // A last odd row is computed twice into the same place.
-            let o = [dx[i * k..].as_mut_ptr(), dx[(i + rows - 1) * k..].as_mut_ptr()];
-            // SAFETY: rows of dy hold n >= terms coefficients; w holds n
-            // rows of k >= k8 floats (none read when n = 0); the outputs are
-            // k8 floats of dx's rows, the same row or distinct ones.
-            unsafe { K::axpy_2x8(a, w.as_ptr(), k, o, terms, k8 / 8) };
+    if k8 > 0 {
+        let (dyp, dxp) = (dy.as_ptr(), dx.as_mut_ptr());
+        for i in (0..m).step_by(2) {
+            let last = if i + 1 < m { i + 1 } else { i };
+            // SAFETY: rows i and last < m of dy (n >= terms coefficients
+            // each) and of dx (k >= k8 floats each, a last odd row computed
+            // twice into the same place); w holds n rows of k >= k8 floats
+            // (none read when n = 0).
+            unsafe {
+                let a = [dyp.add(i * n), dyp.add(last * n)];
+                K::axpy_2x8(a, w.as_ptr(), k, [dxp.add(i * k), dxp.add(last * k)], terms, k8 / 8)
+            };
         }
-        for r in i..i + rows {
+    }
+    if odd || k8 < k {
+        for r in 0..m {
             if odd {
                 let s = dy[r * n + n - 1];
                 for (d, &v) in dx[r * k..][..k8].iter_mut().zip(&w[(n - 1) * k..][..k8]) {
