@@ -1,4 +1,5 @@
-//! Enables the Cortex-M DSP (`SMLAD`/`SXTB16`) int8 kernels.
+//! Enables the Cortex-M DSP (`SMLAD`/`SXTB16`) int8 kernels, and the
+//! Cortex-M4F f32 kernels (`tailor_arm_fpu`) on hard-float Arm targets.
 //!
 //! On stable Rust, ARM target features such as `dsp` are not visible to
 //! `cfg(target_feature = ...)`, so the decision is made here from the target

@@ -3,8 +3,8 @@
 //! The M4's FPU is scalar: no SIMD, one `VMLA` per multiply-accumulate, so
 //! what costs is everything around the `VMLA`s (loads, pointer updates,
 //! loop control). The micro-kernels here keep a register tile of outputs in
-//! `s0`–`s15`, load operands with one `VLDM` per 4–8 floats, and leave
-//! about one instruction in six that is not a `VMLA`.
+//! `s0`–`s15` and load operands with one `VLDM` per 4–8 floats, so that
+//! most instructions are `VMLA`s (measured counts are in the README).
 //!
 //! **The same bits on the host.** Every output is one chain of `VMLA`
 //! (multiply, round, add, round: not fused) in index order, starting from
@@ -347,7 +347,7 @@ pub mod cortex_m4 {
 }
 
 impl Kernels {
-    /// What [`Kernels::CORTEX_M4`] computes, bit for bit, on any target
+    /// What `Kernels::CORTEX_M4` computes, bit for bit, on any target
     /// (the host's replica of on-device training runs it).
     pub const M4_TWIN: Kernels = twin::KERNELS;
     /// Register-blocked `VLDM`/`VMLA` kernels for the Cortex-M4F (any
@@ -745,7 +745,7 @@ mod vfp {
 /// Checksums of the three products on fixed inputs, that pin the device's
 /// kernels to the host's twin: a host test asserts that
 /// [`Kernels::M4_TWIN`] gives [`golden::CHECKSUMS`], an on-target test that
-/// [`Kernels::CORTEX_M4`] does.
+/// `Kernels::CORTEX_M4` does.
 pub mod golden {
     use crate::gemm::Kernels;
     use crate::rng::Rng;
