@@ -212,10 +212,10 @@ fn missing_or_corrupt_model_is_reported(out: &mut dyn core::fmt::Write) -> bool 
 }
 
 /// Operands of the f32 kernel tests: the 784-32-10 model's largest shapes
-/// at batch 8.
+/// at batch 8 (and a `dy` for up to 1,024 outputs).
 static mut F_X: [f32; 8 * 784] = [0.0; 8 * 784];
 static mut F_W: [f32; 32 * 784] = [0.0; 32 * 784];
-static mut F_DY: [f32; 8 * 32] = [0.0; 8 * 32];
+static mut F_DY: [f32; 1024] = [0.0; 1024];
 static mut F_OUT: [[f32; 8 * 784]; 2] = [[0.0; 8 * 784]; 2];
 
 /// `x`, `w`, `dy` and two output buffers.
@@ -253,9 +253,18 @@ fn m4_kernels_match_naive(out: &mut dyn core::fmt::Write) -> bool {
     let k = Kernels::CORTEX_M4;
     let (x, w, dy, [o1, o2]) = f32_operands(21);
     let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
-    for &(m, n, kk) in
-        &[(8, 32, 784), (8, 10, 32), (8, 10, 128), (7, 10, 32), (1, 1, 1), (3, 5, 45), (9, 7, 21), (2, 3, 9)]
-    {
+    for &(m, n, kk) in &[
+        (8, 32, 784),
+        (8, 10, 32),
+        (8, 10, 128),
+        (7, 10, 32),
+        (1, 1, 1),
+        (3, 5, 45),
+        (9, 7, 21),
+        (2, 3, 9),
+        (3, 300, 16),
+        (3, 257, 24),
+    ] {
         for relu in [false, true] {
             (k.forward)(x, w, dy, o1, m, n, kk, relu);
             naive::forward(x, w, dy, o2, m, n, kk, relu);
@@ -273,7 +282,7 @@ fn m4_kernels_match_naive(out: &mut dyn core::fmt::Write) -> bool {
             }
         }
         let ldy = n + 1;
-        if m * ldy <= dy.len() {
+        if m * ldy <= dy.len() && n * kk <= o1.len() {
             (k.weight_grad)(dy, ldy, x, o1, m, n, kk);
             naive::weight_grad(dy, ldy, x, o2, m, n, kk);
             if !same(&o1[..n * kk], &o2[..n * kk]) {

@@ -19,7 +19,7 @@
 //! | product | micro-kernel | per step |
 //! |---|---|---|
 //! | forward | 2 rows × 4 outputs, dot products along `k` | 6 `VLDM` + 32 `VMLA` + 2 |
-//! | input grad | 2 rows × 8 columns, axpy over `n` (all column blocks of 2 rows in one call) | 2 `VLDM` (dy) + 4 × (`VLDM` + `ADD`) (w) + 64 `VMLA` + 2 |
+//! | input grad | 2 rows × 8 columns, axpy over `n`, on `w` packed once into 8-column panels (all rows in one call) | 2 `VLDM` (dy) + 4 `VLDM` (w) + 64 `VMLA` + 2 |
 //! | weight grad | 8 batch rows into 8 columns of one `dw` row | 8 `VLDM` + 64 `VMLA` + `VLDM` (zeros) + `VSTM` + 2 |
 //!
 //! Shapes the micro-kernels do not cover (a last odd row, a last partial
@@ -41,13 +41,38 @@ trait Micro {
     /// in order (`terms` even), for `r < 2`, `l < 8` and each of `blocks >= 1`
     /// blocks `c`. `o[0]` and `o[1]` are the same or do not overlap.
     unsafe fn axpy_2x8(a: [*const f32; 2], b: *const f32, ldb: usize, o: [*mut f32; 2], terms: usize, blocks: usize);
+    /// `pk[(c·rows + j)·8 + l] = b[j·ldb + 8c + l]` for `j < rows`,
+    /// `c < blocks`, `l < 8`: each 8-column block of `b`'s first `rows`
+    /// rows as one contiguous panel. `rows, blocks >= 1`.
+    unsafe fn pack_panels(b: *const f32, ldb: usize, rows: usize, blocks: usize, pk: *mut f32);
+    /// [`Self::axpy_2x8`] on packed panels (`p.panels`, `terms` rows each,
+    /// `p.blocks` of them) for `pairs >= 1` pairs of rows: pair `q`'s first
+    /// rows are `a + q·dy_next` and `o + q·(8·blocks + dx_next)` (in bytes),
+    /// its second rows `dy_row` and `dx_row` bytes further (0: the same).
+    unsafe fn axpy_rows(p: &RowsParams, a: *const f32, o: *mut f32, terms: usize, pairs: usize);
     /// `out[8s + l] = Σ_i dz[i]·x[i][8s + l]` from +0, `i < 8` in order, for
     /// `s < steps`, `l < 8`; `dz[8..]` must be +0 (the initial sums).
     unsafe fn axpy_t_8(dz: &[f32; 16], x: [*const f32; 8], out: *mut f32, steps: usize);
     /// `dx[e] = +0` where `mask[e]`'s bits as an `i32` are `<= 0`, for
-    /// `e < 8·steps`.
-    unsafe fn mask_8(dx: *mut f32, mask: *const f32, steps: usize);
+    /// `e < 16·steps`.
+    unsafe fn mask_16(dx: *mut f32, mask: *const f32, steps: usize);
 }
+
+/// What [`Micro::axpy_rows`] reads from memory (the assembly has no
+/// registers left for it). Offsets are in bytes; the sums start at +0.
+#[repr(C)]
+struct RowsParams {
+    dy_row: usize,
+    dx_row: usize,
+    panels: *const f32,
+    blocks: usize,
+    dx_next: usize,
+    dy_next: usize,
+}
+
+/// Floats of packed panels the input gradient keeps on the stack: with
+/// more than 256 rows in `w` it reads `w` unpacked.
+const PACK: usize = 2048;
 
 /// Whether a ReLU mask value zeroes its gradient (see the module doc).
 #[inline(always)]
@@ -98,6 +123,32 @@ impl Micro for Twin {
     }
 
     #[inline(always)]
+    unsafe fn pack_panels(b: *const f32, ldb: usize, rows: usize, blocks: usize, pk: *mut f32) {
+        for c in 0..blocks {
+            for j in 0..rows {
+                // SAFETY: the caller's contract.
+                unsafe { pk.add((c * rows + j) * 8).copy_from_nonoverlapping(b.add(j * ldb + 8 * c), 8) };
+            }
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn axpy_rows(p: &RowsParams, a: *const f32, o: *mut f32, terms: usize, pairs: usize) {
+        let f = core::mem::size_of::<f32>();
+        for q in 0..pairs {
+            // SAFETY: the caller's contract.
+            unsafe {
+                let (a0, o0) = (a.add(q * p.dy_next / f), o.add(q * (8 * p.blocks + p.dx_next / f)));
+                let (a1, o1) = (a0.add(p.dy_row / f), o0.add(p.dx_row / f));
+                for c in 0..p.blocks {
+                    let pk = p.panels.add(c * terms * 8);
+                    Self::axpy_2x8([a0, a1], pk, 8, [o0.add(8 * c), o1.add(8 * c)], terms, 1);
+                }
+            }
+        }
+    }
+
+    #[inline(always)]
     unsafe fn axpy_t_8(dz: &[f32; 16], x: [*const f32; 8], out: *mut f32, steps: usize) {
         // SAFETY: the caller's contract: 8·steps floats per row and out.
         let (x, out) = unsafe {
@@ -115,10 +166,10 @@ impl Micro for Twin {
     }
 
     #[inline(always)]
-    unsafe fn mask_8(dx: *mut f32, mask: *const f32, steps: usize) {
+    unsafe fn mask_16(dx: *mut f32, mask: *const f32, steps: usize) {
         // SAFETY: the caller's contract.
         let (dx, mask) =
-            unsafe { (core::slice::from_raw_parts_mut(dx, 8 * steps), core::slice::from_raw_parts(mask, 8 * steps)) };
+            unsafe { (core::slice::from_raw_parts_mut(dx, 16 * steps), core::slice::from_raw_parts(mask, 16 * steps)) };
         for (d, &a) in dx.iter_mut().zip(mask) {
             if masked_out(a) {
                 *d = 0.0;
@@ -180,14 +231,50 @@ fn input_grad_with<K: Micro>(
     let (dy, w, dx) = (&dy[..m * n], &w[..n * k], &mut dx[..m * k]);
     let k8 = k / 8 * 8;
     let (terms, odd) = (n & !1, n % 2 == 1);
-    if k8 > 0 {
+    // Columns per packed strip: all of them unless `w` is tall.
+    let strip = PACK.checked_div(terms).map_or(k8, |r| (r / 8 * 8).min(k8));
+    if k8 > 0 && strip > 0 {
+        let mut pk = core::mem::MaybeUninit::<[f32; PACK]>::uninit();
+        let pkp = pk.as_mut_ptr().cast::<f32>();
+        let f = core::mem::size_of::<f32>();
+        let mut c0 = 0;
+        while c0 < k8 {
+            let width = strip.min(k8 - c0);
+            if terms > 0 {
+                // SAFETY: w holds terms <= n rows of k >= c0 + width floats;
+                // the panels fill terms·width <= PACK floats.
+                unsafe { K::pack_panels(w.as_ptr().add(c0), k, terms, width / 8, pkp) };
+            }
+            let p = RowsParams {
+                dy_row: n * f,
+                dx_row: k * f,
+                panels: pkp,
+                blocks: width / 8,
+                dx_next: (2 * k - width) * f,
+                dy_next: 2 * n * f,
+            };
+            // SAFETY: pairs of rows of dy (n >= terms coefficients each) and
+            // of dx (columns c0..c0 + width < k); the panels were packed
+            // above (none read when terms = 0); a last odd row goes alone,
+            // computed twice into the same place.
+            unsafe {
+                if m >= 2 {
+                    K::axpy_rows(&p, dy.as_ptr(), dx.as_mut_ptr().add(c0), terms, m / 2);
+                }
+                if m % 2 == 1 {
+                    let last = RowsParams { dy_row: 0, dx_row: 0, ..p };
+                    K::axpy_rows(&last, dy.as_ptr().add((m - 1) * n), dx.as_mut_ptr().add((m - 1) * k + c0), terms, 1);
+                }
+            }
+            c0 += width;
+        }
+    } else if k8 > 0 {
         let (dyp, dxp) = (dy.as_ptr(), dx.as_mut_ptr());
         for i in (0..m).step_by(2) {
             let last = if i + 1 < m { i + 1 } else { i };
             // SAFETY: rows i and last < m of dy (n >= terms coefficients
             // each) and of dx (k >= k8 floats each, a last odd row computed
-            // twice into the same place); w holds n rows of k >= k8 floats
-            // (none read when n = 0).
+            // twice into the same place); w holds n rows of k >= k8 floats.
             unsafe {
                 let a = [dyp.add(i * n), dyp.add(last * n)];
                 K::axpy_2x8(a, w.as_ptr(), k, [dxp.add(i * k), dxp.add(last * k)], terms, k8 / 8)
@@ -213,12 +300,12 @@ fn input_grad_with<K: Micro>(
     }
     if let Some(mask) = mask {
         let mask = &mask[..m * k];
-        let e8 = m * k / 8 * 8;
-        if e8 > 0 {
-            // SAFETY: e8 floats of each.
-            unsafe { K::mask_8(dx.as_mut_ptr(), mask.as_ptr(), e8 / 8) };
+        let e16 = m * k / 16 * 16;
+        if e16 > 0 {
+            // SAFETY: e16 floats of each.
+            unsafe { K::mask_16(dx.as_mut_ptr(), mask.as_ptr(), e16 / 16) };
         }
-        for (d, &a) in dx[e8..].iter_mut().zip(&mask[e8..]) {
+        for (d, &a) in dx[e16..].iter_mut().zip(&mask[e16..]) {
             if masked_out(a) {
                 *d = 0.0;
             }
@@ -362,6 +449,14 @@ mod vfp {
     use core::arch::asm;
 
     pub struct Vfp;
+
+    // `axpy_rows` reads these offsets.
+    const _: () = {
+        use core::mem::offset_of;
+        type P = super::RowsParams;
+        assert!(offset_of!(P, dy_row) == 0 && offset_of!(P, dx_row) == 4 && offset_of!(P, panels) == 8);
+        assert!(offset_of!(P, blocks) == 12 && offset_of!(P, dx_next) == 16 && offset_of!(P, dy_next) == 20);
+    };
 
     impl Micro for Vfp {
         #[inline(always)]
@@ -596,6 +691,221 @@ mod vfp {
         }
 
         #[inline(always)]
+        unsafe fn pack_panels(b: *const f32, ldb: usize, rows: usize, blocks: usize, pk: *mut f32) {
+            // SAFETY: the trait's contract; s0-s15 are declared clobbered.
+            // Two blocks at a time (one 16-float load per row, stored to two
+            // panels), then an odd last block.
+            unsafe {
+                asm!(
+                "lsrs {bp}, {blocks}, #1",
+                "beq 3f",
+                "2:",
+                "mov {s}, {src}",
+                "add {db}, {da}, {rb}",
+                "mov {j}, {rows}",
+                "7:",
+                "vldm {s}, {{s0-s15}}",
+                "add {s}, {s}, {ldb}",
+                "vstmia {da}!, {{s0-s7}}",
+                "vstmia {db}!, {{s8-s15}}",
+                "subs {j}, {j}, #1",
+                "bne 7b",
+                "mov {da}, {db}",
+                "add {src}, {src}, #64",
+                "subs {bp}, {bp}, #1",
+                "bne 2b",
+                "3:",
+                "tst {blocks}, #1",
+                "beq 4f",
+                "mov {j}, {rows}",
+                "8:",
+                "vldm {src}, {{s0-s7}}",
+                "add {src}, {src}, {ldb}",
+                "vstmia {da}!, {{s0-s7}}",
+                "subs {j}, {j}, #1",
+                "bne 8b",
+                "4:",
+                src = inout(reg) b => _,
+                ldb = in(reg) ldb * 4,
+                rows = in(reg) rows,
+                blocks = in(reg) blocks,
+                rb = in(reg) rows * 32,
+                da = inout(reg) pk => _,
+                db = out(reg) _,
+                bp = out(reg) _,
+                s = out(reg) _,
+                j = out(reg) _,
+                out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
+                out("s8") _, out("s9") _, out("s10") _, out("s11") _, out("s12") _, out("s13") _, out("s14") _, out("s15") _,
+                options(nostack),
+                )
+            }
+        }
+
+        #[inline(always)]
+        unsafe fn axpy_rows(p: &super::RowsParams, a: *const f32, o: *mut f32, terms: usize, pairs: usize) {
+            static ZERO: [f32; 16] = [0.0; 16];
+            // SAFETY: the trait's contract; s0-s31 are declared clobbered.
+            // The offsets are those of RowsParams' fields (usize: 4 bytes).
+            unsafe {
+                asm!(
+                "6:",
+                "ldr {q}, [{p}, #0]",
+                "add {d1}, {d0}, {q}",
+                "ldr {q}, [{p}, #4]",
+                "add {o1}, {o0}, {q}",
+                "ldr {w}, [{p}, #8]",
+                "ldr {blocks}, [{p}, #12]",
+                "2:",
+                "vldm {z}, {{s0-s15}}",
+                "lsrs {q}, {tb}, #4",
+                "beq 4f",
+                "3:",
+                "vldmia {d0}!, {{s24-s27}}",
+                "vldmia {d1}!, {{s28-s31}}",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s24, s16",
+                "vmla.f32 s1, s24, s17",
+                "vmla.f32 s2, s24, s18",
+                "vmla.f32 s3, s24, s19",
+                "vmla.f32 s4, s24, s20",
+                "vmla.f32 s5, s24, s21",
+                "vmla.f32 s6, s24, s22",
+                "vmla.f32 s7, s24, s23",
+                "vmla.f32 s8, s28, s16",
+                "vmla.f32 s9, s28, s17",
+                "vmla.f32 s10, s28, s18",
+                "vmla.f32 s11, s28, s19",
+                "vmla.f32 s12, s28, s20",
+                "vmla.f32 s13, s28, s21",
+                "vmla.f32 s14, s28, s22",
+                "vmla.f32 s15, s28, s23",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s25, s16",
+                "vmla.f32 s1, s25, s17",
+                "vmla.f32 s2, s25, s18",
+                "vmla.f32 s3, s25, s19",
+                "vmla.f32 s4, s25, s20",
+                "vmla.f32 s5, s25, s21",
+                "vmla.f32 s6, s25, s22",
+                "vmla.f32 s7, s25, s23",
+                "vmla.f32 s8, s29, s16",
+                "vmla.f32 s9, s29, s17",
+                "vmla.f32 s10, s29, s18",
+                "vmla.f32 s11, s29, s19",
+                "vmla.f32 s12, s29, s20",
+                "vmla.f32 s13, s29, s21",
+                "vmla.f32 s14, s29, s22",
+                "vmla.f32 s15, s29, s23",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s26, s16",
+                "vmla.f32 s1, s26, s17",
+                "vmla.f32 s2, s26, s18",
+                "vmla.f32 s3, s26, s19",
+                "vmla.f32 s4, s26, s20",
+                "vmla.f32 s5, s26, s21",
+                "vmla.f32 s6, s26, s22",
+                "vmla.f32 s7, s26, s23",
+                "vmla.f32 s8, s30, s16",
+                "vmla.f32 s9, s30, s17",
+                "vmla.f32 s10, s30, s18",
+                "vmla.f32 s11, s30, s19",
+                "vmla.f32 s12, s30, s20",
+                "vmla.f32 s13, s30, s21",
+                "vmla.f32 s14, s30, s22",
+                "vmla.f32 s15, s30, s23",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s27, s16",
+                "vmla.f32 s1, s27, s17",
+                "vmla.f32 s2, s27, s18",
+                "vmla.f32 s3, s27, s19",
+                "vmla.f32 s4, s27, s20",
+                "vmla.f32 s5, s27, s21",
+                "vmla.f32 s6, s27, s22",
+                "vmla.f32 s7, s27, s23",
+                "vmla.f32 s8, s31, s16",
+                "vmla.f32 s9, s31, s17",
+                "vmla.f32 s10, s31, s18",
+                "vmla.f32 s11, s31, s19",
+                "vmla.f32 s12, s31, s20",
+                "vmla.f32 s13, s31, s21",
+                "vmla.f32 s14, s31, s22",
+                "vmla.f32 s15, s31, s23",
+                "subs {q}, {q}, #1",
+                "bne 3b",
+                "4:",
+                "tst {tb}, #8",
+                "beq 5f",
+                "vldmia {d0}!, {{s24-s25}}",
+                "vldmia {d1}!, {{s28-s29}}",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s24, s16",
+                "vmla.f32 s1, s24, s17",
+                "vmla.f32 s2, s24, s18",
+                "vmla.f32 s3, s24, s19",
+                "vmla.f32 s4, s24, s20",
+                "vmla.f32 s5, s24, s21",
+                "vmla.f32 s6, s24, s22",
+                "vmla.f32 s7, s24, s23",
+                "vmla.f32 s8, s28, s16",
+                "vmla.f32 s9, s28, s17",
+                "vmla.f32 s10, s28, s18",
+                "vmla.f32 s11, s28, s19",
+                "vmla.f32 s12, s28, s20",
+                "vmla.f32 s13, s28, s21",
+                "vmla.f32 s14, s28, s22",
+                "vmla.f32 s15, s28, s23",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s25, s16",
+                "vmla.f32 s1, s25, s17",
+                "vmla.f32 s2, s25, s18",
+                "vmla.f32 s3, s25, s19",
+                "vmla.f32 s4, s25, s20",
+                "vmla.f32 s5, s25, s21",
+                "vmla.f32 s6, s25, s22",
+                "vmla.f32 s7, s25, s23",
+                "vmla.f32 s8, s29, s16",
+                "vmla.f32 s9, s29, s17",
+                "vmla.f32 s10, s29, s18",
+                "vmla.f32 s11, s29, s19",
+                "vmla.f32 s12, s29, s20",
+                "vmla.f32 s13, s29, s21",
+                "vmla.f32 s14, s29, s22",
+                "vmla.f32 s15, s29, s23",
+                "5:",
+                "sub {d0}, {d0}, {tb}",
+                "sub {d1}, {d1}, {tb}",
+                "vstmia {o0}!, {{s0-s7}}",
+                "vstmia {o1}!, {{s8-s15}}",
+                "subs {blocks}, {blocks}, #1",
+                "bne 2b",
+                "ldr {q}, [{p}, #16]",
+                "add {o0}, {o0}, {q}",
+                "ldr {q}, [{p}, #20]",
+                "add {d0}, {d0}, {q}",
+                "subs {pairs}, {pairs}, #1",
+                "bne 6b",
+                p = in(reg) p as *const super::RowsParams,
+                z = in(reg) ZERO.as_ptr(),
+                o0 = inout(reg) o => _,
+                o1 = out(reg) _,
+                d0 = inout(reg) a => _,
+                d1 = out(reg) _,
+                w = out(reg) _,
+                q = out(reg) _,
+                tb = in(reg) terms * 4,
+                blocks = out(reg) _,
+                pairs = inout(reg) pairs => _,
+                out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
+                out("s8") _, out("s9") _, out("s10") _, out("s11") _, out("s12") _, out("s13") _, out("s14") _, out("s15") _,
+                out("s16") _, out("s17") _, out("s18") _, out("s19") _, out("s20") _, out("s21") _, out("s22") _, out("s23") _,
+                out("s24") _, out("s25") _, out("s26") _, out("s27") _, out("s28") _, out("s29") _, out("s30") _, out("s31") _,
+                options(nostack),
+                )
+            }
+        }
+
+        #[inline(always)]
         unsafe fn axpy_t_8(dz: &[f32; 16], x: [*const f32; 8], out: *mut f32, steps: usize) {
             // SAFETY: the trait's contract; s0-s31 are declared clobbered.
             unsafe {
@@ -700,12 +1010,34 @@ mod vfp {
         }
 
         #[inline(always)]
-        unsafe fn mask_8(dx: *mut f32, mask: *const f32, steps: usize) {
+        unsafe fn mask_16(dx: *mut f32, mask: *const f32, steps: usize) {
             // SAFETY: the trait's contract. `usat t, #1, m` is 1 when m > 0
             // as an i32, else 0; the product keeps or clears the gradient.
             unsafe {
                 asm!(
                 "2:",
+                "ldm {m}!, {{r8, r9, r10, r11}}",
+                "ldm {d}, {{r2, r3, r4, r5}}",
+                "usat r8, #1, r8",
+                "usat r9, #1, r9",
+                "usat r10, #1, r10",
+                "usat r11, #1, r11",
+                "mul r2, r2, r8",
+                "mul r3, r3, r9",
+                "mul r4, r4, r10",
+                "mul r5, r5, r11",
+                "stm {d}!, {{r2, r3, r4, r5}}",
+                "ldm {m}!, {{r8, r9, r10, r11}}",
+                "ldm {d}, {{r2, r3, r4, r5}}",
+                "usat r8, #1, r8",
+                "usat r9, #1, r9",
+                "usat r10, #1, r10",
+                "usat r11, #1, r11",
+                "mul r2, r2, r8",
+                "mul r3, r3, r9",
+                "mul r4, r4, r10",
+                "mul r5, r5, r11",
+                "stm {d}!, {{r2, r3, r4, r5}}",
                 "ldm {m}!, {{r8, r9, r10, r11}}",
                 "ldm {d}, {{r2, r3, r4, r5}}",
                 "usat r8, #1, r8",
@@ -863,7 +1195,9 @@ mod tests {
 
     #[test]
     fn twin_on_model_shapes() {
-        for &(m, n, k) in &[(8, 32, 784), (8, 10, 32), (1, 32, 784), (7, 10, 32), (8, 10, 128)] {
+        for &(m, n, k) in
+            &[(8, 32, 784), (8, 10, 32), (1, 32, 784), (7, 10, 32), (8, 10, 128), (3, 300, 16), (5, 258, 24)]
+        {
             twin_is_naive(m, n, k, 3);
         }
     }
