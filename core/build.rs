@@ -1,4 +1,5 @@
-//! Enables the Cortex-M DSP (`SMLAD`/`SXTB16`) int8 kernels.
+//! Enables the Cortex-M DSP (`SMLAD`/`SXTB16`) int8 kernels, and the
+//! Cortex-M4F f32 kernels (`tailor_arm_fpu`) on hard-float Arm targets.
 //!
 //! On stable Rust, ARM target features such as `dsp` are not visible to
 //! `cfg(target_feature = ...)`, so the decision is made here from the target
@@ -19,5 +20,11 @@ fn main() {
     };
     if arm && on {
         println!("cargo:rustc-cfg=tailor_arm_dsp");
+    }
+    // The f32 kernels of `gemm::m4` need a hardware FPU (VFP `VLDM`/`VMLA`):
+    // the hard-float targets (`*-eabihf`) have one.
+    println!("cargo:rustc-check-cfg=cfg(tailor_arm_fpu)");
+    if arm && target.ends_with("eabihf") {
+        println!("cargo:rustc-cfg=tailor_arm_fpu");
     }
 }

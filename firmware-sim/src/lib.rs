@@ -10,6 +10,7 @@
 //! * [`semi`]: semihosting files (`SYS_OPEN`/`SYS_READ`/`SYS_WRITE`) as a
 //!   second transport, and the semihosting command line.
 //! * [`counter`]: instructions counted with SysTick under `-icount shift=0`.
+//! * [`kernel_counts`]: instructions per MAC of the f32 training kernels.
 //! * [`selftest`]: golden int8 values and kernel checks, run on the device.
 //! * [`Device`]: the [`Backend`] that `tailor_core::protocol::serve` drives.
 //!
@@ -23,6 +24,7 @@ use tailor_core::protocol::{Backend, ModelState};
 use tailor_core::quant::QKernels;
 
 pub mod board;
+pub mod kernel_counts;
 pub mod model;
 
 pub const FW_VERSION: &str = concat!("tailor-firmware-sim ", env!("CARGO_PKG_VERSION"));

@@ -480,6 +480,132 @@ fn softmax_exp_cost_and_error(out: &mut dyn core::fmt::Write) -> bool {
         worst
     );
     fast > 0 && slow > 0 && worst < 5e-3
+/// Operands of the f32 kernel tests: the 784-32-10 model's largest shapes
+/// at batch 8 (and a `dy` for up to 1,024 outputs).
+static mut F_X: [f32; 8 * 784] = [0.0; 8 * 784];
+static mut F_W: [f32; 32 * 784] = [0.0; 32 * 784];
+static mut F_DY: [f32; 1024] = [0.0; 1024];
+static mut F_OUT: [[f32; 8 * 784]; 2] = [[0.0; 8 * 784]; 2];
+
+/// `x`, `w`, `dy` and two output buffers.
+type Operands = (&'static [f32], &'static [f32], &'static [f32], [&'static mut [f32]; 2]);
+
+/// The f32 operands, filled from `seed`: `x` ReLU-like (zeros of both signs,
+/// so that it also serves as the input gradient's mask).
+fn f32_operands(seed: u64) -> Operands {
+    // SAFETY: single-threaded test; each static is borrowed here only, and
+    // the tests that call this do not overlap.
+    let (x, w, dy, out) = unsafe {
+        (
+            &mut *core::ptr::addr_of_mut!(F_X),
+            &mut *core::ptr::addr_of_mut!(F_W),
+            &mut *core::ptr::addr_of_mut!(F_DY),
+            &mut *core::ptr::addr_of_mut!(F_OUT),
+        )
+    };
+    let mut rng = tailor_core::rng::Rng::new(seed);
+    for (i, v) in x.iter_mut().enumerate() {
+        *v = if i % 9 == 4 { -0.0 } else { rng.uniform(-1.0, 1.0).max(0.0) };
+    }
+    for v in w.iter_mut().chain(dy.iter_mut()) {
+        *v = rng.uniform(-1.0, 1.0);
+    }
+    let [a, b] = out;
+    (x, w, dy, [a, b])
+}
+
+/// The Cortex-M4 kernels against the naive loops, which sum in the same
+/// order: equal bit for bit (so within any tolerance), on the model's
+/// shapes and on shapes that take every tail path.
+fn m4_kernels_match_naive(out: &mut dyn core::fmt::Write) -> bool {
+    use tailor_core::gemm::{naive, Kernels};
+    let k = Kernels::CORTEX_M4;
+    let (x, w, dy, [o1, o2]) = f32_operands(21);
+    let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(p, q)| p.to_bits() == q.to_bits());
+    for &(m, n, kk) in &[
+        (8, 32, 784),
+        (8, 10, 32),
+        (8, 10, 128),
+        (7, 10, 32),
+        (1, 1, 1),
+        (3, 5, 45),
+        (9, 7, 21),
+        (2, 3, 9),
+        (3, 300, 16),
+        (3, 257, 24),
+    ] {
+        for relu in [false, true] {
+            (k.forward)(x, w, dy, o1, m, n, kk, relu);
+            naive::forward(x, w, dy, o2, m, n, kk, relu);
+            if !same(&o1[..m * n], &o2[..m * n]) {
+                let _ = write!(out, "forward m={m} n={n} k={kk} relu={relu} differs; ");
+                return false;
+            }
+        }
+        for mask in [None, Some(x)] {
+            (k.input_grad)(&dy[..m * n], w, o1, mask, m, n, kk);
+            naive::input_grad(&dy[..m * n], w, o2, mask, m, n, kk);
+            if !same(&o1[..m * kk], &o2[..m * kk]) {
+                let _ = write!(out, "input_grad m={m} n={n} k={kk} mask={} differs; ", mask.is_some());
+                return false;
+            }
+        }
+        let ldy = n + 1;
+        if m * ldy <= dy.len() && n * kk <= o1.len() {
+            (k.weight_grad)(dy, ldy, x, o1, m, n, kk);
+            naive::weight_grad(dy, ldy, x, o2, m, n, kk);
+            if !same(&o1[..n * kk], &o2[..n * kk]) {
+                let _ = write!(out, "weight_grad m={m} n={n} k={kk} differs; ");
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// The Cortex-M4 kernels give the golden checksums that a host test
+/// asserts for their twin (`gemm::m4::tests::twin_golden_checksums`), and so
+/// does the twin compiled for the device.
+fn m4_kernels_match_host_twin(out: &mut dyn core::fmt::Write) -> bool {
+    use tailor_core::gemm::{m4::golden, Kernels};
+    let m4 = golden::checksums(&Kernels::CORTEX_M4);
+    let twin = golden::checksums(&Kernels::M4_TWIN);
+    let _ = write!(out, "[{m4:08x?}] ");
+    m4 == golden::CHECKSUMS && twin == golden::CHECKSUMS
+}
+
+/// Instructions per MAC of the three products on 784-32-10 at batch 8,
+/// with the firmware's gradient scratch (deterministic counts): at most
+/// 1.6 for forward and weight grad; the input gradient (only 8×10×32, its
+/// ReLU mask 3 instructions per output over 10 MACs) at most 1.75, and
+/// printed without the mask too.
+fn m4_instructions_per_mac(out: &mut dyn core::fmt::Write) -> bool {
+    use tailor_core::gemm::Kernels;
+    use tailor_firmware_sim::kernel_counts;
+    let spec = tailor_core::spec::Spec::mlp(&[784, 32, 10]);
+    let (x, w, dy, [o1, _]) = f32_operands(5);
+    let mut ok = true;
+    for k in [Kernels::CORTEX_M4, Kernels::PORTABLE] {
+        let c = match kernel_counts::measure(&k, &spec, 8, 1024, x, w, dy, o1) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = write!(out, "{e:?}; ");
+                return false;
+            }
+        };
+        let _ = write!(out, "[{}: ", k.name);
+        let _ = c.write(out);
+        let _ = write!(out, "per 1000 MACs] ");
+        if k.name == Kernels::CORTEX_M4.name {
+            let at_most = |c: kernel_counts::Count, max| c.per_kilo_mac().is_some_and(|v| v <= max);
+            ok &= at_most(c.forward, 1600) && at_most(c.weight_grad, 1600) && at_most(c.input_grad, 1750);
+        }
+    }
+    let t0 = counter::instructions();
+    (Kernels::CORTEX_M4.input_grad)(&dy[..80], w, o1, None, 8, 10, 32);
+    let _ =
+        write!(out, "[input_grad without the mask: {} per 1000 MACs] ", (counter::instructions() - t0) * 1000 / 2560);
+    ok
 }
 
 const TESTS: &[(&str, selftest::Check)] = &[
@@ -493,6 +619,9 @@ const TESTS: &[(&str, selftest::Check)] = &[
     ("optimizer_golden", optimizer_golden),
     ("bad_training_frames", bad_training_frames),
     ("softmax_exp_cost_and_error", softmax_exp_cost_and_error),
+    ("m4_kernels_match_naive", m4_kernels_match_naive),
+    ("m4_kernels_match_host_twin", m4_kernels_match_host_twin),
+    ("m4_instructions_per_mac", m4_instructions_per_mac),
 ];
 
 #[entry]

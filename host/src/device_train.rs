@@ -2,11 +2,13 @@
 //! Cortex-M4 from the samples the host streams, and the host checks that
 //! the device computed what it computes, bit for bit.
 //!
-//! Both sides run [`tailor_core::session::TrainSession`]: the same code,
-//! the portable kernels, one thread, the same order of operations. What
-//! could still differ is the floating-point environment:
-//! - no fused multiply-add: Rust never contracts `a * b + c`, and the
-//!   portable kernels write no `mul_add`;
+//! Both sides run [`tailor_core::session::TrainSession`]: the same code, one
+//! thread, the same order of operations; the device with the Cortex-M4
+//! kernels (`VMLA` assembly), the host with their twin in Rust
+//! ([`Kernels::M4_TWIN`]). What could still differ is the floating-point
+//! environment:
+//! - no fused multiply-add: `VMLA` rounds the product, then the sum, and
+//!   Rust never contracts `a * b + c`;
 //! - subnormals: the device's FPU keeps them (FPSCR.FZ = 0), so the host's
 //!   replica runs on a thread of its own that does not flush them (the
 //!   training pool does, for speed; see `par::flush_denormals`);
@@ -112,6 +114,9 @@ pub struct DeviceTrainReport {
     /// gradients, input gradients but the first layer's; in head mode also
     /// the int8 backbone's), with `-icount shift=0`.
     pub instructions_per_mac: f64,
+    /// The device's f32 kernels alone, per product, on this model's shapes
+    /// (counted by the device at setup, read with `SelfTest`).
+    pub kernel_instructions_per_mac: KernelCounts,
     pub train_loss_last: f32,
     /// Mean confidence (0..1) of the device's right test predictions: the
     /// softmax probability of the predicted class, in whole percent on the
@@ -125,6 +130,37 @@ pub struct DeviceTrainReport {
     pub stream_secs: f64,
     pub firmware: PathBuf,
     pub checkpoint: Option<PathBuf>,
+}
+
+/// Instructions per MAC of each f32 training product on the device (`None`
+/// for a product the model does not run: the input gradient of a one-layer
+/// head).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct KernelCounts {
+    pub forward: Option<f64>,
+    pub input_grad: Option<f64>,
+    pub weight_grad: Option<f64>,
+}
+
+impl KernelCounts {
+    /// From the training firmware's `SelfTest` detail: `... forward=N
+    /// input_grad=N weight_grad=N` in instructions per 1,000 MACs, `-` for
+    /// a product that does not run.
+    pub fn parse(detail: &str) -> Result<Self> {
+        let get = |key: &str| -> Result<Option<f64>> {
+            let v = detail
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+                .with_context(|| format!("the device's self-test reports no {key} count: {detail:?}"))?;
+            match v {
+                "-" => Ok(None),
+                n => {
+                    Ok(Some(n.parse::<u64>().with_context(|| format!("{key}={n}: expected a count"))? as f64 / 1000.0))
+                }
+            }
+        };
+        Ok(KernelCounts { forward: get("forward")?, input_grad: get("input_grad")?, weight_grad: get("weight_grad")? })
+    }
 }
 
 /// Multiply-accumulates of one training sample.
@@ -159,13 +195,13 @@ fn replica(setup: SessionSetup, batch: usize, jobs: mpsc::Receiver<Job>, test: (
     let mut s = TrainSession::new(&setup, bufs).map_err(|e| anyhow::anyhow!("host replica: {e}"))?;
     let mut losses = Vec::new();
     while let Ok(Job::Batch { lr, labels, pixels }) = jobs.recv() {
-        losses.push(s.train_batch(&Kernels::PORTABLE, lr, &labels, &pixels).map_err(|e| anyhow::anyhow!("{e}"))?);
+        losses.push(s.train_batch(&Kernels::M4_TWIN, lr, &labels, &pixels).map_err(|e| anyhow::anyhow!("{e}"))?);
     }
     let (labels, pixels) = test;
     let n_in = spec.inputs();
     let (mut correct, mut confidence) = (0, (0, 0));
     for (l, px) in labels.chunks(batch).zip(pixels.chunks(batch * n_in)) {
-        let e = s.evaluate(&Kernels::PORTABLE, l, px).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let e = s.evaluate(&Kernels::M4_TWIN, l, px).map_err(|e| anyhow::anyhow!("{e}"))?;
         correct += e.correct;
         confidence = (confidence.0 + e.confidence_right, confidence.1 + e.confidence_wrong);
     }
@@ -361,6 +397,11 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         }
     }
     let stream_secs = t_stream.elapsed().as_secs_f64();
+    let (_, failed, detail) = q.self_test()?;
+    if failed > 0 {
+        bail!("the device's kernels fail their self-test: {detail}");
+    }
+    let kernel_instructions_per_mac = KernelCounts::parse(&detail)?;
     q.finish()?;
     let rep = host.join().map_err(|_| anyhow::anyhow!("the host replica panicked"))??;
     let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
@@ -399,6 +440,7 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         images_tested: n_test,
         ram_bytes,
         instructions_per_mac: instructions as f64 / (trained.max(1) as f64 * macs_per_sample as f64),
+        kernel_instructions_per_mac,
         train_loss_last: losses.last().copied().unwrap_or(f32::NAN),
         mean_confidence_correct: confidence.0 as f64 / 100.0 / (correct.max(1) as f64),
         mean_confidence_wrong: confidence.1 as f64 / 100.0 / ((n_test as u32 - correct).max(1) as f64),
@@ -455,4 +497,20 @@ pub fn head_checkpoint(backbone: &QModel<'_>, head: &[f32]) -> Result<(Model, No
     let model = tailor_core::Mlp::new(spec, params).map_err(|e| anyhow::anyhow!("{e}"))?;
     let norm = Norm::per_tensor(spec.inputs(), backbone.layer(0).params.in_scale, 0.0, 1.0);
     Ok((model, norm))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::KernelCounts;
+
+    #[test]
+    fn kernel_counts_parse() {
+        let k = KernelCounts::parse(
+            "cortex-m4 kernels: golden ok; per 1000 MACs: forward=1325 input_grad=- weight_grad=1262 ",
+        )
+        .unwrap();
+        assert_eq!(k, KernelCounts { forward: Some(1.325), input_grad: None, weight_grad: Some(1.262) });
+        assert!(KernelCounts::parse("forward=1 weight_grad=2").is_err());
+        assert!(KernelCounts::parse("forward=x input_grad=- weight_grad=2").is_err());
+    }
 }

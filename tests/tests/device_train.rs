@@ -40,6 +40,12 @@ fn the_device_learns_bit_for_bit_like_the_host() {
     for k in REQUIRED_KEYS {
         assert!(d.get(k).is_some(), "JSON lacks {k}");
     }
+    // The device's kernels' own counts, per product, from the device.
+    let kc = &d["kernel_instructions_per_mac"];
+    eprintln!("kernel instructions/MAC: {kc}");
+    for k in ["forward", "input_grad", "weight_grad"] {
+        assert!(kc[k].as_f64().is_some_and(|v| v > 0.5), "kernel_instructions_per_mac lacks {k}: {d}");
+    }
     // The device's weights are a checkpoint like any other.
     let e = tailor_json(&["eval", ck]);
     assert!(e["test_accuracy"].as_f64().unwrap() >= 0.70, "{e}");
@@ -74,6 +80,8 @@ fn a_new_head_learns_the_withheld_classes_on_the_device() {
     assert_eq!(d["bit_identical"], true);
     assert_eq!(d["device_accuracy"], d["host_accuracy"]);
     assert!(head > pre + 0.05, "the head did not learn the withheld classes: {pre} → {head}");
+    // A one-layer head has no input gradient.
+    assert!(d["kernel_instructions_per_mac"]["input_grad"].is_null(), "{d}");
     assert!(d["ram_bytes"].as_u64().unwrap() <= 256 * 1024);
     assert_eq!(d["mode"], "head");
     for k in REQUIRED_KEYS {

@@ -834,3 +834,5 @@ mod tests {
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+
+pub mod m4;

@@ -19,9 +19,14 @@ use tailor_core::gemm::Kernels;
 use tailor_core::protocol::{serve, Backend, Buffers, ModelState, TrainRefusal};
 use tailor_core::quant::{Aligned, QKernels};
 use tailor_core::session::{Evaluation, InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
+use tailor_firmware_sim::kernel_counts::{self, Counts};
 use tailor_firmware_sim::{board, counter, model, semi, uart, FW_VERSION};
 
 tailor_firmware_sim::fault_handlers!();
+
+/// The f32 kernels the session trains with; the host's replica runs their
+/// twin, `Kernels::M4_TWIN`.
+const KERNELS: Kernels = Kernels::CORTEX_M4;
 
 /// Parameters of the largest model: 784-32-10 has 25,450.
 const PARAMS: usize = 25 * 1024;
@@ -65,6 +70,25 @@ struct Trainer {
     head: bool,
     /// The most samples per batch the device announced (and holds to).
     max_batch: usize,
+    /// [`KERNELS`]' instructions per MAC on the model's shapes, counted at
+    /// setup (reported by `SelfTest`).
+    kernel_counts: Option<Counts>,
+}
+
+/// Counts [`KERNELS`]' instructions on `spec`'s shapes with batches of
+/// [`FRAME_SAMPLES`], in the buffers the session is about to take over
+/// (their contents do not matter yet).
+fn count_kernels(spec: &tailor_core::spec::Spec, bufs: &mut SessionBuffers<'_>) -> Option<Counts> {
+    let widest_in = spec.layers().map(|l| l.inputs).max().unwrap_or(0);
+    let ws = &bufs.workspace[..];
+    let (x, dy) = ws.split_at((FRAME_SAMPLES * widest_in).min(ws.len()));
+    match kernel_counts::measure(&KERNELS, spec, FRAME_SAMPLES, SCRATCH, x, bufs.params, dy, bufs.state) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            defmt::info!("kernel counts skipped: {=str} needs {=usize} floats", e.buffer, e.needed);
+            None
+        }
+    }
 }
 
 impl Trainer {
@@ -122,6 +146,19 @@ impl Backend for Trainer {
     fn instructions(&mut self) -> Option<u64> {
         Some(counter::instructions())
     }
+    /// [`KERNELS`] against the golden checksums of their host twin, and
+    /// their instructions per 1,000 MACs on the model (once set up).
+    fn self_test(&mut self, detail: &mut dyn core::fmt::Write) -> (u32, u32) {
+        use tailor_core::gemm::m4::golden;
+        let ok = golden::checksums(&KERNELS) == golden::CHECKSUMS;
+        let _ =
+            write!(detail, "{} kernels: golden {}; per 1000 MACs: ", KERNELS.name, if ok { "ok" } else { "FAILED" });
+        let _ = match &self.kernel_counts {
+            Some(c) => c.write(detail),
+            None => detail.write_str("not counted"),
+        };
+        (ok as u32, !ok as u32)
+    }
     fn train_setup(&mut self, setup: &SessionSetup, head: bool) -> Result<(u32, u32, u32), TrainRefusal> {
         let mut setup = *setup;
         if head {
@@ -135,7 +172,8 @@ impl Backend for Trainer {
             let p = m.layer(depth - 1).params;
             setup.input = InputMap::Affine { scale: p.in_scale, zero_point: p.in_zp };
         }
-        let bufs = self.buffers.take().ok_or(TrainRefusal::Session(SessionError::Setting))?;
+        let mut bufs = self.buffers.take().ok_or(TrainRefusal::Session(SessionError::Setting))?;
+        self.kernel_counts = count_kernels(&setup.spec, &mut bufs);
         let s = TrainSession::new(&setup, bufs)?;
         self.head = head;
         defmt::info!("training {}: {=usize} bytes, batches of up to {=usize}", s.spec(), s.bytes(), s.max_batch());
@@ -155,14 +193,14 @@ impl Backend for Trainer {
         let Trainer { session, backbone, i8_scratch, features, head, .. } = self;
         let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
         let inputs = session_inputs(*head, backbone, i8_scratch, features, labels.len(), pixels)?;
-        Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, inputs)?)
+        Ok(s.train_batch(&KERNELS, lr, labels, inputs)?)
     }
     fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<Evaluation, TrainRefusal> {
         self.check_batch(labels.len())?;
         let Trainer { session, backbone, i8_scratch, features, head, .. } = self;
         let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
         let inputs = session_inputs(*head, backbone, i8_scratch, features, labels.len(), pixels)?;
-        Ok(s.evaluate(&Kernels::PORTABLE, labels, inputs)?)
+        Ok(s.evaluate(&KERNELS, labels, inputs)?)
     }
     fn params(&self, offset: usize, out: &mut [f32]) -> Result<usize, TrainRefusal> {
         let s = self.session.as_ref().ok_or(TrainRefusal::NoSession)?;
@@ -210,6 +248,7 @@ fn main() -> ! {
         features: &mut features[..],
         head: false,
         max_batch: 0,
+        kernel_counts: None,
     };
     match mode {
         "uart" => tailor_firmware_sim::exit_after_serve(serve(&mut uart::Uart0::take(), &mut dev, bufs)),
