@@ -567,8 +567,10 @@ pub fn gemv4(xs: [&[i16]; 4], w: &[i8], rows: usize, k: usize, mut emit: impl Fn
     }
 }
 
-/// Cortex-M4/M7 DSP kernel (ARMv7E-M). Public so that on-target tests can
-/// compare it with [`naive::block4`].
+/// Cortex-M4/M7 DSP kernels (ARMv7E-M): the row sums in naked `asm`, the
+/// requantization of hidden outputs. Their entry points are safe and
+/// checked; the on-target tests compare them with the naive kernel and the
+/// reference requantization.
 #[cfg(all(target_arch = "arm", tailor_arm_dsp))]
 pub mod dsp {
     use super::*;
@@ -725,19 +727,19 @@ pub mod dsp {
 
     /// What [`dot4_blocks`] reads and updates (its registers are all taken).
     #[repr(C)]
-    pub struct Run {
+    struct Run {
         /// The activations, 4-byte aligned.
-        pub x: *const i16,
+        x: *const i16,
         /// `x` + 4 · (groups % 8): the single groups end here.
-        pub singles_end: *const i16,
+        singles_end: *const i16,
         /// `x` + 4 · groups.
-        pub end: *const i16,
+        end: *const i16,
         /// Bytes after each block's groups (its `k % 4` leftovers, 4 rows).
-        pub skip: usize,
+        skip: usize,
         /// Where the next block's 4 sums go; advanced by 4 per block.
-        pub out: *mut i32,
+        out: *mut i32,
         /// Blocks left (≥ 1 on entry); 0 on return.
-        pub blocks: usize,
+        blocks: usize,
     }
 
     /// One 4-input group of a 4-row block (16 MACs): `LDRD` of the
@@ -784,7 +786,7 @@ pub mod dsp {
     /// `blocks · (16·groups + skip)` bytes; `out` writable for `4·blocks`
     /// `i32`; `x`, `w`, `out` and `skip` 4-byte aligned.
     #[unsafe(naked)]
-    pub unsafe extern "C" fn dot4_blocks(w: *const i8, run: *mut Run) {
+    unsafe extern "C" fn dot4_blocks(w: *const i8, run: *mut Run) {
         // r0 x, r1 w, r2 end of the current loop, r3 temporary; r4-r7 the
         // row sums; r8-r11 the row words; r12 = (x0, x1), lr = (x2, x3).
         core::arch::naked_asm!(
@@ -843,7 +845,7 @@ pub mod dsp {
     /// `x` readable for `4·groups` `i16`; `w` for one word at each
     /// `stride·g`, `g < groups`; both 4-byte aligned.
     #[unsafe(naked)]
-    pub unsafe extern "C" fn dot1(x: *const i16, w: *const i8, groups: usize, stride: usize) -> i32 {
+    unsafe extern "C" fn dot1(x: *const i16, w: *const i8, groups: usize, stride: usize) -> i32 {
         // r0 x, r1 w, r2 end of x, r3 stride; r4 the sum, r5 the row word,
         // r6 temporary, r12 = (x0, x1), lr = (x2, x3).
         core::arch::naked_asm!(
