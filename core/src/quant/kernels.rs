@@ -637,14 +637,14 @@ pub mod dsp {
 
     /// [`super::tail_rows`] (`nr < 4` rows) through [`dot1`]; `x` and `wb`
     /// 4-byte aligned.
-    pub fn tail_rows(x: &[i16], wb: &[i8], nr: usize, k: usize, out: &mut [i32]) {
+    pub(super) fn tail_rows(x: &[i16], wb: &[i8], nr: usize, k: usize, out: &mut [i32]) {
         let groups = k / K_GROUP;
         assert!(nr < ROW_BLOCK && x.len() >= k && wb.len() >= nr * k && out.len() >= nr);
-        debug_assert!((x.as_ptr() as usize | wb.as_ptr() as usize) & 3 == 0);
+        assert!((x.as_ptr() as usize | wb.as_ptr() as usize) & 3 == 0, "dsp::tail_rows: unaligned operands");
         for (r, o) in out[..nr].iter_mut().enumerate() {
             // SAFETY: row r's words are at 4r + 4·nr·g for g < groups, all
             // inside the block's first `4·nr·groups ≤ nr·k` bytes; `x` as in
-            // `rows`; both aligned (checked by the caller).
+            // `rows`; both aligned (checked above).
             *o = unsafe { dot1(x.as_ptr(), wb.as_ptr().add(4 * r), groups, 4 * nr) };
             add_k_tail_row(x, wb, nr, k, r, o);
         }
