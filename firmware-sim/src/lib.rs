@@ -273,7 +273,7 @@ pub mod counter {
 /// Checks run on the device (by the on-target tests and `SelfTest`).
 pub mod selftest {
     use core::fmt::Write;
-    use tailor_core::quant::kernels::{self, QKernels};
+    use tailor_core::quant::kernels::{self, QKernels, Requant};
     use tailor_core::quant::{golden, widen, Aligned, QModel};
     use tailor_core::rng::Rng;
 
@@ -326,18 +326,56 @@ pub mod selftest {
         ok
     }
 
+    /// Largest `rows · k` and `k` of [`kernels_match_naive`]'s shapes.
+    const MAX_W: usize = 10 * 512;
+    const MAX_K: usize = 784;
+
+    /// Row counts and depths that hit every path of the kernels: `k < 4`
+    /// (no 4-input group), `k % 4 ≠ 0` (leftover inputs per row), each
+    /// count of single groups before the unrolled loop and none, partial
+    /// blocks of 1 to 3 rows alone and after full blocks, runs of more than
+    /// 64 rows (`kernels::GEMV_RUN`), and the seed model's layer shapes.
+    const SHAPES: &[(usize, usize)] = &[
+        (4, 4),
+        (4, 8),
+        (5, 10),
+        (7, 203),
+        (8, 200),
+        (3, 17),
+        (1, 1),
+        (6, 33),
+        (4, 1),
+        (4, 3),
+        (8, 28),
+        (12, 32),
+        (16, 69),
+        (4, 124),
+        (4, 12),
+        (8, 20),
+        (4, 24),
+        (68, 36),
+        (70, 30),
+        (1, 784),
+        (4, 784),
+        (10, 512),
+    ];
+
     /// The best (SMLAD on this target) kernel equals the naive one on
-    /// random data, for row counts and depths that hit every tail path.
+    /// random data, for row counts and depths that hit every tail path
+    /// ([`SHAPES`]), with aligned and misaligned activations.
     pub fn kernels_match_naive(out: &mut dyn Write) -> bool {
         let mut rng = Rng::new(11);
-        let mut x = [0i16; 203];
-        let mut w = [0i8; 8 * 203];
-        for &(rows, k) in &[(4usize, 4usize), (4, 8), (5, 10), (7, 203), (8, 200), (3, 17), (1, 1), (6, 33)] {
-            for v in x[..k].iter_mut() {
+        // One spare element in front: `x[1..]` is misaligned.
+        let mut x = Aligned([0i16; MAX_K + 2]);
+        let mut w = [0i8; MAX_W];
+        let mut packed = Aligned([0i8; MAX_W]);
+        for &(rows, k) in SHAPES {
+            for v in x.0[..k + 2].iter_mut() {
                 *v = rng.below(256) as i16;
             }
             // Extreme values too: -127..=127 weights, 255 inputs.
-            x[0] = 255;
+            x.0[0] = 255;
+            x.0[1] = 255;
             for v in w[..rows * k].iter_mut() {
                 *v = rng.below(255) as i8 as i16 as i8;
                 if *v == -128 {
@@ -345,22 +383,82 @@ pub mod selftest {
                 }
             }
             w[0] = 127;
-            let mut packed = [0i8; 8 * 203];
-            kernels::pack(&w[..rows * k], rows, k, &mut packed[..rows * k]);
-            let mut want = [0i32; 8];
-            for (r, a) in want[..rows].iter_mut().enumerate() {
-                *a = (0..k).map(|i| x[i] as i32 * w[r * k + i] as i32).sum();
+            kernels::pack(&w[..rows * k], rows, k, &mut packed.0[..rows * k]);
+            for skip in [0, 1] {
+                let xs = &x.0[skip..skip + k];
+                let mut want = [0i32; 70];
+                for (r, a) in want[..rows].iter_mut().enumerate() {
+                    *a = (0..k).map(|i| xs[i] as i32 * w[r * k + i] as i32).sum();
+                }
+                for kern in kernels_all() {
+                    let mut got = [0i32; 70];
+                    kernels::gemv(&kern, xs, &packed.0[..rows * k], rows, k, |r, a| got[r] = a);
+                    if got[..rows] != want[..rows] {
+                        let bad = (0..rows).find(|&r| got[r] != want[r]).unwrap_or(0);
+                        let _ = write!(
+                            out,
+                            "kernel {} rows {rows} k {k} skip {skip}: row {bad} {} != {}; ",
+                            kern.name, got[bad], want[bad]
+                        );
+                        return false;
+                    }
+                }
             }
-            for kern in kernels_all() {
-                let mut got = [0i32; 8];
-                kernels::gemv(&kern, &x[..k], &packed[..rows * k], rows, k, |r, a| got[r] = a);
-                if got[..rows] != want[..rows] {
+        }
+        true
+    }
+
+    /// The device's requantization of hidden outputs
+    /// ([`kernels::requant_widened`]: `SMLAL`/`QADD`/`USAT`) equals
+    /// [`kernels::requant_one`] (gemmlowp's reference arithmetic) on random
+    /// sums and parameters and on their extremes, for ReLU layers with zero
+    /// point 0 and others, with and without a ReLU.
+    pub fn requant_matches_reference(out: &mut dyn Write) -> bool {
+        const N: usize = 64;
+        let mut rng = Rng::new(13);
+        let edges = [i32::MIN, i32::MIN + 1, -(1 << 30), -1, 0, 1, 1 << 30, i32::MAX - 1, i32::MAX];
+        for round in 0..200 {
+            let mut acc = [0i32; N];
+            let mut bias = [0i32; N];
+            let mut m0 = [0i32; N];
+            let mut shift = [0i32; N];
+            for i in 0..N {
+                let r = rng.next_u32();
+                acc[i] = match r % 8 {
+                    0 => edges[(r >> 8) as usize % edges.len()],
+                    // Small sums, where rounding ties are frequent.
+                    1 | 2 => (rng.next_u32() as i32) >> 16,
+                    _ => (rng.next_u32() as i32) >> ((r >> 8) % 32),
+                };
+                bias[i] = if r & 0x100 == 0 { 0 } else { (rng.next_u32() as i32) >> 12 };
+                m0[i] = match (r >> 12) % 8 {
+                    0 => edges[(r >> 16) as usize % edges.len()],
+                    _ => (1 << 30) + (rng.next_u32() >> 2) as i32,
+                };
+                // -31..=30, mostly the usual right shifts.
+                shift[i] =
+                    if (r >> 20).is_multiple_of(4) { (rng.below(62) as i32) - 31 } else { -1 - rng.below(15) as i32 };
+                // First every pair of extremes (i32::MIN² is SRDHM's one
+                // saturation).
+                let j = round * N + i;
+                if j < edges.len() * edges.len() {
+                    (acc[i], bias[i], m0[i]) = (edges[j % edges.len()], 0, edges[j / edges.len()]);
+                }
+            }
+            // ReLU layers (min = zp, mostly zp = 0) and layers without one
+            // (min < zp), where negative values survive the clamp.
+            let zp = [0, 7, 128][round % 3];
+            let min = if round % 4 == 1 { 0 } else { zp };
+            let q = Requant { zp, min, max: if round % 5 == 0 { 200 } else { 255 } };
+            let mut got = [0i16; N];
+            kernels::requant_widened(&acc, &bias, &m0, &shift, q, &mut got);
+            for i in 0..N {
+                let want = kernels::requant_one(acc[i].wrapping_add(bias[i]), m0[i], shift[i], q) as i16;
+                if got[i] != want {
                     let _ = write!(
                         out,
-                        "kernel {} rows {rows} k {k}: {:?} != {:?}; ",
-                        kern.name,
-                        &got[..rows],
-                        &want[..rows]
+                        "requant acc {} bias {} m0 {} shift {} {q:?}: {} != {want}; ",
+                        acc[i], bias[i], m0[i], shift[i], got[i]
                     );
                     return false;
                 }
@@ -408,6 +506,7 @@ pub mod selftest {
     pub const CHECKS: &[(&str, Check)] = &[
         ("golden_values", golden_values),
         ("kernels_match_naive", kernels_match_naive),
+        ("requant_matches_reference", requant_matches_reference),
         ("model_kernels_agree", model_kernels_agree),
     ];
 

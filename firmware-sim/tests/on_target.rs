@@ -613,6 +613,7 @@ const TESTS: &[(&str, selftest::Check)] = &[
     ("missing_or_corrupt_model_is_reported", missing_or_corrupt_model_is_reported),
     ("golden_values", selftest::golden_values),
     ("kernels_match_naive", selftest::kernels_match_naive),
+    ("requant_matches_reference", selftest::requant_matches_reference),
     ("model_kernels_agree", selftest::model_kernels_agree),
     ("protocol_serve", protocol_serve),
     ("instruction_counter", instruction_counter),

@@ -207,12 +207,12 @@ fn settings_from(a: &TrainArgs) -> Result<recipe::Settings> {
     Ok(s)
 }
 
-pub(crate) fn progress(total: u64, json: bool) -> Option<ProgressBar> {
+pub(crate) fn progress(total: u64, unit: &str, json: bool) -> Option<ProgressBar> {
     if json || !std::io::stderr().is_terminal() {
         return None;
     }
     let pb = ProgressBar::new(total);
-    pb.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} batches  {per_sec}  eta {eta}").ok()?);
+    pb.set_style(ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  eta {{eta}}")).ok()?);
     Some(pb)
 }
 
@@ -342,7 +342,7 @@ pub fn train(a: TrainArgs) -> Result<TrainReport> {
         let lr = crate::train::lr_at(&t.meta.optimizer, &t.meta.schedule, epoch);
         say!(json, none, "Epoch {}\n-------------------------------", epoch + 1);
         let batches = data::EpochOrder::num_batches(train_split.len(), t.meta.batch_size as usize);
-        let pb = progress(batches as u64, json);
+        let pb = progress(batches as u64, "batches", json);
         let timer = Timer::start();
         let stop = || crate::signals::interrupted().is_some();
         let on = &mut |ev: Event| match ev {

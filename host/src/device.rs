@@ -90,6 +90,18 @@ pub struct DeviceArgs {
     pub log: bool,
     /// Keep each image's confidence in the report.
     pub per_image: bool,
+    /// Emulated devices streaming at once, each a QEMU with its share of
+    /// the images (default: [`default_jobs`]).
+    pub jobs: Option<usize>,
+}
+
+/// Most devices `tailor device` runs at once.
+pub const MAX_JOBS: usize = 64;
+
+/// One QEMU per CPU the process may use: QEMU runs one guest CPU per host
+/// thread, and its execution of the kernel is what streaming waits for.
+pub fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_JOBS)
 }
 
 impl DeviceArgs {
@@ -105,6 +117,7 @@ impl DeviceArgs {
             json: false,
             log: false,
             per_image: false,
+            jobs: None,
         }
     }
 }
@@ -145,6 +158,8 @@ pub struct DeviceReport {
     /// Wall time of the whole run (QEMU start to exit), seconds.
     pub wall_secs: f64,
     pub batch: usize,
+    /// Emulated devices that streamed at once (each its share of the images).
+    pub jobs: usize,
     pub device_stats: DeviceStats,
     /// The firmware's decoded defmt log, with `--log`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -236,7 +251,7 @@ impl fmt::Display for DeviceReport {
             self.fw_version,
             self.firmware_build_secs
         )?;
-        writeln!(f, "transport        {} (batch {})", self.transport, self.batch)?;
+        writeln!(f, "transport        {} (batch {}, {} device(s) at once)", self.transport, self.batch, self.jobs)?;
         writeln!(f, "device accuracy  {:.2} %", 100.0 * self.device_accuracy)?;
         writeln!(f, "host int8 acc.   {:.2} %", 100.0 * self.host_accuracy)?;
         writeln!(
@@ -947,6 +962,51 @@ pub fn decode_defmt(elf: &Path, raw: &[u8]) -> String {
 
 // ---------------------------------------------------------------- the command
 
+/// What one device returned for its share of the images.
+struct Share {
+    hello: HelloInfo,
+    batch: usize,
+    classes: Vec<u8>,
+    logits: Vec<i32>,
+    confidence: Vec<u8>,
+    instructions: u64,
+    /// When the share's last reply arrived.
+    last_reply: Instant,
+    stats: Stats,
+    log: String,
+}
+
+/// Streams `inputs` (whole images of `n_in` bytes) through the started
+/// device `q` in requests of `batch` images, then shuts it down.
+fn stream_share(
+    mut q: Qemu,
+    inputs: &[u8],
+    n_in: usize,
+    batch: usize,
+    bar: Option<&indicatif::ProgressBar>,
+) -> Result<Share> {
+    let n = inputs.len() / n_in;
+    let (mut classes, mut logits, mut instructions) = (Vec::with_capacity(n), Vec::new(), 0u64);
+    let mut confidence = Vec::with_capacity(n);
+    for (seq, chunk) in inputs.chunks(batch * n_in).enumerate() {
+        let r = q.classify(seq as u32, chunk, true)?;
+        if r.confidence.len() != r.classes.len() {
+            bail!("Classify #{seq}: {} confidences for {} predictions", r.confidence.len(), r.classes.len());
+        }
+        instructions += r.instructions;
+        classes.extend_from_slice(&r.classes);
+        logits.extend_from_slice(&r.logits);
+        confidence.extend_from_slice(&r.confidence);
+        if let Some(b) = bar {
+            b.inc(r.classes.len() as u64);
+        }
+    }
+    let last_reply = Instant::now();
+    let hello = q.hello.clone();
+    let (stats, log) = q.finish_with_log()?;
+    Ok(Share { hello, batch, classes, logits, confidence, instructions, last_reply, stats, log })
+}
+
 /// `tailor device`: check the model against the board, build (or take)
 /// the firmware, run the test set through it in QEMU with the model
 /// flashed, and compare every class and logit with the host's int8 ones.
@@ -981,52 +1041,83 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
     };
 
     let t0 = Instant::now();
-    let mut q = Qemu::start(&elf, Some(q8.bytes()), args.transport, Duration::from_secs_f64(args.timeout_secs))?;
-    let hello = q.hello.clone();
-    if hello.model_state != ModelState::Ready {
-        bail!("the device did not load {}: {:?}: {}", args.model.display(), hello.model_state, hello.model_detail);
-    }
-    if hello.model_crc != model.payload_crc() || hello.dims != spec.dims() {
-        bail!(
-            "the device runs model {:?} crc {:#010x}, but {} is {:?} crc {:#010x}",
-            hello.dims,
-            hello.model_crc,
-            args.model.display(),
-            spec.dims(),
-            model.payload_crc()
-        );
-    }
-    let batch = match args.batch {
-        None => hello.max_batch.max(1),
-        Some(b) if b == 0 || b > hello.max_batch.max(1) => {
-            bail!("--batch {b}: expected 1..={} (the device's largest request)", hello.max_batch.max(1))
+    // Each device takes a contiguous share of the images (at least one
+    // request's worth), so the shares' results concatenate in image order.
+    let jobs = args.jobs.unwrap_or_else(default_jobs).clamp(1, MAX_JOBS).min(n.div_ceil(args.batch.unwrap_or(128)));
+    let bounds: Vec<usize> = (0..=jobs).map(|j| j * n / jobs).collect();
+    let ready = std::sync::Barrier::new(jobs + 1);
+    let bytes = q8.bytes();
+    let check = |hello: &HelloInfo| -> Result<usize> {
+        if hello.model_state != ModelState::Ready {
+            bail!("the device did not load {}: {:?}: {}", args.model.display(), hello.model_state, hello.model_detail);
         }
-        Some(b) => b,
+        if hello.model_crc != model.payload_crc() || hello.dims != spec.dims() {
+            bail!(
+                "the device runs model {:?} crc {:#010x}, but {} is {:?} crc {:#010x}",
+                hello.dims,
+                hello.model_crc,
+                args.model.display(),
+                spec.dims(),
+                model.payload_crc()
+            );
+        }
+        match args.batch {
+            None => Ok(hello.max_batch.max(1)),
+            Some(b) if b == 0 || b > hello.max_batch.max(1) => {
+                bail!("--batch {b}: expected 1..={} (the device's largest request)", hello.max_batch.max(1))
+            }
+            Some(b) => Ok(b),
+        }
     };
+    let bar = crate::commands::progress(n as u64, "images", args.json);
+    let (shares, t_stream) = std::thread::scope(|scope| {
+        let workers: Vec<_> = bounds
+            .windows(2)
+            .map(|r| {
+                let (share, ready, check, elf) = (&inputs[r[0] * n_in..r[1] * n_in], &ready, &check, &elf);
+                let bar = bar.as_ref();
+                // QEMU is spawned by the thread that runs its session (see
+                // `die_with_parent`).
+                scope.spawn(move || {
+                    let timeout = Duration::from_secs_f64(args.timeout_secs);
+                    let started = Qemu::start(elf, Some(bytes), args.transport, timeout)
+                        .and_then(|q| check(&q.hello).map(|batch| (q, batch)));
+                    ready.wait();
+                    let (q, batch) = started?;
+                    stream_share(q, share, n_in, batch, bar)
+                })
+            })
+            .collect();
+        ready.wait();
+        let t_stream = Instant::now();
+        let shares: Vec<Result<Share>> = workers
+            .into_iter()
+            .map(|w| w.join().unwrap_or_else(|_| Err(anyhow!("a device thread panicked"))))
+            .collect();
+        (shares, t_stream)
+    });
+    let shares = shares.into_iter().collect::<Result<Vec<Share>>>()?;
+    let stream_secs = shares.iter().map(|s| s.last_reply.saturating_duration_since(t_stream)).max().unwrap_or_default();
+    let stream_secs = stream_secs.as_secs_f64().max(1e-9);
+    let (batch, fw_version) = (shares[0].batch, shares[0].hello.fw_version.clone());
     let mut device = Vec::with_capacity(n);
     let mut device_logits = Vec::with_capacity(n * spec.outputs());
     let mut device_conf = Vec::with_capacity(n);
-    let mut instructions = 0u64;
-    let t_stream = Instant::now();
-    let bar = crate::commands::progress(n.div_ceil(batch) as u64, args.json);
-    for (seq, chunk) in inputs.chunks(batch * n_in).enumerate() {
-        let r = q.classify(seq as u32, chunk, true)?;
-        if r.confidence.len() != r.classes.len() {
-            bail!("Classify #{seq}: {} confidences for {} predictions", r.confidence.len(), r.classes.len());
-        }
-        instructions += r.instructions;
-        device.extend_from_slice(&r.classes);
-        device_logits.extend_from_slice(&r.logits);
-        device_conf.extend_from_slice(&r.confidence);
-        if let Some(b) = &bar {
-            b.inc(1);
-        }
-    }
+    let (mut instructions, mut stats, mut log) = (0u64, Stats::default(), String::new());
     if let Some(b) = bar {
         b.finish_and_clear();
     }
-    let stream_secs = t_stream.elapsed().as_secs_f64();
-    let (stats, log) = q.finish_with_log()?;
+    for s in &shares {
+        device.extend_from_slice(&s.classes);
+        device_logits.extend_from_slice(&s.logits);
+        device_conf.extend_from_slice(&s.confidence);
+        instructions += s.instructions;
+        stats.frames_ok += s.stats.frames_ok;
+        stats.frames_bad += s.stats.frames_bad;
+        stats.images += s.stats.images;
+        stats.instructions += s.stats.instructions;
+        log.push_str(&s.log);
+    }
     let wall_secs = t0.elapsed().as_secs_f64();
 
     let acc = |p: &[u8]| p.iter().zip(&test.labels).filter(|(a, b)| a == b).count() as f64 / n as f64;
@@ -1050,7 +1141,7 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
         transport: args.transport.to_string(),
         firmware: elf,
         firmware_build_secs: build_secs,
-        fw_version: hello.fw_version,
+        fw_version,
         device_accuracy: acc(&device),
         host_accuracy: acc(&host),
         agree: n - disagree.len(),
@@ -1063,6 +1154,7 @@ pub fn run_device(args: &DeviceArgs) -> Result<DeviceReport> {
         images_per_sec: n as f64 / stream_secs,
         wall_secs,
         batch,
+        jobs,
         device_stats: stats.into(),
         log: args.log.then_some(log),
     })

@@ -339,7 +339,7 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
     let mut losses = Vec::new();
     let n = args.limit.unwrap_or(train.len()).min(train.len());
     let total = args.epochs as usize * n.div_ceil(args.batch);
-    let bar = crate::commands::progress((total + n_test.div_ceil(max_batch)) as u64, !args.progress);
+    let bar = crate::commands::progress((total + n_test.div_ceil(max_batch)) as u64, "batches", !args.progress);
     for epoch in 0..args.epochs {
         let order = EpochOrder::new(train.len(), Some(args.seed), epoch);
         for idx in order.indices()[..n].chunks(args.batch) {

@@ -106,6 +106,10 @@ enum Cmd {
         per_image: bool,
         #[arg(long)]
         json: bool,
+        /// Emulated devices streaming at once, each with a share of the
+        /// images (default: one per CPU).
+        #[arg(long)]
+        jobs: Option<usize>,
     },
     /// Train on the emulated Cortex-M4 and check its weights against the
     /// host's, bit for bit.
@@ -369,7 +373,7 @@ fn main() {
                     println!("wrote {}", f.display());
                 }
             }),
-        Cmd::Device { model, limit, transport, timeout, batch, data, firmware, log, per_image, json } => (|| {
+        Cmd::Device { model, limit, transport, timeout, batch, data, firmware, log, per_image, json, jobs } => (|| {
             let mut a = tailor::device::DeviceArgs::new(model);
             a.limit = limit;
             a.transport = transport.parse().map_err(|e| anyhow::anyhow!("--transport: {e}"))?;
@@ -383,6 +387,12 @@ fn main() {
             a.json = json;
             a.log = log;
             a.per_image = per_image;
+            if let Some(j) = jobs {
+                if !(1..=tailor::device::MAX_JOBS).contains(&j) {
+                    anyhow::bail!("--jobs {j}: expected 1..={}", tailor::device::MAX_JOBS);
+                }
+            }
+            a.jobs = jobs;
             let r = tailor::device::run_device(&a)?;
             if json {
                 println!("{}", r.to_json());

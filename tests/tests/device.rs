@@ -247,3 +247,23 @@ fn models_the_device_cannot_run_are_reported() {
     assert!(matches!(q.recv().unwrap(), Reply::Error { code: ErrorCode::NoModel, .. }));
     q.finish().unwrap();
 }
+
+#[test]
+fn devices_streaming_at_once_give_what_one_device_gives() {
+    let one =
+        device::run_device(&DeviceArgs { jobs: Some(1), batch: Some(50), ..args(Transport::Semihosting, Some(301)) })
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    let three =
+        device::run_device(&DeviceArgs { jobs: Some(3), batch: Some(50), ..args(Transport::Semihosting, Some(301)) })
+            .unwrap_or_else(|e| panic!("{e:#}"));
+    assert_eq!((one.jobs, three.jobs), (1, 3));
+    for r in [&one, &three] {
+        assert_eq!((r.total, r.agree, r.logits_agree), (301, 301, 301), "{r}");
+        assert_eq!(r.device_stats.images, 301);
+    }
+    assert_eq!(one.device_accuracy, three.device_accuracy);
+    // Each device counts its own instructions, to one SysTick tick (40
+    // instructions) per request: 7 requests of ≤ 50 images either way.
+    let (a, b) = (one.instructions_per_inference, three.instructions_per_inference);
+    assert!((a - b).abs() < 40.0 * 14.0 / 301.0, "{a} vs {b}");
+}

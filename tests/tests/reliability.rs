@@ -176,6 +176,8 @@ fn numeric_flags_are_range_checked() {
         (vec!["quantize", s(&ck), d[0], d[1], "--out", "/tmp/x.q8", "--calib-images", "201"], "--calib-images 201"),
         (vec!["device", s(&q8), d[0], d[1], "--limit", "201"], "--limit 201"),
         (vec!["device", s(&q8), d[0], d[1], "--limit", "0"], "--limit 0"),
+        (vec!["device", s(&q8), d[0], d[1], "--jobs", "0"], "--jobs 0"),
+        (vec!["device", s(&q8), d[0], d[1], "--jobs", "65"], "--jobs 65"),
         (vec!["bench", "--data", s(&data), "--train-batches", "0"], "--train-batches 0"),
         (vec!["bench", "--data", s(&data), "--train-batches", "5"], "--train-batches 5"),
     ];

@@ -26,11 +26,12 @@
 //! `[w0, w2, w1, w3]`, `SXTB16 t, w` yields the halfwords `(w0, w1)` and
 //! `SXTB16 t, w, ROR #8` yields `(w2, w3)`, which pair with the activation
 //! words `(x0, x1)` and `(x2, x3)` of a natural-order `i16` buffer in
-//! `SMLAD`. One 32-bit load thus feeds 4 MACs of one row, and the inner loop
-//! over a 4-row block is (per 4 inputs × 4 rows = 16 MACs):
-//! `LDRD` (x) + 2 `LDRD` (w) + 8 `SXTB16` + 8 `SMLAD` + `SUBS` + `BNE`
-//! = 21 instructions, 1.31 instructions/MAC (vs 1.76 for the 2-row kernel).
-//! [`packed_index`] is the single definition of this layout.
+//! `SMLAD`. The four row words of a group are consecutive, so one `LDM`
+//! loads a group of a 4-row block, and the DSP kernel's inner loop is, per
+//! 4 inputs × 4 rows = 16 MACs: `LDRD` (x) + `LDM` (w) + 8 `SXTB16` + 8
+//! `SMLAD` = 18 instructions, with one `CMP` + `BNE` per 8 groups (see
+//! [`dsp::dot4_blocks`]). [`packed_index`] is the single definition of this
+//! layout.
 
 /// Output rows per packed block (and per pass of the DSP kernel).
 pub const ROW_BLOCK: usize = 4;
@@ -68,6 +69,11 @@ pub fn pack(row_major: &[i8], rows: usize, kdim: usize, out: &mut [i8]) {
 /// bytes. Returns the four row sums.
 pub type Block4Fn = fn(x: &[i16], wb: &[i8], k: usize) -> [i32; 4];
 
+/// One sample's row sums over a packed layer of `rows` rows (or a run of
+/// its rows that starts on a block boundary, which is packed the same way):
+/// `out[r] = Σ_p x[p]·w[r][p]` for `r < rows` (exact `i32`, no bias).
+pub type RowsFn = fn(x: &[i16], w: &[i8], rows: usize, k: usize, out: &mut [i32]);
+
 /// Batched layer product on `u8` inputs (the host's batched path, see
 /// [`super::QModel::classify_batch`]): for every sample `i < m` and row
 /// `r < rows`, `out[i·rows + r] = Σ_p x[i·ldx + p] · w[r][p]` (exact `i32`,
@@ -93,8 +99,10 @@ pub type RequantFn = fn(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q:
 #[derive(Clone, Copy)]
 pub struct QKernels {
     pub name: &'static str,
-    /// One sample, 4 rows (`classify_with`, the firmware path).
+    /// One sample, 4 rows.
     pub block4: Block4Fn,
+    /// One sample, a run of rows (`classify`, the firmware path).
+    pub rows: RowsFn,
     /// Many samples, all rows of a layer (`classify_batch`).
     pub gemm: GemmFn,
     /// Requantization of one sample's hidden layer (`classify_batch`).
@@ -109,20 +117,32 @@ impl core::fmt::Debug for QKernels {
 
 impl QKernels {
     /// Reads each weight through [`packed_index`]: the reference.
-    pub const NAIVE: QKernels =
-        QKernels { name: "naive", block4: naive::block4, gemm: naive::gemm, requant: requant_scalar };
+    pub const NAIVE: QKernels = QKernels {
+        name: "naive",
+        block4: naive::block4,
+        rows: naive::rows,
+        gemm: naive::gemm,
+        requant: requant_scalar,
+    };
     /// Plain Rust, lane-parallel, that LLVM vectorizes on x86-64.
-    pub const PORTABLE: QKernels =
-        QKernels { name: "portable", block4: portable::block4, gemm: portable::gemm, requant: requant_scalar };
-    /// Cortex-M4/M7: `SMLAD` + `SXTB16`, 4 rows per pass.
+    pub const PORTABLE: QKernels = QKernels {
+        name: "portable",
+        block4: portable::block4,
+        rows: portable::rows,
+        gemm: portable::gemm,
+        requant: requant_scalar,
+    };
+    /// Cortex-M4/M7: `SMLAD` + `SXTB16`, 4 rows per pass, every block of a
+    /// run in one call.
     #[cfg(all(target_arch = "arm", tailor_arm_dsp))]
     /// (The device classifies one image at a time: its batched `gemm` is the
     /// small naive one, to keep flash for what runs.)
-    pub const DSP: QKernels = QKernels { name: "dsp", block4: dsp::block4, gemm: naive::gemm, requant: requant_scalar };
+    pub const DSP: QKernels =
+        QKernels { name: "dsp", block4: dsp::block4, rows: dsp::rows, gemm: naive::gemm, requant: requant_scalar };
     /// x86-64 baseline SIMD: `pmaddwd`, 4 rows × 4 inputs per step.
     #[cfg(target_arch = "x86_64")]
     pub const SSE2: QKernels =
-        QKernels { name: "sse2", block4: sse2::block4, gemm: sse2::gemm, requant: requant_scalar };
+        QKernels { name: "sse2", block4: sse2::block4, rows: sse2::rows, gemm: sse2::gemm, requant: requant_scalar };
     /// The fastest kernel compiled in for this target.
     #[cfg(all(target_arch = "arm", tailor_arm_dsp))]
     pub const BEST: QKernels = Self::DSP;
@@ -141,6 +161,10 @@ impl Default for QKernels {
 /// Sums of the rows `nr < 4` of a final partial block (any kernel uses this:
 /// it is at most 3 rows of a layer).
 pub fn tail_rows(x: &[i16], wb: &[i8], nr: usize, k: usize, out: &mut [i32]) {
+    #[cfg(all(target_arch = "arm", tailor_arm_dsp))]
+    if (x.as_ptr() as usize | wb.as_ptr() as usize) & 3 == 0 {
+        return dsp::tail_rows(x, wb, nr, k, out);
+    }
     tail_rows_of(x, wb, nr, k, out)
 }
 
@@ -162,31 +186,63 @@ fn tail_rows_of<T: Copy + Into<i32>>(x: &[T], wb: &[i8], nr: usize, k: usize, ou
     }
 }
 
+/// Rows per [`RowsFn`] call of [`gemv`] and the hidden layers (a multiple
+/// of [`ROW_BLOCK`]: runs start on block boundaries).
+pub const GEMV_RUN: usize = 16 * ROW_BLOCK;
+
 /// `acc[r] = Σ_k x[k]·w[r][k]` for all `rows` of a packed layer, calling
-/// `emit(r, acc)` in row order. This is the layer loop every path shares.
+/// `emit(r, acc)` in row order. This is the layer loop every path shares:
+/// [`QKernels::rows`] on runs of [`GEMV_RUN`] rows.
 #[inline]
-pub fn gemv(kern: &QKernels, x: &[i16], w: &[i8], rows: usize, k: usize, emit: impl FnMut(usize, i32)) {
-    gemv_with(kern.block4, x, w, rows, k, emit)
+pub fn gemv(kern: &QKernels, x: &[i16], w: &[i8], rows: usize, k: usize, mut emit: impl FnMut(usize, i32)) {
+    let w = &w[..rows * k];
+    let mut acc = [0i32; GEMV_RUN];
+    let mut r0 = 0;
+    while r0 < rows {
+        let m = (rows - r0).min(GEMV_RUN);
+        (kern.rows)(x, &w[r0 * k..][..m * k], m, k, &mut acc[..m]);
+        for (r, &a) in acc[..m].iter().enumerate() {
+            emit(r0 + r, a);
+        }
+        r0 += m;
+    }
+}
+
+/// A [`RowsFn`] from a block kernel: full blocks through `block4`, the last
+/// `rows % 4` rows through [`tail_rows`].
+pub fn rows_by_block4(block4: Block4Fn, x: &[i16], w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+    let (x, w, out) = (&x[..k], &w[..rows * k], &mut out[..rows]);
+    let full = rows / ROW_BLOCK;
+    for (b, o) in out.chunks_exact_mut(ROW_BLOCK).enumerate() {
+        o.copy_from_slice(&block4(x, &w[b * ROW_BLOCK * k..][..ROW_BLOCK * k], k));
+    }
+    let nr = rows - full * ROW_BLOCK;
+    if nr > 0 {
+        tail_rows(x, &w[full * ROW_BLOCK * k..], nr, k, &mut out[full * ROW_BLOCK..]);
+    }
 }
 
 /// [`gemv`] with only a block kernel.
 #[inline]
 pub fn gemv_with(block4: Block4Fn, x: &[i16], w: &[i8], rows: usize, k: usize, mut emit: impl FnMut(usize, i32)) {
     let (x, w) = (&x[..k], &w[..rows * k]);
-    let full = rows / ROW_BLOCK;
-    for b in 0..full {
-        let acc = block4(x, &w[b * ROW_BLOCK * k..][..ROW_BLOCK * k], k);
-        for (r, a) in acc.into_iter().enumerate() {
-            emit(b * ROW_BLOCK + r, a);
-        }
-    }
-    let nr = rows - full * ROW_BLOCK;
-    if nr > 0 {
-        let mut acc = [0i32; ROW_BLOCK];
-        tail_rows(x, &w[full * ROW_BLOCK * k..], nr, k, &mut acc);
+    let mut r0 = 0;
+    while r0 < rows {
+        let nr = (rows - r0).min(ROW_BLOCK);
+        let wb = &w[r0 * k..][..nr * k];
+        let acc = if nr == ROW_BLOCK {
+            block4(x, wb, k)
+        } else {
+            let mut acc = [0i32; ROW_BLOCK];
+            tail_rows(x, wb, nr, k, &mut acc);
+            acc
+        };
+        // One call site, so that `emit` (a whole requantization on the
+        // device) is inlined.
         for (r, &a) in acc[..nr].iter().enumerate() {
-            emit(full * ROW_BLOCK + r, a);
+            emit(r0 + r, a);
         }
+        r0 += nr;
     }
 }
 
@@ -234,7 +290,32 @@ pub fn requant_scalar(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: R
     let n = out.len();
     let it = acc[..n].iter().zip(&bias[..n]).zip(m0[..n].iter().zip(&shift[..n]));
     for (o, ((&a, &b), (&m, &s))) in out.iter_mut().zip(it) {
-        *o = q.zp.wrapping_add(super::mbqm(a.wrapping_add(b), m, s)).clamp(q.min, q.max) as u8;
+        *o = requant_one(a.wrapping_add(b), m, s, q) as u8;
+    }
+}
+
+/// One requantized hidden output, `clamp(zp + MBQM(acc, m0, shift), min,
+/// max)` (`min ≤ max`, as `QModel::parse` checks).
+#[inline(always)]
+pub fn requant_one(acc: i32, m0: i32, shift: i32, q: Requant) -> i32 {
+    // Not `clamp`: its `min ≤ max` assertion would cost a compare per row.
+    q.zp.wrapping_add(super::mbqm(acc, m0, shift)).max(q.min).min(q.max)
+}
+
+/// One sample's hidden layer outputs, widened (the next layer's input):
+/// `out[r] = requant_one(acc[r] + bias[r], m0[r], shift[r], q)` for
+/// `r < out.len()`. Exact, so every target may compute it its own way: the
+/// DSP target with [`dsp::requant_widened`].
+pub fn requant_widened(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [i16]) {
+    #[cfg(all(target_arch = "arm", tailor_arm_dsp))]
+    return dsp::requant_widened(acc, bias, m0, shift, q, out);
+    #[cfg(not(all(target_arch = "arm", tailor_arm_dsp)))]
+    {
+        let n = out.len();
+        let it = acc[..n].iter().zip(&bias[..n]).zip(m0[..n].iter().zip(&shift[..n]));
+        for (o, ((&a, &b), (&m, &s))) in out.iter_mut().zip(it) {
+            *o = requant_one(a.wrapping_add(b), m, s, q) as i16;
+        }
     }
 }
 
@@ -266,6 +347,11 @@ fn add_k_tail(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, o
 pub mod naive {
     use super::*;
 
+    /// [`RowsFn`] over [`block4`].
+    pub fn rows(x: &[i16], w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        rows_by_block4(block4, x, w, rows, k, out)
+    }
+
     /// Reference: every weight read through [`packed_index`] of a 4-row layer.
     pub fn block4(x: &[i16], wb: &[i8], k: usize) -> [i32; 4] {
         core::array::from_fn(|r| (0..k).map(|p| x[p] as i32 * wb[packed_index(r, p, ROW_BLOCK, k)] as i32).sum())
@@ -293,6 +379,11 @@ pub mod naive {
 
 pub mod portable {
     use super::*;
+
+    /// [`RowsFn`] over [`block4`].
+    pub fn rows(x: &[i16], w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        rows_by_block4(block4, x, w, rows, k, out)
+    }
 
     /// [`GemmFn`] over [`block4`].
     pub fn gemm(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
@@ -346,6 +437,11 @@ pub mod portable {
 pub mod sse2 {
     use super::*;
     use core::arch::x86_64::*;
+
+    /// [`RowsFn`] over [`block4`].
+    pub fn rows(x: &[i16], w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        rows_by_block4(block4, x, w, rows, k, out)
+    }
 
     /// [`GemmFn`] over [`block4`].
     pub fn gemm(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
@@ -471,77 +567,307 @@ pub fn gemv4(xs: [&[i16]; 4], w: &[i8], rows: usize, k: usize, mut emit: impl Fn
     }
 }
 
-/// Cortex-M4/M7 DSP kernel (ARMv7E-M). Public so that on-target tests can
-/// compare it with [`naive::block4`].
+/// Cortex-M4/M7 DSP kernels (ARMv7E-M): the row sums in naked `asm`, the
+/// requantization of hidden outputs. Their entry points are safe and
+/// checked; the on-target tests compare them with the naive kernel and the
+/// reference requantization.
 #[cfg(all(target_arch = "arm", tailor_arm_dsp))]
 pub mod dsp {
     use super::*;
 
-    /// 4 rows per pass; see the module docs for the instruction count.
-    /// Falls back to [`portable::block4`] if `x` or `wb` is not 4-byte
-    /// aligned (`LDRD` requires it; `classify`'s buffers always are).
-    pub fn block4(x: &[i16], wb: &[i8], k: usize) -> [i32; 4] {
-        let groups = k / K_GROUP;
-        assert!(x.len() >= k && wb.len() >= ROW_BLOCK * k);
-        if (x.as_ptr() as usize | wb.as_ptr() as usize) & 3 != 0 {
-            return portable::block4(x, wb, k);
+    /// [`RowsFn`]: every full block through one [`dot4_blocks`] call, the
+    /// last `rows % 4` rows through [`tail_rows`] ([`dot1`]). Unaligned
+    /// operands (never the case for `classify`'s buffers and `.q8` weights)
+    /// take [`portable::block4`].
+    pub fn rows(x: &[i16], w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        let (x, w, out) = (&x[..k], &w[..rows * k], &mut out[..rows]);
+        if (x.as_ptr() as usize | w.as_ptr() as usize) & 3 != 0 {
+            return rows_by_block4(portable::block4, x, w, rows, k, out);
         }
-        let (mut a0, mut a1, mut a2, mut a3) = (0i32, 0i32, 0i32, 0i32);
-        if groups > 0 {
-            // SAFETY: reads `groups·8` bytes of `x` (4 i16 per group, k ≥ 4·groups)
-            // and `groups·16` bytes of `wb` (4·k ≥ 16·groups), both 4-byte
-            // aligned as checked above. No stack, no writes to memory.
-            unsafe {
-                core::arch::asm!(
-                    "2:",
-                    "ldrd {x01}, {x23}, [{xp}], #8",
-                    "ldrd {wa}, {wb}, [{wp}], #8",
-                    "sxtb16 {t}, {wa}",
-                    "sxtb16 {wa}, {wa}, ror #8",
-                    "smlad {a0}, {t}, {x01}, {a0}",
-                    "smlad {a0}, {wa}, {x23}, {a0}",
-                    "sxtb16 {t}, {wb}",
-                    "sxtb16 {wb}, {wb}, ror #8",
-                    "smlad {a1}, {t}, {x01}, {a1}",
-                    "smlad {a1}, {wb}, {x23}, {a1}",
-                    "ldrd {wa}, {wb}, [{wp}], #8",
-                    "sxtb16 {t}, {wa}",
-                    "sxtb16 {wa}, {wa}, ror #8",
-                    "smlad {a2}, {t}, {x01}, {a2}",
-                    "smlad {a2}, {wa}, {x23}, {a2}",
-                    "sxtb16 {t}, {wb}",
-                    "sxtb16 {wb}, {wb}, ror #8",
-                    "smlad {a3}, {t}, {x01}, {a3}",
-                    "smlad {a3}, {wb}, {x23}, {a3}",
-                    "subs {n}, {n}, #1",
-                    "bne 2b",
-                    xp = inout(reg) x.as_ptr() => _,
-                    wp = inout(reg) wb.as_ptr() => _,
-                    n = inout(reg) groups => _,
-                    a0 = inout(reg) a0,
-                    a1 = inout(reg) a1,
-                    a2 = inout(reg) a2,
-                    a3 = inout(reg) a3,
-                    x01 = out(reg) _,
-                    x23 = out(reg) _,
-                    wa = out(reg) _,
-                    wb = out(reg) _,
-                    t = out(reg) _,
-                    options(nostack, readonly),
-                );
-            }
-        }
-        let mut out = [a0, a1, a2, a3];
-        let kg = groups * K_GROUP;
-        let t = k - kg;
-        if t > 0 {
-            for (r, o) in out.iter_mut().enumerate() {
-                for (i, &w) in wb[ROW_BLOCK * kg + r * t..][..t].iter().enumerate() {
-                    *o += x[kg + i] as i32 * w as i32;
+        let full = rows / ROW_BLOCK;
+        if full > 0 {
+            let groups = k / K_GROUP;
+            let x0 = x.as_ptr();
+            let mut run = Run {
+                // `wrapping_add`: pointers only compared with, inside `x`.
+                x: x0,
+                singles_end: x0.wrapping_add(K_GROUP * (groups % UNROLL)),
+                end: x0.wrapping_add(K_GROUP * groups),
+                skip: ROW_BLOCK * (k - K_GROUP * groups),
+                out: out.as_mut_ptr(),
+                blocks: full,
+            };
+            // SAFETY: each block reads `8·groups` bytes of `x` (k ≥ 4·groups
+            // i16) and its `4·k` bytes of `w` (the groups' `16·groups`, then
+            // skips the `skip` leftover bytes): `full` blocks stay inside
+            // `w[..rows·k]`; writes `out[..4·full]`; all 4-byte aligned.
+            unsafe { dot4_blocks(w.as_ptr(), &mut run) };
+            if k % K_GROUP != 0 {
+                for (b, o) in out[..full * ROW_BLOCK].chunks_exact_mut(ROW_BLOCK).enumerate() {
+                    let wb = &w[b * ROW_BLOCK * k..][..ROW_BLOCK * k];
+                    for (r, o) in o.iter_mut().enumerate() {
+                        add_k_tail_row(x, wb, ROW_BLOCK, k, r, o);
+                    }
                 }
             }
         }
+        let nr = rows - full * ROW_BLOCK;
+        if nr > 0 {
+            tail_rows(x, &w[full * ROW_BLOCK * k..], nr, k, &mut out[full * ROW_BLOCK..]);
+        }
+    }
+
+    /// Adds the `k % 4` leftover inputs of row `r` of a block of `nr` rows
+    /// (stored row by row after the groups) to `acc`.
+    #[inline]
+    fn add_k_tail_row(x: &[i16], wb: &[i8], nr: usize, k: usize, r: usize, acc: &mut i32) {
+        let kg = k / K_GROUP * K_GROUP;
+        let t = k - kg;
+        for (i, &w) in wb[nr * kg + r * t..][..t].iter().enumerate() {
+            *acc = acc.wrapping_add(x[kg + i] as i32 * w as i32);
+        }
+    }
+
+    /// One 4-row block through [`rows`].
+    pub fn block4(x: &[i16], wb: &[i8], k: usize) -> [i32; 4] {
+        let mut out = [0i32; 4];
+        rows(x, wb, ROW_BLOCK, k, &mut out);
         out
+    }
+
+    /// [`super::tail_rows`] (`nr < 4` rows) through [`dot1`]; `x` and `wb`
+    /// 4-byte aligned.
+    pub(super) fn tail_rows(x: &[i16], wb: &[i8], nr: usize, k: usize, out: &mut [i32]) {
+        let groups = k / K_GROUP;
+        assert!(nr < ROW_BLOCK && x.len() >= k && wb.len() >= nr * k && out.len() >= nr);
+        assert!((x.as_ptr() as usize | wb.as_ptr() as usize) & 3 == 0, "dsp::tail_rows: unaligned operands");
+        for (r, o) in out[..nr].iter_mut().enumerate() {
+            // SAFETY: row r's words are at 4r + 4·nr·g for g < groups, all
+            // inside the block's first `4·nr·groups ≤ nr·k` bytes; `x` as in
+            // `rows`; both aligned (checked above).
+            *o = unsafe { dot1(x.as_ptr(), wb.as_ptr().add(4 * r), groups, 4 * nr) };
+            add_k_tail_row(x, wb, nr, k, r, o);
+        }
+    }
+
+    /// [`super::requant_widened`]: right shifts of 1 to 31 bits (what
+    /// calibration gives: `M < 1/2`) through [`mbqm_shr`], others through
+    /// [`super::super::mbqm`]; the clamp of a ReLU layer with zero point 0
+    /// (`0..=255`) is one `USAT`.
+    pub fn requant_widened(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [i16]) {
+        let n = out.len();
+        let (acc, bias, m0, shift) = (&acc[..n], &bias[..n], &m0[..n], &shift[..n]);
+        if q == (Requant { zp: 0, min: 0, max: 255 }) {
+            requant_loop::<true>(acc, bias, m0, shift, q, out)
+        } else {
+            requant_loop::<false>(acc, bias, m0, shift, q, out)
+        }
+    }
+
+    #[inline(always)]
+    fn requant_loop<const U8: bool>(acc: &[i32], bias: &[i32], m0: &[i32], shift: &[i32], q: Requant, out: &mut [i16]) {
+        let rows = acc.iter().zip(bias).zip(m0.iter().zip(shift));
+        for (o, ((&a, &b), (&m, &s))) in out.iter_mut().zip(rows) {
+            let a = a.wrapping_add(b);
+            // −shift − 1: the right shift less one.
+            let e1 = !s;
+            let v = if (e1 as u32) < 31 { mbqm_shr(a, m, e1) } else { super::super::mbqm(a, m, s) };
+            *o = if U8 { usat8(v) } else { q.zp.wrapping_add(v).max(q.min).min(q.max) } as i16;
+        }
+    }
+
+    /// `v` clamped to `0..=255`.
+    #[inline(always)]
+    fn usat8(v: i32) -> i32 {
+        let r: i32;
+        // SAFETY: register arithmetic only (USAT may set the Q flag).
+        unsafe {
+            core::arch::asm!("usat {r}, #8, {v}", r = lateout(reg) r, v = in(reg) v, options(pure, nomem, nostack))
+        };
+        r
+    }
+
+    /// `MBQM(acc, m0, −(e1 + 1))` for `0 ≤ e1 ≤ 30`, in six instructions:
+    ///
+    /// * [`super::super::srdhm`] is `⌊(acc·m0 + 2^30) / 2^31⌋` (see
+    ///   [`super::super::mbqm`]): `SMLAL` onto `2^30`, then the high word
+    ///   doubled by `QADD` (which saturates exactly the one overflow,
+    ///   `i32::MIN²`) with the low word's top bit.
+    /// * [`super::super::rdbp`] of that `v` by `e = e1 + 1 ≥ 1` rounds half
+    ///   away from zero: it is `⌊(t + 2^(e−1)) / 2^e⌋` with `t = v − (v < 0)`,
+    ///   i.e. `⌊t / 2^e⌋` plus bit `e − 1` of `t`, which is `⌈s / 2⌉ = s −
+    ///   ⌊s / 2⌋` for `s = t >> e1`. (`t` cannot wrap: `v > i32::MIN`.)
+    #[inline(always)]
+    pub fn mbqm_shr(acc: i32, m0: i32, e1: i32) -> i32 {
+        let (mut lo, mut hi) = (1i32 << 30, 0i32);
+        // SAFETY: register arithmetic only (QADD may set the sticky Q flag,
+        // which nothing reads).
+        unsafe {
+            core::arch::asm!(
+                "smlal {lo}, {hi}, {a}, {m}",
+                "qadd {hi}, {hi}, {hi}",
+                "orr {hi}, {hi}, {lo}, lsr #31",
+                "add {hi}, {hi}, {hi}, asr #31",
+                "asr {hi}, {hi}, {e1}",
+                "sub {hi}, {hi}, {hi}, asr #1",
+                a = in(reg) acc,
+                m = in(reg) m0,
+                e1 = in(reg) e1,
+                lo = inout(reg) lo,
+                hi = inout(reg) hi,
+                options(pure, nomem, nostack),
+            );
+        }
+        let _ = lo;
+        hi
+    }
+
+    /// Groups per pass of [`dot4_blocks`]' unrolled loop.
+    const UNROLL: usize = 8;
+
+    /// What [`dot4_blocks`] reads and updates (its registers are all taken).
+    #[repr(C)]
+    struct Run {
+        /// The activations, 4-byte aligned.
+        x: *const i16,
+        /// `x` + 4 · (groups % 8): the single groups end here.
+        singles_end: *const i16,
+        /// `x` + 4 · groups.
+        end: *const i16,
+        /// Bytes after each block's groups (its `k % 4` leftovers, 4 rows).
+        skip: usize,
+        /// Where the next block's 4 sums go; advanced by 4 per block.
+        out: *mut i32,
+        /// Blocks left (≥ 1 on entry); 0 on return.
+        blocks: usize,
+    }
+
+    /// One 4-input group of a 4-row block (16 MACs): `LDRD` of the
+    /// activations, one `LDM` of the four row words, 8 `SXTB16`, 8 `SMLAD`.
+    macro_rules! group4 {
+        () => {
+            concat!(
+                "ldrd r12, lr, [r0], #8\n",
+                "ldmia r1!, {{r8-r11}}\n",
+                "sxtb16 r3, r8\n",
+                "sxtb16 r8, r8, ror #8\n",
+                "smlad r4, r3, r12, r4\n",
+                "smlad r4, r8, lr, r4\n",
+                "sxtb16 r3, r9\n",
+                "sxtb16 r9, r9, ror #8\n",
+                "smlad r5, r3, r12, r5\n",
+                "smlad r5, r9, lr, r5\n",
+                "sxtb16 r3, r10\n",
+                "sxtb16 r10, r10, ror #8\n",
+                "smlad r6, r3, r12, r6\n",
+                "smlad r6, r10, lr, r6\n",
+                "sxtb16 r3, r11\n",
+                "sxtb16 r11, r11, ror #8\n",
+                "smlad r7, r3, r12, r7\n",
+                "smlad r7, r11, lr, r7\n",
+            )
+        };
+    }
+
+    /// The row sums of `run.blocks` consecutive 4-row blocks starting at
+    /// `w`, over the 4-input groups of `run.x`: `out[4b + r] = Σ_{p < 4·groups}
+    /// x[p]·w[b][r][p]`.
+    ///
+    /// Per block: up to seven single groups, then eight groups per pass (one
+    /// `CMP` + `BNE` per 128 MACs), then `STM` of the sums. All 14 usable
+    /// registers are live in the loop (four sums, four row words, two
+    /// activation words, one extended-weight temporary, the two pointers and
+    /// the end), which is why this is a naked function: `asm!` operands
+    /// cannot have `r7` (the frame pointer) or fix the ascending register
+    /// list `LDM` needs; the rest of the state is in `run`.
+    ///
+    /// # Safety
+    /// `run.blocks ≥ 1`; `x` readable for `4·groups` `i16`; `w` for
+    /// `blocks · (16·groups + skip)` bytes; `out` writable for `4·blocks`
+    /// `i32`; `x`, `w`, `out` and `skip` 4-byte aligned.
+    #[unsafe(naked)]
+    unsafe extern "C" fn dot4_blocks(w: *const i8, run: *mut Run) {
+        // r0 x, r1 w, r2 end of the current loop, r3 temporary; r4-r7 the
+        // row sums; r8-r11 the row words; r12 = (x0, x1), lr = (x2, x3).
+        core::arch::naked_asm!(
+            "push {{r4-r11, lr}}",
+            "push {{r1}}",
+            "mov r1, r0",
+            "5:",
+            "ldr r3, [sp]",
+            "ldm r3, {{r0, r2}}",
+            "movs r4, #0",
+            "movs r5, #0",
+            "movs r6, #0",
+            "movs r7, #0",
+            "cmp r0, r2",
+            "beq 2f",
+            "1:",
+            group4!(),
+            "cmp r0, r2",
+            "bne 1b",
+            "2:",
+            "ldr r3, [sp]",
+            "ldr r2, [r3, #8]",
+            "cmp r0, r2",
+            "beq 4f",
+            "3:",
+            group4!(),
+            group4!(),
+            group4!(),
+            group4!(),
+            group4!(),
+            group4!(),
+            group4!(),
+            group4!(),
+            "cmp r0, r2",
+            "bne 3b",
+            "4:",
+            "ldr r3, [sp]",
+            "ldr r2, [r3, #12]",
+            "add r1, r1, r2",
+            "ldr r2, [r3, #16]",
+            "stmia r2!, {{r4-r7}}",
+            "str r2, [r3, #16]",
+            "ldr r2, [r3, #20]",
+            "subs r2, r2, #1",
+            "str r2, [r3, #20]",
+            "bne 5b",
+            "pop {{r1}}",
+            "pop {{r4-r11, pc}}",
+        )
+    }
+
+    /// One row's sum over `groups` 4-input groups whose words are `stride`
+    /// bytes apart (a partial block of `nr` rows: `stride = 4·nr`).
+    ///
+    /// # Safety
+    /// `x` readable for `4·groups` `i16`; `w` for one word at each
+    /// `stride·g`, `g < groups`; both 4-byte aligned.
+    #[unsafe(naked)]
+    unsafe extern "C" fn dot1(x: *const i16, w: *const i8, groups: usize, stride: usize) -> i32 {
+        // r0 x, r1 w, r2 end of x, r3 stride; r4 the sum, r5 the row word,
+        // r6 temporary, r12 = (x0, x1), lr = (x2, x3).
+        core::arch::naked_asm!(
+            "push {{r4-r7, lr}}",
+            "movs r4, #0",
+            "add r2, r0, r2, lsl #3",
+            "cmp r0, r2",
+            "beq 2f",
+            "1:",
+            "ldrd r12, lr, [r0], #8",
+            "ldr r5, [r1]",
+            "add r1, r1, r3",
+            "sxtb16 r6, r5",
+            "sxtb16 r5, r5, ror #8",
+            "smlad r4, r6, r12, r4",
+            "smlad r4, r5, lr, r4",
+            "cmp r0, r2",
+            "bne 1b",
+            "2:",
+            "mov r0, r4",
+            "pop {{r4-r7, pc}}",
+        )
     }
 }
 
@@ -577,7 +903,7 @@ pub mod x86 {
     /// # Safety
     /// The CPU must support AVX2 (`is_x86_feature_detected!("avx2")`).
     pub unsafe fn avx2() -> QKernels {
-        QKernels { name: "avx2", block4: sse2::block4, gemm: gemm_avx2, requant: requant_avx2 }
+        QKernels { name: "avx2", block4: sse2::block4, rows: sse2::rows, gemm: gemm_avx2, requant: requant_avx2 }
     }
 
     /// AVX-512 VNNI kernel set (AVX-512F, BW, VL and VNNI).
@@ -586,7 +912,13 @@ pub mod x86 {
     /// The CPU must support `avx512f`, `avx512bw`, `avx512vl` and
     /// `avx512vnni`.
     pub unsafe fn avx512_vnni() -> QKernels {
-        QKernels { name: "avx512vnni", block4: sse2::block4, gemm: gemm_vnni, requant: requant_avx512 }
+        QKernels {
+            name: "avx512vnni",
+            block4: sse2::block4,
+            rows: sse2::rows,
+            gemm: gemm_vnni,
+            requant: requant_avx512,
+        }
     }
 
     /// Inputs per chunk of the expanded / widened input buffers (the layer's

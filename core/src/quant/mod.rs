@@ -181,18 +181,28 @@ pub fn srdhm(a: i32, b: i32) -> i32 {
 /// gemmlowp `RoundingDivideByPOT` (`0 ≤ exponent ≤ 31`).
 #[inline]
 pub fn rdbp(x: i32, exponent: i32) -> i32 {
-    let mask = ((1i64 << exponent) - 1) as i32;
+    // 32-bit mask arithmetic (2^31 − 1 for exponent 31): no 64-bit shift
+    // on 32-bit targets.
+    let mask = (1u32 << exponent).wrapping_sub(1) as i32;
     let remainder = x & mask;
     let threshold = (mask >> 1) + (x < 0) as i32;
     (x >> exponent) + (remainder > threshold) as i32
 }
 
-/// TFLite `MultiplyByQuantizedMultiplier` (left shift saturating).
+/// TFLite `MultiplyByQuantizedMultiplier` (left shift saturating): equal to
+/// `rdbp(srdhm(x · 2^max(shift, 0), m0), max(−shift, 0))` for every input
+/// (tested), with one 64-bit product and shift in place of SRDHM's
+/// sign-dependent nudge and division.
 #[inline]
 pub fn mbqm(x: i32, m0: i32, shift: i32) -> i32 {
-    let left = if shift > 0 { shift } else { 0 };
-    let right = if shift > 0 { 0 } else { -shift };
-    rdbp(srdhm(x.saturating_mul(1 << left), m0), right)
+    let (x, right) = if shift > 0 { (x.saturating_mul(1 << shift), 0) } else { (x, -shift) };
+    // SRDHM without its sign-dependent nudge: for a·b < 0, `(a·b + 1 −
+    // 2^30) / 2^31` truncated toward zero is `(a·b + 2^30) >> 31` (floor),
+    // as it is for a·b ≥ 0.
+    let p = (x as i64 * m0 as i64 + (1 << 30)) >> 31;
+    // Only i32::MIN · i32::MIN reaches 2^31, which SRDHM saturates.
+    let high = if p > i32::MAX as i64 { i32::MAX } else { p as i32 };
+    rdbp(high, right)
 }
 
 /// Index of the first maximum of the int32 logits (0 for an empty slice).

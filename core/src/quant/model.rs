@@ -49,14 +49,32 @@ impl QLayer<'_> {
     #[inline]
     pub fn requantize(&self, o: usize, acc: i32) -> i32 {
         let p = &self.params;
-        (p.out_zp + mbqm(acc, self.multiplier[o], self.shift[o])).clamp(p.out_min, p.out_max)
+        p.out_zp.wrapping_add(mbqm(acc, self.multiplier[o], self.shift[o])).clamp(p.out_min, p.out_max)
     }
 
     /// Hidden layer: `y[o]` = requantized, clamped u8 value (stored widened).
     pub fn forward_hidden(&self, kern: &QKernels, x: &[i16], y: &mut [i16]) {
-        kernels::gemv(kern, x, self.weight, self.outputs, self.inputs, |o, a| {
-            y[o] = self.requantize(o, a.wrapping_add(self.bias[o])) as i16
-        });
+        // Sums of a run of rows, then their requantization: on the device,
+        // each loop keeps its values in registers.
+        let (n, k) = (self.outputs, self.inputs);
+        let (y, bias, m0, shift) = (&mut y[..n], &self.bias[..n], &self.multiplier[..n], &self.shift[..n]);
+        let q = self.requant_params();
+        let mut acc = [0i32; kernels::GEMV_RUN];
+        let mut r0 = 0;
+        while r0 < n {
+            let m = (n - r0).min(kernels::GEMV_RUN);
+            let run = r0..r0 + m;
+            (kern.rows)(x, &self.weight[r0 * k..][..m * k], m, k, &mut acc[..m]);
+            kernels::requant_widened(
+                &acc[..m],
+                &bias[run.clone()],
+                &m0[run.clone()],
+                &shift[run.clone()],
+                q,
+                &mut y[run],
+            );
+            r0 += m;
+        }
     }
 
     pub fn requant_params(&self) -> Requant {

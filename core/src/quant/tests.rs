@@ -98,6 +98,67 @@ fn rounding_primitives_match_gemmlowp() {
     assert_eq!(mbqm(i32::MAX, 1 << 30, 2), 1 << 30); // saturating left shift, then ×0.5
 }
 
+/// `mbqm` computes SRDHM without its sign-dependent nudge; it must equal
+/// the composition of the gemmlowp primitives everywhere.
+fn mbqm_reference(x: i32, m0: i32, shift: i32) -> i32 {
+    let left = if shift > 0 { shift } else { 0 };
+    let right = if shift > 0 { 0 } else { -shift };
+    rdbp(srdhm(x.saturating_mul(1 << left), m0), right)
+}
+
+#[test]
+fn mbqm_equals_the_primitives_on_edges() {
+    let xs =
+        [i32::MIN, i32::MIN + 1, -(1 << 30) - 1, -(1 << 30), -3, -2, -1, 0, 1, 2, 3, 1 << 30, i32::MAX - 1, i32::MAX];
+    let ms = [i32::MIN, i32::MIN + 1, -(1 << 30), -1, 0, 1, 1 << 30, (1 << 30) + 1, i32::MAX - 1, i32::MAX];
+    for &x in &xs {
+        for &m in &ms {
+            for s in -31..=30 {
+                assert_eq!(mbqm(x, m, s), mbqm_reference(x, m, s), "x {x} m0 {m} shift {s}");
+            }
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn mbqm_equals_the_primitives(x in any::<i32>(), m in any::<i32>(), s in -31i32..=30, small in 0u32..4) {
+        // Also small products, where the rounding ties live.
+        let x = if small == 0 { x >> 20 } else { x };
+        prop_assert_eq!(mbqm(x, m, s), mbqm_reference(x, m, s));
+        if s < 0 {
+            prop_assert_eq!(mbqm_shr_model(x, m, -s - 1), mbqm(x, m, s));
+        }
+    }
+}
+
+/// The arithmetic of the Cortex-M4 requantization (`kernels::dsp::mbqm_shr`:
+/// `SMLAL`, `QADD`, `ORR`, `ADD`, `ASR`, `SUB`) written out in Rust, so
+/// that the identity it rests on is checked on every host too (the
+/// instructions themselves are checked against `mbqm` on the device).
+fn mbqm_shr_model(acc: i32, m0: i32, e1: i32) -> i32 {
+    let t = acc as i64 * m0 as i64 + (1 << 30);
+    let (hi, lo) = ((t >> 32) as i32, t as u32);
+    let v = hi.saturating_add(hi) | (lo >> 31) as i32;
+    let t = v.wrapping_add(v >> 31);
+    let s = t >> e1;
+    s - (s >> 1)
+}
+
+#[test]
+fn dsp_requantization_identity_holds_on_edges() {
+    let xs =
+        [i32::MIN, i32::MIN + 1, -(1 << 30) - 1, -(1 << 30), -3, -2, -1, 0, 1, 2, 3, 1 << 30, i32::MAX - 1, i32::MAX];
+    let ms = [i32::MIN, i32::MIN + 1, -(1 << 30), -1, 0, 1, 1 << 30, (1 << 30) + 1, i32::MAX - 1, i32::MAX];
+    for &x in &xs {
+        for &m in &ms {
+            for e1 in 0..=30 {
+                assert_eq!(mbqm_shr_model(x, m, e1), mbqm(x, m, -e1 - 1), "x {x} m0 {m} shift {}", -e1 - 1);
+            }
+        }
+    }
+}
+
 #[test]
 fn quantize_multiplier_is_accurate() {
     for real in [1e-6, 0.00123, 0.3, 0.5, 0.7, 0.999_999_999_9, 1.0, 3.5] {
