@@ -318,7 +318,8 @@ mod train {
             tailor_train_evaluate(&mut t, labels.as_ptr(), 8, feats.as_ptr(), 8 * 64, &mut correct, &mut sum)
         };
         assert_eq!(r, TAILOR_OK);
-        assert_eq!((correct, sum), core.evaluate(&Kernels::PORTABLE, &labels[..8], &feats[..8 * 64]).unwrap());
+        let e = core.evaluate(&Kernels::PORTABLE, &labels[..8], &feats[..8 * 64]).unwrap();
+        assert_eq!((correct, sum), (e.correct, e.loss_sum));
 
         // Refused batches change nothing.
         let before = got.to_vec();

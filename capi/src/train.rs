@@ -286,10 +286,10 @@ pub unsafe extern "C" fn tailor_train_evaluate(
         // SAFETY: the caller's contract for each buffer.
         let (l, x, c) = unsafe { (slice(labels, n)?, slice(inputs, inputs_len)?, get_mut(correct)?) };
         let ls = if loss_sum.is_null() { None } else { Some(unsafe { get_mut(loss_sum) }?) };
-        let (right, sum) = s.evaluate(&Kernels::PORTABLE, l, x).map_err(of_session)?;
-        *c = right;
+        let e = s.evaluate(&Kernels::PORTABLE, l, x).map_err(of_session)?;
+        *c = e.correct;
         if let Some(o) = ls {
-            *o = sum;
+            *o = e.loss_sum;
         }
         Ok(TAILOR_OK)
     })())

@@ -222,7 +222,7 @@ fn replay_head(q: &QModel<'_>, x: &[u8], y: &[u8], test_x: &[u8], test_y: &[u8])
     let mut correct = 0;
     for (imgs, labels) in test_x.chunks(25 * 784).zip(test_y.chunks(25)) {
         let f = features(imgs);
-        correct += s.evaluate(&Kernels::PORTABLE, labels, &f).unwrap().0 as usize;
+        correct += s.evaluate(&Kernels::PORTABLE, labels, &f).unwrap().correct as usize;
     }
     (losses, s.params().iter().map(|v| v.to_bits()).collect(), correct)
 }
