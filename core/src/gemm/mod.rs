@@ -834,3 +834,6 @@ mod tests {
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86;
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub mod neon;
