@@ -13,6 +13,9 @@
 //!   buffer, or read in place from the panels) stays in L1 while all row
 //!   tiles use it; bias on the first block, ReLU on the last. Per element
 //!   both sum from the bias in increasing `k`, so they agree bit for bit.
+//!   When at most 70 % of the inputs are nonzero (ReLU outputs, image
+//!   backgrounds), tiles of two rows walk each row's nonzero bit mask and
+//!   skip the zero inputs, as on x86.
 //!   Otherwise (fewer than 8 rows, or a thin layer such as 512→10) forward
 //!   takes dot products along `k` in tiles of `MR × NR` vector accumulators,
 //!   each reduced across lanes at the end.
@@ -360,7 +363,14 @@ fn sgd(params: &mut [f32], grads: &[f32], lr: f32, wd: f32) {
     unsafe {
         while i < n {
             let len = W.min(n - i);
-            step_vec(&step, p.add(i), core::ptr::null_mut(), core::ptr::null_mut(), load_l(g.add(i), len < W, len), len);
+            step_vec(
+                &step,
+                p.add(i),
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                load_l(g.add(i), len < W, len),
+                len,
+            );
             i += len;
         }
     }
@@ -581,15 +591,16 @@ unsafe fn axpy_tile<const R: usize, const N: usize, const TAIL: bool>(t: Axpy, t
             bp = bp.add(t.ldb);
         }
         if let Some(st) = t.step {
+            // Through a stack buffer and a separate function: were the
+            // epilogue's (not unrolled) loops to index `acc`, LLVM would
+            // keep the accumulators in memory during the main loop too.
+            let mut g = [zero(); MR * NV];
             for (r, row) in acc.iter().enumerate() {
-                for (c, &g) in row.iter().enumerate() {
-                    let off = r * t.ldo + c * W;
-                    let adam = matches!(st.rule, StepRule::Adam(_));
-                    let (m, v) = if adam { (st.sm.add(off), st.sv.add(off)) } else { (st.sm, st.sv) };
-                    step_vec(&st.rule, st.w.add(off), m, v, g, if last(c) { tail } else { W });
+                for (c, &v) in row.iter().enumerate() {
+                    g[r * N + c] = v;
                 }
             }
-            return;
+            return step_tile(&g[..R * N], N, st, t.ldo, if TAIL { tail } else { W });
         }
         for (r, row) in acc.iter().enumerate() {
             let o = t.out.add(r * t.ldo);
@@ -601,6 +612,25 @@ unsafe fn axpy_tile<const R: usize, const N: usize, const TAIL: bool>(t: Axpy, t
                 };
                 let v = if t.relu { mask_le0(v, v) } else { v };
                 store_l(o.add(c * W), v, last(c), tail);
+            }
+        }
+    }
+}
+
+/// The epilogue of a fused weight-grad tile: one optimizer step on the
+/// parameters under the tile (rows `ld` apart), with the sums in `g` (rows
+/// of `nv` vectors, the last one `tail` lanes wide) as gradients.
+#[inline(never)]
+unsafe fn step_tile(g: &[V], nv: usize, st: TileStep, ld: usize, tail: usize) {
+    let adam = matches!(st.rule, StepRule::Adam(_));
+    for (r, row) in g.chunks_exact(nv).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            let off = r * ld + c * W;
+            // SAFETY: the tile's parameters (and state) lie inside the
+            // checked [n][k] buffers, like its gradients.
+            unsafe {
+                let (m, s) = if adam { (st.sm.add(off), st.sv.add(off)) } else { (st.sm, st.sv) };
+                step_vec(&st.rule, st.w.add(off), m, s, v, if c == nv - 1 { tail } else { W });
             }
         }
     }
@@ -719,49 +749,229 @@ unsafe fn pack_t(src: *const f32, lds: usize, pack: *mut f32, cols: usize, rows:
 /// on the last. The block of `wᵀ` is transposed from `w` into a stack
 /// buffer, or, if `pre`, read in place from weights packed by
 /// `gemm::pack_panels` with panels of [`PANEL`] (then `f.w` is the packed
-/// weights). Per element, every path sums from the bias in increasing `p`.
+/// weights).
+///
+/// When at most [`SPARSE_MAX_DENSITY`] of a group of rows' inputs are
+/// nonzero (ReLU outputs, image backgrounds), the tiles skip the zero ones
+/// (see [`sparse_tile`]). Per element, every path sums from the bias in
+/// increasing `p`, so all give the same values (a skipped term adds `±0`,
+/// given finite weights).
 unsafe fn forward_packed(f: Fwd, pre: bool) {
     let mut pack = Pack::new();
+    let mut masks = [0u64; SPARSE_ROWS * SPARSE_BLOCKS];
+    let kb = FWD_KB;
     // SAFETY: all tiles lie inside x[m][k], w[n][k], b[n], y[m][n]; the
     // packed block is pb ≤ PACK_ROWS rows of cols ≤ PACK_COLS.
     unsafe {
         let nc = NV * W;
         let pk = pack.ptr();
-        let mut j = 0;
-        while j < f.n {
-            let cols = nc.min(f.n - j);
-            let mut p = 0;
+        let mut i0 = 0;
+        while i0 < f.m {
+            let rows = SPARSE_ROWS.min(f.m - i0);
+            let x = f.x.add(i0 * f.k);
+            let y = f.y.add(i0 * f.ldy);
+            let mut q0 = 0;
             loop {
-                let pb = FWD_KB.min(f.k - p);
-                let last = p + pb == f.k;
-                let (blk, ldb) = if pre {
-                    (f.w.add(j * f.k + p * cols), cols)
-                } else {
-                    pack_t(f.w.add(j * f.k + p), f.k, pk, cols, pb);
-                    (pk.cast_const(), PACK_COLS)
-                };
-                let bias = if p == 0 { f.b.add(j) } else { core::ptr::null() };
-                axpy_rows(f.m, cols, |i| Axpy {
-                    a: f.x.add(i * f.k + p),
-                    ars: f.k,
-                    ats: 1,
-                    b: blk,
-                    ldb,
-                    t_len: pb,
-                    out: f.y.add(i * f.ldy + j),
-                    ldo: f.ldy,
-                    mask: core::ptr::null(),
-                    acc_in: p > 0,
-                    bias,
-                    relu: f.relu && last,
-                    step: None,
-                });
-                p += pb;
-                if p >= f.k {
+                let q1 = q0 + (kb * SPARSE_BLOCKS).min(f.k - q0);
+                // A thin layer's tile is one vector wide: the mask walk
+                // would cost more than the FMAs it saves. (Decided from the
+                // whole layer's width, so that splits agree.)
+                let sparse = f.ldy > SPARSE_MIN_WIDTH && nonzero_masks(x.add(q0), f.k, rows, q1 - q0, kb, &mut masks);
+                let mut j = 0;
+                while j < f.n {
+                    let cols = nc.min(f.n - j);
+                    let mut p = q0;
+                    loop {
+                        let pb = kb.min(q1 - p);
+                        let last = p + pb == f.k;
+                        let (blk, ldb) = if pre {
+                            (f.w.add(j * f.k + p * cols), cols)
+                        } else {
+                            pack_t(f.w.add(j * f.k + p), f.k, pk, cols, pb);
+                            (pk.cast_const(), PACK_COLS)
+                        };
+                        let bias = if p == 0 { f.b.add(j) } else { core::ptr::null() };
+                        let relu = f.relu && last;
+                        if sparse {
+                            let blkm = &masks[(p - q0) / kb..];
+                            let mut r = 0;
+                            while r < rows {
+                                let two = r + 1 < rows;
+                                let row = |q: usize| (x.add(q * f.k + p), y.add(q * f.ldy + j));
+                                let ((x0, y0), (x1, y1)) = (row(r), row(if two { r + 1 } else { r }));
+                                let t = Sparse {
+                                    x: [x0, x1],
+                                    mask: [
+                                        blkm[r * SPARSE_BLOCKS],
+                                        if two { blkm[(r + 1) * SPARSE_BLOCKS] } else { 0 },
+                                    ],
+                                    b: blk,
+                                    ldb,
+                                    out: [y0, y1],
+                                    bias,
+                                    acc_in: p > 0,
+                                    relu,
+                                };
+                                if two {
+                                    sparse_cols::<2>(t, cols);
+                                } else {
+                                    sparse_cols::<1>(t, cols);
+                                }
+                                r += 2;
+                            }
+                        } else {
+                            axpy_rows(rows, cols, |i| Axpy {
+                                a: x.add(i * f.k + p),
+                                ars: f.k,
+                                ats: 1,
+                                b: blk,
+                                ldb,
+                                t_len: pb,
+                                out: y.add(i * f.ldy + j),
+                                ldo: f.ldy,
+                                mask: core::ptr::null(),
+                                acc_in: p > 0,
+                                bias,
+                                relu,
+                                step: None,
+                            });
+                        }
+                        p += pb;
+                        if p == q1 {
+                            break;
+                        }
+                    }
+                    j += cols;
+                }
+                q0 = q1;
+                if q0 == f.k {
                     break;
                 }
             }
-            j += cols;
+            i0 += rows;
+        }
+    }
+}
+
+/// Rows and `FWD_KB`-blocks of inputs whose nonzero masks
+/// [`forward_packed`] keeps at once (8 KB of stack).
+const SPARSE_ROWS: usize = 64;
+const SPARSE_BLOCKS: usize = 16;
+
+/// Above this share of nonzero inputs, dense tiles are taken (as on x86;
+/// not tuned for any aarch64 core, see the README).
+const SPARSE_MAX_DENSITY: f32 = 0.7;
+
+/// Layers at most this wide always use dense tiles.
+const SPARSE_MIN_WIDTH: usize = 32;
+
+/// `masks[r·SPARSE_BLOCKS + b]` = bit `t` set where `x[r·ldx + b·kb + t]`
+/// is nonzero (NaN included), for `r < rows`, `b·kb + t < len`. Returns
+/// whether the inputs are sparse enough to skip the zeros.
+unsafe fn nonzero_masks(x: *const f32, ldx: usize, rows: usize, len: usize, kb: usize, masks: &mut [u64]) -> bool {
+    // SAFETY: reads x[r·ldx + c] for c < len only.
+    unsafe {
+        let mut ones = 0u32;
+        for r in 0..rows {
+            let xr = x.add(r * ldx);
+            let mut b = 0;
+            while b * kb < len {
+                let (c0, c1) = (b * kb, len.min((b + 1) * kb));
+                let mut bits = 0u64;
+                for c in c0..c1 {
+                    bits |= ((*xr.add(c) != 0.0) as u64) << (c - c0);
+                }
+                masks[r * SPARSE_BLOCKS + b] = bits;
+                ones += bits.count_ones();
+                b += 1;
+            }
+        }
+        (ones as f32) <= SPARSE_MAX_DENSITY * (rows * len) as f32
+    }
+}
+
+/// A [`sparse_tile`]: rows `x[r]` (at the block's first input) with nonzero
+/// masks `mask[r]`, outputs `out[r]`; the block of `wᵀ` at `b`.
+#[derive(Clone, Copy)]
+struct Sparse {
+    x: [*const f32; 2],
+    mask: [u64; 2],
+    b: *const f32,
+    ldb: usize,
+    out: [*mut f32; 2],
+    bias: *const f32,
+    acc_in: bool,
+    relu: bool,
+}
+
+/// `R ≤ 2` rows × `N` vectors of outputs, summing only the inputs whose
+/// mask bit is set. Two rows interleave their (different) nonzeros so that
+/// `2·N` independent accumulators hide the FMA latency; each row's sum
+/// still runs in increasing input order.
+#[inline(never)]
+#[allow(clippy::needless_range_loop)] // two rows of acc per index
+unsafe fn sparse_tile<const R: usize, const N: usize, const TAIL: bool>(t: Sparse, tail: usize) {
+    // SAFETY: the caller sizes the tile inside the checked matrices; set
+    // mask bits index inputs inside the block.
+    unsafe {
+        let last = |c: usize| TAIL && c == N - 1;
+        let mut acc = [[zero(); N]; R];
+        for (r, row) in acc.iter_mut().enumerate() {
+            let src = if t.acc_in { t.out[r].cast_const() } else { t.bias };
+            for (c, v) in row.iter_mut().enumerate() {
+                *v = load_l(src.add(c * W), last(c), tail);
+            }
+        }
+        let mut m = t.mask;
+        if R == 2 {
+            while m[0] != 0 && m[1] != 0 {
+                let (p0, p1) = (m[0].trailing_zeros() as usize, m[1].trailing_zeros() as usize);
+                m[0] &= m[0] - 1;
+                m[1] &= m[1] - 1;
+                let (s0, s1) = (splat(t.x[0].add(p0)), splat(t.x[1].add(p1)));
+                let (b0, b1) = (t.b.add(p0 * t.ldb), t.b.add(p1 * t.ldb));
+                for c in 0..N {
+                    acc[0][c] = fma(s0, load_l(b0.add(c * W), last(c), tail), acc[0][c]);
+                    acc[R - 1][c] = fma(s1, load_l(b1.add(c * W), last(c), tail), acc[R - 1][c]);
+                }
+            }
+        }
+        for (r, row) in acc.iter_mut().enumerate() {
+            while m[r] != 0 {
+                let p = m[r].trailing_zeros() as usize;
+                m[r] &= m[r] - 1;
+                let s = splat(t.x[r].add(p));
+                let bp = t.b.add(p * t.ldb);
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = fma(s, load_l(bp.add(c * W), last(c), tail), *v);
+                }
+            }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                let v = if t.relu { mask_le0(v, v) } else { v };
+                store_l(t.out[r].add(c * W), v, last(c), tail);
+            }
+        }
+    }
+}
+
+/// One [`sparse_tile`] covering `cols ≤ NV·W` columns.
+#[inline(always)]
+unsafe fn sparse_cols<const R: usize>(t: Sparse, cols: usize) {
+    // SAFETY: forwarded.
+    unsafe {
+        if cols == NV * W {
+            return sparse_tile::<R, NV, false>(t, W);
+        }
+        let nv = cols.div_ceil(W);
+        let tail = cols - (nv - 1) * W;
+        match nv {
+            1 => sparse_tile::<R, 1, true>(t, tail),
+            2 => sparse_tile::<R, 2, true>(t, tail),
+            3 => sparse_tile::<R, 3, true>(t, tail),
+            4 => sparse_tile::<R, 4, true>(t, tail),
+            _ => unreachable!(),
         }
     }
 }
@@ -999,8 +1209,7 @@ mod tests {
 
     #[test]
     fn neon_model_shapes() {
-        for &(m, n, k) in &[(64, 512, 784), (64, 10, 512), (1, 512, 784), (5, 13, 100), (130, 40, 100), (9, 100, 17)]
-        {
+        for &(m, n, k) in &[(64, 512, 784), (64, 10, 512), (1, 512, 784), (5, 13, 100), (130, 40, 100), (9, 100, 17)] {
             check_big(&NEON, m, n, k, 3);
             check_panels(&NEON, m, n, k, 3);
         }
