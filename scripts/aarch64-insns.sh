@@ -19,9 +19,9 @@ count() { # KERNELS PRODUCT REPS -> "instructions macs"
     out=$(qemu-aarch64 -L /usr/aarch64-linux-gnu -plugin "$PWD/$plugin" "$bin" "$@" 2>&1)
     echo "$(sed -n 's/^insns: //p' <<<"$out") $(head -1 <<<"$out")"
 }
-printf '%-18s' product; printf ' %10s' "${sets[@]}"; echo "   (instructions per MAC)"
-for p in forward forward_thin forward_panels forward_panels_1 input_grad weight_grad weight_grad_sgd weight_grad_adam int8_gemm; do
-    printf '%-18s' $p
+printf '%-20s' product; printf ' %10s' "${sets[@]}"; echo "   (instructions per MAC)"
+for p in forward forward_thin forward_panels forward_panels_1 forward_panels_relu input_grad weight_grad weight_grad_sgd weight_grad_adam int8_gemm; do
+    printf '%-20s' $p
     for s in "${sets[@]}"; do
         k=$s; [ $p = int8_gemm ] && k=q:$s
         read -r i1 macs < <(count $k $p 1)
