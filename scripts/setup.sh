@@ -8,6 +8,9 @@ command -v qemu-system-arm >/dev/null 2>&1 || need_apt+=(qemu-system-arm)
 # The C API's example firmware (tests/tests/c_api.rs) builds with GCC and newlib.
 command -v arm-none-eabi-gcc >/dev/null 2>&1 || need_apt+=(gcc-arm-none-eabi)
 [ -f /usr/lib/arm-none-eabi/newlib/thumb/v7e-m+fp/hard/libc_nano.a ] || need_apt+=(libnewlib-arm-none-eabi)
+# The NEON kernels' tests: cross-linked for aarch64, run under QEMU user mode.
+command -v qemu-aarch64 >/dev/null 2>&1 || need_apt+=(qemu-user)
+command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || need_apt+=(gcc-aarch64-linux-gnu)
 if [ -z "${TAILOR_DATA:-}" ] && [ ! -f /usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz ] \
     && [ ! -f ./data/fashion-mnist/t10k-labels-idx1-ubyte.gz ]; then
     need_apt+=(dataset-fashion-mnist)
@@ -33,6 +36,7 @@ fi
 # target; rustup installs whatever of it is missing.
 rustup show active-toolchain >/dev/null 2>&1 || rustup toolchain install
 rustup target list --installed 2>/dev/null | grep -q thumbv7em-none-eabihf || rustup target add thumbv7em-none-eabihf
+rustup target list --installed 2>/dev/null | grep -q aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
 
 # The firmware links with flip-link (stack below .bss/.data: an overflow
 # faults instead of corrupting memory).

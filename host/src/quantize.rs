@@ -352,13 +352,15 @@ pub fn device_inputs<'s>(model: &QModel<'_>, split: &'s Split) -> Result<Cow<'s,
 pub const QKERNELS_ENV: &str = "TAILOR_QKERNELS";
 
 /// The int8 kernel set called `name` (`naive`, `portable`, `sse2`, `avx2`,
-/// `avx512vnni`), if it exists and this CPU runs it.
+/// `avx512vnni`, `neon`), if it exists and this CPU runs it.
 pub fn qkernels_by_name(name: &str) -> Option<QKernels> {
     match name {
         "naive" => Some(QKernels::NAIVE),
         "portable" => Some(QKernels::PORTABLE),
         #[cfg(target_arch = "x86_64")]
         "sse2" => Some(QKernels::SSE2),
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        "neon" => Some(QKernels::NEON),
         #[cfg(target_arch = "x86_64")]
         "avx2" if is_x86_feature_detected!("avx2") => {
             // SAFETY: AVX2 detected.
@@ -380,7 +382,7 @@ pub fn qkernels_by_name(name: &str) -> Option<QKernels> {
 
 /// Every int8 kernel set this CPU runs, slowest first (`naive` included).
 pub fn available_qkernels() -> Vec<QKernels> {
-    ["naive", "portable", "sse2", "avx2", "avx512vnni"].into_iter().filter_map(qkernels_by_name).collect()
+    ["naive", "portable", "sse2", "neon", "avx2", "avx512vnni"].into_iter().filter_map(qkernels_by_name).collect()
 }
 
 /// The fastest int8 kernel set this CPU runs (AVX-512 VNNI → AVX2 →

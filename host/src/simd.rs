@@ -1,7 +1,8 @@
 //! Run-time choice of the math kernels, and this machine's FMA peak.
 //!
 //! [`detect`] picks the widest kernel set the CPU runs (AVX-512 → AVX2+FMA →
-//! portable); `TAILOR_KERNELS=portable|avx2|avx512|naive` overrides it.
+//! portable on x86-64, NEON on aarch64); `TAILOR_KERNELS=portable|avx2|
+//! avx512|neon|naive` overrides it.
 //! [`fma_peak_gflops`] measures the f32 FMA peak (independent accumulator
 //! chains, no memory traffic, like `shared/bench/fma_peak.c`), so kernel
 //! throughput can be reported as a fraction of it.
@@ -12,8 +13,8 @@ use tailor_core::gemm::Kernels;
 /// The environment variable that overrides [`detect`].
 pub const ENV: &str = "TAILOR_KERNELS";
 
-/// The kernel set called `name` (`portable`, `naive`, `avx2`, `avx512`), if
-/// it exists and this CPU can run it.
+/// The kernel set called `name` (`portable`, `naive`, `avx2`, `avx512`,
+/// `neon`), if it exists and this CPU can run it.
 pub fn by_name(name: &str) -> Option<Kernels> {
     match name {
         "portable" => Some(Kernels::PORTABLE),
@@ -28,13 +29,16 @@ pub fn by_name(name: &str) -> Option<Kernels> {
             // SAFETY: AVX-512F/VL, AVX2 and FMA detected.
             Some(unsafe { tailor_core::gemm::x86::avx512() })
         }
+        // NEON is baseline on aarch64: no detection needed.
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        "neon" => Some(tailor_core::gemm::neon::NEON),
         _ => None,
     }
 }
 
 /// Every kernel set this CPU runs except `naive`, slowest first.
 pub fn available() -> Vec<Kernels> {
-    ["portable", "avx2", "avx512"].into_iter().filter_map(by_name).collect()
+    ["portable", "avx2", "avx512", "neon"].into_iter().filter_map(by_name).collect()
 }
 
 /// The best kernel set for this CPU, or the one `TAILOR_KERNELS` names (a
@@ -130,7 +134,9 @@ fn run_peak_window(time: Duration) -> (f64, Duration) {
         } else {
             (8, peak_portable(CHUNK))
         };
-        #[cfg(not(target_arch = "x86_64"))]
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        let (l, s) = (4, peak_neon(CHUNK));
+        #[cfg(not(any(target_arch = "x86_64", all(target_arch = "aarch64", target_feature = "neon"))))]
         let (l, s) = (8, peak_portable(CHUNK));
         sink += s;
         iters += CHUNK;
@@ -186,7 +192,29 @@ unsafe fn peak_avx2(iters: u64) -> f32 {
     o.iter().sum()
 }
 
+/// NEON `fmla` chains (LLVM does not fuse the portable loop's `a·b + c`).
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+fn peak_neon(iters: u64) -> f32 {
+    use std::arch::aarch64::*;
+    // SAFETY: register-only NEON ops; NEON is enabled for the target.
+    unsafe {
+        let mut acc = [vdupq_n_f32(0.0); NACC];
+        for (j, a) in acc.iter_mut().enumerate() {
+            *a = vdupq_n_f32(0.001 * j as f32);
+        }
+        let a = vdupq_n_f32(std::hint::black_box(0.9999));
+        let b = vdupq_n_f32(std::hint::black_box(1e-7));
+        for _ in 0..iters {
+            for v in acc.iter_mut() {
+                *v = vfmaq_f32(b, *v, a);
+            }
+        }
+        vaddvq_f32(acc.iter().fold(vdupq_n_f32(0.0), |s, &v| vaddq_f32(s, v)))
+    }
+}
+
 /// Whatever the compile target makes of 8-lane multiply-add chains.
+#[cfg_attr(all(target_arch = "aarch64", target_feature = "neon"), allow(dead_code))]
 fn peak_portable(iters: u64) -> f32 {
     let mut acc = [[0.0f32; 8]; NACC];
     for (j, a) in acc.iter_mut().enumerate() {
@@ -213,6 +241,7 @@ mod tests {
         assert_eq!(by_name("portable").unwrap().name, "portable");
         assert_eq!(by_name("naive").unwrap().name, "naive");
         assert!(by_name("sse9").is_none());
+        assert_eq!(by_name("neon").is_some(), cfg!(target_arch = "aarch64"));
         let best = detect();
         assert!(available().iter().any(|k| k.name == best.name) || best.name == "naive");
     }

@@ -836,3 +836,6 @@ mod tests {
 pub mod x86;
 
 pub mod m4;
+
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub mod neon;

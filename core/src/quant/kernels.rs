@@ -148,7 +148,17 @@ impl QKernels {
     pub const BEST: QKernels = Self::DSP;
     #[cfg(target_arch = "x86_64")]
     pub const BEST: QKernels = Self::SSE2;
-    #[cfg(not(any(all(target_arch = "arm", tailor_arm_dsp), target_arch = "x86_64")))]
+    /// aarch64: NEON `smlal`, 4 rows × 4 inputs per step.
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    pub const NEON: QKernels =
+        QKernels { name: "neon", block4: neon::block4, gemm: neon::gemm, requant: requant_scalar };
+    #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+    pub const BEST: QKernels = Self::NEON;
+    #[cfg(not(any(
+        all(target_arch = "arm", tailor_arm_dsp),
+        target_arch = "x86_64",
+        all(target_arch = "aarch64", target_feature = "neon")
+    )))]
     pub const BEST: QKernels = Self::PORTABLE;
 }
 
@@ -526,6 +536,56 @@ pub mod sse2 {
                 o
             })
         })
+    }
+}
+
+/// aarch64 NEON (baseline there): per 4 inputs × 4 rows, one 16-byte load
+/// of the packed block, two widenings to `i16` and four `smlal`.
+#[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+pub mod neon {
+    use super::*;
+    use core::arch::aarch64::*;
+
+    /// [`GemmFn`] over [`block4`].
+    pub fn gemm(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        gemm_by_block4(block4, x, ldx, m, w, rows, k, out)
+    }
+
+    pub fn block4(x: &[i16], wb: &[i8], k: usize) -> [i32; 4] {
+        let groups = k / K_GROUP;
+        let kg = groups * K_GROUP;
+        assert!(x.len() >= k && wb.len() >= ROW_BLOCK * k);
+        // Byte indices putting the activations of a group in the weights'
+        // word order (`SWAP`: x0 x2 x1 x3), twice (two rows per vector).
+        const IDX: [u8; 16] = [0, 1, 4, 5, 2, 3, 6, 7, 0, 1, 4, 5, 2, 3, 6, 7];
+        // SAFETY: NEON is enabled for the target; every load reads inside
+        // `x[..4·groups]` (8 bytes at 4g) or `wb[..16·groups]` (16 bytes at
+        // 16g), checked by the assert above.
+        let mut out: [i32; 4] = unsafe {
+            let idx = vld1q_u8(IDX.as_ptr());
+            let mut acc = [vdupq_n_s32(0); 4];
+            let (xp, wp) = (x.as_ptr(), wb.as_ptr());
+            for g in 0..groups {
+                let w = vld1q_s8(wp.add(16 * g));
+                let (w01, w23) = (vmovl_s8(vget_low_s8(w)), vmovl_high_s8(w));
+                let xb = vreinterpretq_u8_s16(vcombine_s16(vld1_s16(xp.add(4 * g)), vdup_n_s16(0)));
+                let xx = vreinterpretq_s16_u8(vqtbl1q_u8(xb, idx));
+                acc[0] = vmlal_s16(acc[0], vget_low_s16(w01), vget_low_s16(xx));
+                acc[1] = vmlal_high_s16(acc[1], w01, xx);
+                acc[2] = vmlal_s16(acc[2], vget_low_s16(w23), vget_low_s16(xx));
+                acc[3] = vmlal_high_s16(acc[3], w23, xx);
+            }
+            acc.map(|a| vaddvq_s32(a))
+        };
+        let t = k - kg;
+        if t > 0 {
+            for (r, o) in out.iter_mut().enumerate() {
+                for (i, &w) in wb[ROW_BLOCK * kg + r * t..][..t].iter().enumerate() {
+                    *o += x[kg + i] as i32 * w as i32;
+                }
+            }
+        }
+        out
     }
 }
 
@@ -1459,6 +1519,8 @@ pub(crate) mod tests {
     pub(crate) fn all_kernels() -> Vec<QKernels> {
         #[allow(unused_mut)]
         let mut v = std::vec![QKernels::NAIVE, QKernels::PORTABLE, QKernels::BEST];
+        #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
+        v.push(QKernels::NEON);
         #[cfg(target_arch = "x86_64")]
         {
             v.push(QKernels::SSE2);
