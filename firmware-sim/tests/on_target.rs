@@ -480,6 +480,8 @@ fn softmax_exp_cost_and_error(out: &mut dyn core::fmt::Write) -> bool {
         worst
     );
     fast > 0 && slow > 0 && worst < 5e-3
+}
+
 /// Operands of the f32 kernel tests: the 784-32-10 model's largest shapes
 /// at batch 8 (and a `dy` for up to 1,024 outputs).
 static mut F_X: [f32; 8 * 784] = [0.0; 8 * 784];

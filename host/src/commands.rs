@@ -212,7 +212,9 @@ pub(crate) fn progress(total: u64, unit: &str, json: bool) -> Option<ProgressBar
         return None;
     }
     let pb = ProgressBar::new(total);
-    pb.set_style(ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  eta {{eta}}")).ok()?);
+    pb.set_style(
+        ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {unit}  {{per_sec}}  eta {{eta}}")).ok()?,
+    );
     Some(pb)
 }
 

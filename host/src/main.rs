@@ -400,7 +400,8 @@ fn main() {
                 println!("{r}");
             }
             Ok(())
-        })(),
+        })(
+        ),
         Cmd::DeviceTrain {
             mode,
             model,

@@ -151,7 +151,7 @@ impl QKernels {
     /// aarch64: NEON `smlal`, 4 rows × 4 inputs per step.
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     pub const NEON: QKernels =
-        QKernels { name: "neon", block4: neon::block4, gemm: neon::gemm, requant: requant_scalar };
+        QKernels { name: "neon", block4: neon::block4, rows: neon::rows, gemm: neon::gemm, requant: requant_scalar };
     #[cfg(all(target_arch = "aarch64", target_feature = "neon"))]
     pub const BEST: QKernels = Self::NEON;
     #[cfg(not(any(
@@ -458,6 +458,11 @@ pub mod sse2 {
         gemm_by_block4(block4, x, ldx, m, w, rows, k, out)
     }
 
+    /// [`RowsFn`] over [`block4`].
+    pub fn rows(x: &[i16], w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        rows_by_block4(block4, x, w, rows, k, out)
+    }
+
     pub fn block4(x: &[i16], wb: &[i8], k: usize) -> [i32; 4] {
         let groups = k / K_GROUP;
         let kg = groups * K_GROUP;
@@ -549,6 +554,11 @@ pub mod neon {
     /// [`GemmFn`] over [`block4`].
     pub fn gemm(x: &[u8], ldx: usize, m: usize, w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
         gemm_by_block4(block4, x, ldx, m, w, rows, k, out)
+    }
+
+    /// [`RowsFn`] over [`block4`].
+    pub fn rows(x: &[i16], w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
+        rows_by_block4(block4, x, w, rows, k, out)
     }
 
     pub fn block4(x: &[i16], wb: &[i8], k: usize) -> [i32; 4] {
