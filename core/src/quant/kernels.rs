@@ -458,11 +458,6 @@ pub mod sse2 {
         gemm_by_block4(block4, x, ldx, m, w, rows, k, out)
     }
 
-    /// [`RowsFn`] over [`block4`].
-    pub fn rows(x: &[i16], w: &[i8], rows: usize, k: usize, out: &mut [i32]) {
-        rows_by_block4(block4, x, w, rows, k, out)
-    }
-
     pub fn block4(x: &[i16], wb: &[i8], k: usize) -> [i32; 4] {
         let groups = k / K_GROUP;
         let kg = groups * K_GROUP;
