@@ -43,7 +43,7 @@ trait Micro {
     unsafe fn axpy_2x8(a: [*const f32; 2], b: *const f32, ldb: usize, o: [*mut f32; 2], terms: usize, blocks: usize);
     /// `pk[(c·rows + j)·8 + l] = b[j·ldb + 8c + l]` for `j < rows`,
     /// `c < blocks`, `l < 8`: each 8-column block of `b`'s first `rows`
-    /// rows as one contiguous panel. `rows, blocks >= 1`.
+    /// rows as one contiguous panel. `rows >= 2` even, `blocks >= 1`.
     unsafe fn pack_panels(b: *const f32, ldb: usize, rows: usize, blocks: usize, pk: *mut f32);
     /// [`Self::axpy_2x8`] on packed panels (`p.panels`, `terms` rows each,
     /// `p.blocks` of them) for `pairs >= 1` pairs of rows: pair `q`'s first
@@ -241,8 +241,9 @@ fn input_grad_with<K: Micro>(
         while c0 < k8 {
             let width = strip.min(k8 - c0);
             if terms > 0 {
-                // SAFETY: w holds terms <= n rows of k >= c0 + width floats;
-                // the panels fill terms·width <= PACK floats.
+                // SAFETY: w holds terms <= n rows (an even count) of
+                // k >= c0 + width floats; the panels fill terms·width <= PACK
+                // floats.
                 unsafe { K::pack_panels(w.as_ptr().add(c0), k, terms, width / 8, pkp) };
             }
             let p = RowsParams {
@@ -282,33 +283,46 @@ fn input_grad_with<K: Micro>(
         }
     }
     if odd || k8 < k {
-        for r in 0..m {
-            if odd {
-                let s = dy[r * n + n - 1];
-                for (d, &v) in dx[r * k..][..k8].iter_mut().zip(&w[(n - 1) * k..][..k8]) {
-                    *d += s * v;
-                }
-            }
-            for p in k8..k {
-                let mut s = 0.0;
-                for j in 0..n {
-                    s += dy[r * n + j] * w[j * k + p];
-                }
-                dx[r * k + p] = s;
-            }
-        }
+        input_grad_tails(dy, w, dx, m, n, k);
     }
     if let Some(mask) = mask {
-        let mask = &mask[..m * k];
-        let e16 = m * k / 16 * 16;
-        if e16 > 0 {
-            // SAFETY: e16 floats of each.
-            unsafe { K::mask_16(dx.as_mut_ptr(), mask.as_ptr(), e16 / 16) };
-        }
-        for (d, &a) in dx[e16..].iter_mut().zip(&mask[e16..]) {
-            if masked_out(a) {
-                *d = 0.0;
+        mask_with::<K>(dx, &mask[..m * k]);
+    }
+}
+
+/// [`input_grad_with`]'s last odd term and columns past a multiple of 8;
+/// out of line, so that the common path does not set up their loops.
+#[inline(never)]
+fn input_grad_tails(dy: &[f32], w: &[f32], dx: &mut [f32], m: usize, n: usize, k: usize) {
+    let k8 = k / 8 * 8;
+    for r in 0..m {
+        if n % 2 == 1 {
+            let s = dy[r * n + n - 1];
+            for (d, &v) in dx[r * k..][..k8].iter_mut().zip(&w[(n - 1) * k..][..k8]) {
+                *d += s * v;
             }
+        }
+        for p in k8..k {
+            let mut s = 0.0;
+            for j in 0..n {
+                s += dy[r * n + j] * w[j * k + p];
+            }
+            dx[r * k + p] = s;
+        }
+    }
+}
+
+/// `dx = +0` where the mask says so (see [`masked_out`]), 16 at a time.
+#[inline(always)]
+fn mask_with<K: Micro>(dx: &mut [f32], mask: &[f32]) {
+    let e16 = mask.len() / 16 * 16;
+    if e16 > 0 {
+        // SAFETY: e16 floats of each.
+        unsafe { K::mask_16(dx.as_mut_ptr(), mask.as_ptr(), e16 / 16) };
+    }
+    for (d, &a) in dx[e16..].iter_mut().zip(&mask[e16..]) {
+        if masked_out(a) {
+            *d = 0.0;
         }
     }
 }
@@ -466,12 +480,10 @@ mod vfp {
             static ZERO: [f32; 16] = [0.0; 16];
             asm!(
                 "6:",
-                "ldr {q}, [{p}, #0]",
+                "ldrd {q}, {blocks}, [{p}, #0]",
                 "add {d1}, {d0}, {q}",
-                "ldr {q}, [{p}, #4]",
-                "add {o1}, {o0}, {q}",
-                "ldr {w}, [{p}, #8]",
-                "ldr {blocks}, [{p}, #12]",
+                "add {o1}, {o0}, {blocks}",
+                "ldrd {w}, {blocks}, [{p}, #8]",
                 "2:",
                 "vldm {z}, {{s0-s15}}",
                 "lsrs {q}, {tb}, #4",
@@ -593,10 +605,9 @@ mod vfp {
                 "vstmia {o1}!, {{s8-s15}}",
                 "subs {blocks}, {blocks}, #1",
                 "bne 2b",
-                "ldr {q}, [{p}, #16]",
+                "ldrd {q}, {w}, [{p}, #16]",
                 "add {o0}, {o0}, {q}",
-                "ldr {q}, [{p}, #20]",
-                "add {d0}, {d0}, {q}",
+                "add {d0}, {d0}, {w}",
                 "subs {pairs}, {pairs}, #1",
                 "bne 6b",
                 p = in(reg) $p as *const super::RowsParams,
@@ -855,8 +866,8 @@ mod vfp {
         unsafe fn pack_panels(b: *const f32, ldb: usize, rows: usize, blocks: usize, pk: *mut f32) {
             // SAFETY: the trait's contract; s0-s31 are declared clobbered.
             // Four blocks at a time (one 32-float load per row, stored to
-            // four panels), then a pair, then an odd last block. `j` counts
-            // a panel's bytes down, 32 per row.
+            // four panels), then a pair, then an odd last block, two rows
+            // per step. `j` counts a panel's bytes down, 32 per row.
             unsafe {
                 asm!(
                 "subs {bl}, {bl}, #4",
@@ -874,7 +885,13 @@ mod vfp {
                 "vstmia {db}!, {{s8-s15}}",
                 "vstmia {dc}!, {{s16-s23}}",
                 "vstmia {dd}!, {{s24-s31}}",
-                "subs {j}, {j}, #32",
+                "vldm {s}, {{s0-s31}}",
+                "add {s}, {s}, {ldb}",
+                "vstmia {da}!, {{s0-s7}}",
+                "vstmia {db}!, {{s8-s15}}",
+                "vstmia {dc}!, {{s16-s23}}",
+                "vstmia {dd}!, {{s24-s31}}",
+                "subs {j}, {j}, #64",
                 "bne 7b",
                 "mov {da}, {dd}",
                 "add {src}, {src}, #128",
@@ -889,9 +906,13 @@ mod vfp {
                 "8:",
                 "vldm {s}, {{s0-s15}}",
                 "add {s}, {s}, {ldb}",
+                "vldm {s}, {{s16-s31}}",
+                "add {s}, {s}, {ldb}",
                 "vstmia {da}!, {{s0-s7}}",
+                "vstmia {da}!, {{s16-s23}}",
                 "vstmia {db}!, {{s8-s15}}",
-                "subs {j}, {j}, #32",
+                "vstmia {db}!, {{s24-s31}}",
+                "subs {j}, {j}, #64",
                 "bne 8b",
                 "mov {da}, {db}",
                 "add {src}, {src}, #64",
@@ -902,8 +923,10 @@ mod vfp {
                 "9:",
                 "vldm {src}, {{s0-s7}}",
                 "add {src}, {src}, {ldb}",
-                "vstmia {da}!, {{s0-s7}}",
-                "subs {j}, {j}, #32",
+                "vldm {src}, {{s8-s15}}",
+                "add {src}, {src}, {ldb}",
+                "vstmia {da}!, {{s0-s15}}",
+                "subs {j}, {j}, #64",
                 "bne 9b",
                 "5:",
                 src = inout(reg) b => _,
