@@ -264,6 +264,8 @@ fn m4_kernels_match_naive(out: &mut dyn core::fmt::Write) -> bool {
         (2, 3, 9),
         (3, 300, 16),
         (3, 257, 24),
+        (5, 12, 61),
+        (4, 14, 48),
     ] {
         for relu in [false, true] {
             (k.forward)(x, w, dy, o1, m, n, kk, relu);
