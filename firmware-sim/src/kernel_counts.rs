@@ -44,6 +44,9 @@ impl Counts {
     }
 }
 
+/// Runs of each call that [`measure`] averages.
+const REPS: u64 = 16;
+
 /// Why [`measure`] could not run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TooSmall {
@@ -88,10 +91,15 @@ pub fn measure(
         }
     }
     let mut c = Counts::default();
+    // Each call runs REPS times (its outputs overwritten, so the same
+    // work): the counter ticks every few dozen instructions, which one
+    // call of a small layer would not average out.
     let count = |c: &mut Count, macs: usize, f: &mut dyn FnMut()| {
         let t0 = crate::counter::instructions();
-        f();
-        c.instructions += crate::counter::instructions() - t0;
+        for _ in 0..REPS {
+            f();
+        }
+        c.instructions += (crate::counter::instructions() - t0) / REPS;
         c.macs += macs as u64;
     };
     for (i, l) in layers().enumerate() {

@@ -535,6 +535,8 @@ fn m4_kernels_match_naive(out: &mut dyn core::fmt::Write) -> bool {
         (2, 3, 9),
         (3, 300, 16),
         (3, 257, 24),
+        (5, 12, 61),
+        (4, 14, 48),
     ] {
         for relu in [false, true] {
             (k.forward)(x, w, dy, o1, m, n, kk, relu);
@@ -578,9 +580,9 @@ fn m4_kernels_match_host_twin(out: &mut dyn core::fmt::Write) -> bool {
 
 /// Instructions per MAC of the three products on 784-32-10 at batch 8,
 /// with the firmware's gradient scratch (deterministic counts): at most
-/// 1.6 for forward and weight grad; the input gradient (only 8×10×32, its
-/// ReLU mask 3 instructions per output over 10 MACs) at most 1.75, and
-/// printed without the mask too.
+/// 1.6 for each, the input gradient (only 8×10×32, its ReLU mask under 3
+/// instructions per output over 10 MACs) included; it is printed without
+/// the mask too.
 fn m4_instructions_per_mac(out: &mut dyn core::fmt::Write) -> bool {
     use tailor_core::gemm::Kernels;
     use tailor_firmware_sim::kernel_counts;
@@ -600,13 +602,16 @@ fn m4_instructions_per_mac(out: &mut dyn core::fmt::Write) -> bool {
         let _ = write!(out, "per 1000 MACs] ");
         if k.name == Kernels::CORTEX_M4.name {
             let at_most = |c: kernel_counts::Count, max| c.per_kilo_mac().is_some_and(|v| v <= max);
-            ok &= at_most(c.forward, 1600) && at_most(c.weight_grad, 1600) && at_most(c.input_grad, 1750);
+            ok &= at_most(c.forward, 1600) && at_most(c.weight_grad, 1600) && at_most(c.input_grad, 1600);
         }
     }
+    // Repeated: the counter ticks every few dozen instructions.
     let t0 = counter::instructions();
-    (Kernels::CORTEX_M4.input_grad)(&dy[..80], w, o1, None, 8, 10, 32);
-    let _ =
-        write!(out, "[input_grad without the mask: {} per 1000 MACs] ", (counter::instructions() - t0) * 1000 / 2560);
+    for _ in 0..16 {
+        (Kernels::CORTEX_M4.input_grad)(&dy[..80], w, o1, None, 8, 10, 32);
+    }
+    let per_kilo = (counter::instructions() - t0) * 1000 / 16 / 2560;
+    let _ = write!(out, "[input_grad without the mask: {per_kilo} per 1000 MACs] ");
     ok
 }
 

@@ -43,7 +43,7 @@ trait Micro {
     unsafe fn axpy_2x8(a: [*const f32; 2], b: *const f32, ldb: usize, o: [*mut f32; 2], terms: usize, blocks: usize);
     /// `pk[(c·rows + j)·8 + l] = b[j·ldb + 8c + l]` for `j < rows`,
     /// `c < blocks`, `l < 8`: each 8-column block of `b`'s first `rows`
-    /// rows as one contiguous panel. `rows, blocks >= 1`.
+    /// rows as one contiguous panel. `rows >= 2` even, `blocks >= 1`.
     unsafe fn pack_panels(b: *const f32, ldb: usize, rows: usize, blocks: usize, pk: *mut f32);
     /// [`Self::axpy_2x8`] on packed panels (`p.panels`, `terms` rows each,
     /// `p.blocks` of them) for `pairs >= 1` pairs of rows: pair `q`'s first
@@ -241,8 +241,9 @@ fn input_grad_with<K: Micro>(
         while c0 < k8 {
             let width = strip.min(k8 - c0);
             if terms > 0 {
-                // SAFETY: w holds terms <= n rows of k >= c0 + width floats;
-                // the panels fill terms·width <= PACK floats.
+                // SAFETY: w holds terms <= n rows (an even count) of
+                // k >= c0 + width floats; the panels fill terms·width <= PACK
+                // floats.
                 unsafe { K::pack_panels(w.as_ptr().add(c0), k, terms, width / 8, pkp) };
             }
             let p = RowsParams {
@@ -282,33 +283,46 @@ fn input_grad_with<K: Micro>(
         }
     }
     if odd || k8 < k {
-        for r in 0..m {
-            if odd {
-                let s = dy[r * n + n - 1];
-                for (d, &v) in dx[r * k..][..k8].iter_mut().zip(&w[(n - 1) * k..][..k8]) {
-                    *d += s * v;
-                }
-            }
-            for p in k8..k {
-                let mut s = 0.0;
-                for j in 0..n {
-                    s += dy[r * n + j] * w[j * k + p];
-                }
-                dx[r * k + p] = s;
-            }
-        }
+        input_grad_tails(dy, w, dx, m, n, k);
     }
     if let Some(mask) = mask {
-        let mask = &mask[..m * k];
-        let e16 = m * k / 16 * 16;
-        if e16 > 0 {
-            // SAFETY: e16 floats of each.
-            unsafe { K::mask_16(dx.as_mut_ptr(), mask.as_ptr(), e16 / 16) };
-        }
-        for (d, &a) in dx[e16..].iter_mut().zip(&mask[e16..]) {
-            if masked_out(a) {
-                *d = 0.0;
+        mask_with::<K>(dx, &mask[..m * k]);
+    }
+}
+
+/// [`input_grad_with`]'s last odd term and columns past a multiple of 8;
+/// out of line, so that the common path does not set up their loops.
+#[inline(never)]
+fn input_grad_tails(dy: &[f32], w: &[f32], dx: &mut [f32], m: usize, n: usize, k: usize) {
+    let k8 = k / 8 * 8;
+    for r in 0..m {
+        if n % 2 == 1 {
+            let s = dy[r * n + n - 1];
+            for (d, &v) in dx[r * k..][..k8].iter_mut().zip(&w[(n - 1) * k..][..k8]) {
+                *d += s * v;
             }
+        }
+        for p in k8..k {
+            let mut s = 0.0;
+            for j in 0..n {
+                s += dy[r * n + j] * w[j * k + p];
+            }
+            dx[r * k + p] = s;
+        }
+    }
+}
+
+/// `dx = +0` where the mask says so (see [`masked_out`]), 16 at a time.
+#[inline(always)]
+fn mask_with<K: Micro>(dx: &mut [f32], mask: &[f32]) {
+    let e16 = mask.len() / 16 * 16;
+    if e16 > 0 {
+        // SAFETY: e16 floats of each.
+        unsafe { K::mask_16(dx.as_mut_ptr(), mask.as_ptr(), e16 / 16) };
+    }
+    for (d, &a) in dx[e16..].iter_mut().zip(&mask[e16..]) {
+        if masked_out(a) {
+            *d = 0.0;
         }
     }
 }
@@ -457,6 +471,164 @@ mod vfp {
         assert!(offset_of!(P, dy_row) == 0 && offset_of!(P, dx_row) == 4 && offset_of!(P, panels) == 8);
         assert!(offset_of!(P, blocks) == 12 && offset_of!(P, dx_next) == 16 && offset_of!(P, dy_next) == 20);
     };
+
+    /// [`Micro::axpy_rows`]' assembly, its branches per block chosen once:
+    /// `head` after the count of quads of terms (`Z`: none), `mid` after
+    /// their loop, before the last pair of terms.
+    macro_rules! axpy_rows_asm {
+        ($p:expr, $a:expr, $o:expr, $terms:expr, $pairs:expr, [$($head:literal),*], [$($mid:literal),*]) => {{
+            static ZERO: [f32; 16] = [0.0; 16];
+            asm!(
+                "6:",
+                "ldrd {q}, {blocks}, [{p}, #0]",
+                "add {d1}, {d0}, {q}",
+                "add {o1}, {o0}, {blocks}",
+                "ldrd {w}, {blocks}, [{p}, #8]",
+                "2:",
+                "vldm {z}, {{s0-s15}}",
+                "lsrs {q}, {tb}, #4",
+                $($head,)*
+                "3:",
+                "vldmia {d0}!, {{s24-s27}}",
+                "vldmia {d1}!, {{s28-s31}}",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s24, s16",
+                "vmla.f32 s1, s24, s17",
+                "vmla.f32 s2, s24, s18",
+                "vmla.f32 s3, s24, s19",
+                "vmla.f32 s4, s24, s20",
+                "vmla.f32 s5, s24, s21",
+                "vmla.f32 s6, s24, s22",
+                "vmla.f32 s7, s24, s23",
+                "vmla.f32 s8, s28, s16",
+                "vmla.f32 s9, s28, s17",
+                "vmla.f32 s10, s28, s18",
+                "vmla.f32 s11, s28, s19",
+                "vmla.f32 s12, s28, s20",
+                "vmla.f32 s13, s28, s21",
+                "vmla.f32 s14, s28, s22",
+                "vmla.f32 s15, s28, s23",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s25, s16",
+                "vmla.f32 s1, s25, s17",
+                "vmla.f32 s2, s25, s18",
+                "vmla.f32 s3, s25, s19",
+                "vmla.f32 s4, s25, s20",
+                "vmla.f32 s5, s25, s21",
+                "vmla.f32 s6, s25, s22",
+                "vmla.f32 s7, s25, s23",
+                "vmla.f32 s8, s29, s16",
+                "vmla.f32 s9, s29, s17",
+                "vmla.f32 s10, s29, s18",
+                "vmla.f32 s11, s29, s19",
+                "vmla.f32 s12, s29, s20",
+                "vmla.f32 s13, s29, s21",
+                "vmla.f32 s14, s29, s22",
+                "vmla.f32 s15, s29, s23",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s26, s16",
+                "vmla.f32 s1, s26, s17",
+                "vmla.f32 s2, s26, s18",
+                "vmla.f32 s3, s26, s19",
+                "vmla.f32 s4, s26, s20",
+                "vmla.f32 s5, s26, s21",
+                "vmla.f32 s6, s26, s22",
+                "vmla.f32 s7, s26, s23",
+                "vmla.f32 s8, s30, s16",
+                "vmla.f32 s9, s30, s17",
+                "vmla.f32 s10, s30, s18",
+                "vmla.f32 s11, s30, s19",
+                "vmla.f32 s12, s30, s20",
+                "vmla.f32 s13, s30, s21",
+                "vmla.f32 s14, s30, s22",
+                "vmla.f32 s15, s30, s23",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s27, s16",
+                "vmla.f32 s1, s27, s17",
+                "vmla.f32 s2, s27, s18",
+                "vmla.f32 s3, s27, s19",
+                "vmla.f32 s4, s27, s20",
+                "vmla.f32 s5, s27, s21",
+                "vmla.f32 s6, s27, s22",
+                "vmla.f32 s7, s27, s23",
+                "vmla.f32 s8, s31, s16",
+                "vmla.f32 s9, s31, s17",
+                "vmla.f32 s10, s31, s18",
+                "vmla.f32 s11, s31, s19",
+                "vmla.f32 s12, s31, s20",
+                "vmla.f32 s13, s31, s21",
+                "vmla.f32 s14, s31, s22",
+                "vmla.f32 s15, s31, s23",
+                "subs {q}, {q}, #1",
+                "bne 3b",
+                $($mid,)*
+                "vldmia {d0}!, {{s24-s25}}",
+                "vldmia {d1}!, {{s28-s29}}",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s24, s16",
+                "vmla.f32 s1, s24, s17",
+                "vmla.f32 s2, s24, s18",
+                "vmla.f32 s3, s24, s19",
+                "vmla.f32 s4, s24, s20",
+                "vmla.f32 s5, s24, s21",
+                "vmla.f32 s6, s24, s22",
+                "vmla.f32 s7, s24, s23",
+                "vmla.f32 s8, s28, s16",
+                "vmla.f32 s9, s28, s17",
+                "vmla.f32 s10, s28, s18",
+                "vmla.f32 s11, s28, s19",
+                "vmla.f32 s12, s28, s20",
+                "vmla.f32 s13, s28, s21",
+                "vmla.f32 s14, s28, s22",
+                "vmla.f32 s15, s28, s23",
+                "vldmia {w}!, {{s16-s23}}",
+                "vmla.f32 s0, s25, s16",
+                "vmla.f32 s1, s25, s17",
+                "vmla.f32 s2, s25, s18",
+                "vmla.f32 s3, s25, s19",
+                "vmla.f32 s4, s25, s20",
+                "vmla.f32 s5, s25, s21",
+                "vmla.f32 s6, s25, s22",
+                "vmla.f32 s7, s25, s23",
+                "vmla.f32 s8, s29, s16",
+                "vmla.f32 s9, s29, s17",
+                "vmla.f32 s10, s29, s18",
+                "vmla.f32 s11, s29, s19",
+                "vmla.f32 s12, s29, s20",
+                "vmla.f32 s13, s29, s21",
+                "vmla.f32 s14, s29, s22",
+                "vmla.f32 s15, s29, s23",
+                "5:",
+                "sub {d0}, {d0}, {tb}",
+                "sub {d1}, {d1}, {tb}",
+                "vstmia {o0}!, {{s0-s7}}",
+                "vstmia {o1}!, {{s8-s15}}",
+                "subs {blocks}, {blocks}, #1",
+                "bne 2b",
+                "ldrd {q}, {w}, [{p}, #16]",
+                "add {o0}, {o0}, {q}",
+                "add {d0}, {d0}, {w}",
+                "subs {pairs}, {pairs}, #1",
+                "bne 6b",
+                p = in(reg) $p as *const super::RowsParams,
+                z = in(reg) ZERO.as_ptr(),
+                o0 = inout(reg) $o => _,
+                o1 = out(reg) _,
+                d0 = inout(reg) $a => _,
+                d1 = out(reg) _,
+                w = out(reg) _,
+                q = out(reg) _,
+                tb = in(reg) $terms * 4,
+                blocks = out(reg) _,
+                pairs = inout(reg) $pairs => _,
+                out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
+                out("s8") _, out("s9") _, out("s10") _, out("s11") _, out("s12") _, out("s13") _, out("s14") _, out("s15") _,
+                out("s16") _, out("s17") _, out("s18") _, out("s19") _, out("s20") _, out("s21") _, out("s22") _, out("s23") _,
+                out("s24") _, out("s25") _, out("s26") _, out("s27") _, out("s28") _, out("s29") _, out("s30") _, out("s31") _,
+                options(nostack),
+            )
+        }};
+    }
 
     impl Micro for Vfp {
         #[inline(always)]
@@ -692,51 +864,85 @@ mod vfp {
 
         #[inline(always)]
         unsafe fn pack_panels(b: *const f32, ldb: usize, rows: usize, blocks: usize, pk: *mut f32) {
-            // SAFETY: the trait's contract; s0-s15 are declared clobbered.
-            // Two blocks at a time (one 16-float load per row, stored to two
-            // panels), then an odd last block.
+            // SAFETY: the trait's contract; s0-s31 are declared clobbered.
+            // Four blocks at a time (one 32-float load per row, stored to
+            // four panels), then a pair, then an odd last block, two rows
+            // per step. `j` counts a panel's bytes down, 32 per row.
             unsafe {
                 asm!(
-                "lsrs {bp}, {blocks}, #1",
-                "beq 3f",
+                "subs {bl}, {bl}, #4",
+                "blo 3f",
                 "2:",
                 "mov {s}, {src}",
                 "add {db}, {da}, {rb}",
-                "mov {j}, {rows}",
+                "add {dc}, {db}, {rb}",
+                "add {dd}, {dc}, {rb}",
+                "mov {j}, {rb}",
                 "7:",
-                "vldm {s}, {{s0-s15}}",
+                "vldm {s}, {{s0-s31}}",
                 "add {s}, {s}, {ldb}",
                 "vstmia {da}!, {{s0-s7}}",
                 "vstmia {db}!, {{s8-s15}}",
-                "subs {j}, {j}, #1",
+                "vstmia {dc}!, {{s16-s23}}",
+                "vstmia {dd}!, {{s24-s31}}",
+                "vldm {s}, {{s0-s31}}",
+                "add {s}, {s}, {ldb}",
+                "vstmia {da}!, {{s0-s7}}",
+                "vstmia {db}!, {{s8-s15}}",
+                "vstmia {dc}!, {{s16-s23}}",
+                "vstmia {dd}!, {{s24-s31}}",
+                "subs {j}, {j}, #64",
                 "bne 7b",
+                "mov {da}, {dd}",
+                "add {src}, {src}, #128",
+                "subs {bl}, {bl}, #4",
+                "bhs 2b",
+                "3:",
+                "tst {bl}, #2",
+                "beq 4f",
+                "mov {s}, {src}",
+                "add {db}, {da}, {rb}",
+                "mov {j}, {rb}",
+                "8:",
+                "vldm {s}, {{s0-s15}}",
+                "add {s}, {s}, {ldb}",
+                "vldm {s}, {{s16-s31}}",
+                "add {s}, {s}, {ldb}",
+                "vstmia {da}!, {{s0-s7}}",
+                "vstmia {da}!, {{s16-s23}}",
+                "vstmia {db}!, {{s8-s15}}",
+                "vstmia {db}!, {{s24-s31}}",
+                "subs {j}, {j}, #64",
+                "bne 8b",
                 "mov {da}, {db}",
                 "add {src}, {src}, #64",
-                "subs {bp}, {bp}, #1",
-                "bne 2b",
-                "3:",
-                "tst {blocks}, #1",
-                "beq 4f",
-                "mov {j}, {rows}",
-                "8:",
+                "4:",
+                "tst {bl}, #1",
+                "beq 5f",
+                "mov {j}, {rb}",
+                "9:",
                 "vldm {src}, {{s0-s7}}",
                 "add {src}, {src}, {ldb}",
-                "vstmia {da}!, {{s0-s7}}",
-                "subs {j}, {j}, #1",
-                "bne 8b",
-                "4:",
+                "vldm {src}, {{s8-s15}}",
+                "add {src}, {src}, {ldb}",
+                "vstmia {da}!, {{s0-s15}}",
+                "subs {j}, {j}, #64",
+                "bne 9b",
+                "5:",
                 src = inout(reg) b => _,
                 ldb = in(reg) ldb * 4,
-                rows = in(reg) rows,
-                blocks = in(reg) blocks,
+                bl = inout(reg) blocks => _,
                 rb = in(reg) rows * 32,
                 da = inout(reg) pk => _,
                 db = out(reg) _,
-                bp = out(reg) _,
+                dc = out(reg) _,
+                dd = out(reg) _,
                 s = out(reg) _,
                 j = out(reg) _,
                 out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
                 out("s8") _, out("s9") _, out("s10") _, out("s11") _, out("s12") _, out("s13") _, out("s14") _, out("s15") _,
+                out("s16") _, out("s17") _, out("s18") _, out("s19") _, out("s20") _, out("s21") _, out("s22") _, out("s23") _,
+                out("s24") _, out("s25") _, out("s26") _, out("s27") _, out("s28") _, out("s29") _, out("s30") _, out("s31") _,
                 options(nostack),
                 )
             }
@@ -744,164 +950,18 @@ mod vfp {
 
         #[inline(always)]
         unsafe fn axpy_rows(p: &super::RowsParams, a: *const f32, o: *mut f32, terms: usize, pairs: usize) {
-            static ZERO: [f32; 16] = [0.0; 16];
             // SAFETY: the trait's contract; s0-s31 are declared clobbered.
             // The offsets are those of RowsParams' fields (usize: 4 bytes).
+            // The per-block tests of `terms` go when its shape is known:
+            // at least one quad, and then a last pair or none.
             unsafe {
-                asm!(
-                "6:",
-                "ldr {q}, [{p}, #0]",
-                "add {d1}, {d0}, {q}",
-                "ldr {q}, [{p}, #4]",
-                "add {o1}, {o0}, {q}",
-                "ldr {w}, [{p}, #8]",
-                "ldr {blocks}, [{p}, #12]",
-                "2:",
-                "vldm {z}, {{s0-s15}}",
-                "lsrs {q}, {tb}, #4",
-                "beq 4f",
-                "3:",
-                "vldmia {d0}!, {{s24-s27}}",
-                "vldmia {d1}!, {{s28-s31}}",
-                "vldmia {w}!, {{s16-s23}}",
-                "vmla.f32 s0, s24, s16",
-                "vmla.f32 s1, s24, s17",
-                "vmla.f32 s2, s24, s18",
-                "vmla.f32 s3, s24, s19",
-                "vmla.f32 s4, s24, s20",
-                "vmla.f32 s5, s24, s21",
-                "vmla.f32 s6, s24, s22",
-                "vmla.f32 s7, s24, s23",
-                "vmla.f32 s8, s28, s16",
-                "vmla.f32 s9, s28, s17",
-                "vmla.f32 s10, s28, s18",
-                "vmla.f32 s11, s28, s19",
-                "vmla.f32 s12, s28, s20",
-                "vmla.f32 s13, s28, s21",
-                "vmla.f32 s14, s28, s22",
-                "vmla.f32 s15, s28, s23",
-                "vldmia {w}!, {{s16-s23}}",
-                "vmla.f32 s0, s25, s16",
-                "vmla.f32 s1, s25, s17",
-                "vmla.f32 s2, s25, s18",
-                "vmla.f32 s3, s25, s19",
-                "vmla.f32 s4, s25, s20",
-                "vmla.f32 s5, s25, s21",
-                "vmla.f32 s6, s25, s22",
-                "vmla.f32 s7, s25, s23",
-                "vmla.f32 s8, s29, s16",
-                "vmla.f32 s9, s29, s17",
-                "vmla.f32 s10, s29, s18",
-                "vmla.f32 s11, s29, s19",
-                "vmla.f32 s12, s29, s20",
-                "vmla.f32 s13, s29, s21",
-                "vmla.f32 s14, s29, s22",
-                "vmla.f32 s15, s29, s23",
-                "vldmia {w}!, {{s16-s23}}",
-                "vmla.f32 s0, s26, s16",
-                "vmla.f32 s1, s26, s17",
-                "vmla.f32 s2, s26, s18",
-                "vmla.f32 s3, s26, s19",
-                "vmla.f32 s4, s26, s20",
-                "vmla.f32 s5, s26, s21",
-                "vmla.f32 s6, s26, s22",
-                "vmla.f32 s7, s26, s23",
-                "vmla.f32 s8, s30, s16",
-                "vmla.f32 s9, s30, s17",
-                "vmla.f32 s10, s30, s18",
-                "vmla.f32 s11, s30, s19",
-                "vmla.f32 s12, s30, s20",
-                "vmla.f32 s13, s30, s21",
-                "vmla.f32 s14, s30, s22",
-                "vmla.f32 s15, s30, s23",
-                "vldmia {w}!, {{s16-s23}}",
-                "vmla.f32 s0, s27, s16",
-                "vmla.f32 s1, s27, s17",
-                "vmla.f32 s2, s27, s18",
-                "vmla.f32 s3, s27, s19",
-                "vmla.f32 s4, s27, s20",
-                "vmla.f32 s5, s27, s21",
-                "vmla.f32 s6, s27, s22",
-                "vmla.f32 s7, s27, s23",
-                "vmla.f32 s8, s31, s16",
-                "vmla.f32 s9, s31, s17",
-                "vmla.f32 s10, s31, s18",
-                "vmla.f32 s11, s31, s19",
-                "vmla.f32 s12, s31, s20",
-                "vmla.f32 s13, s31, s21",
-                "vmla.f32 s14, s31, s22",
-                "vmla.f32 s15, s31, s23",
-                "subs {q}, {q}, #1",
-                "bne 3b",
-                "4:",
-                "tst {tb}, #8",
-                "beq 5f",
-                "vldmia {d0}!, {{s24-s25}}",
-                "vldmia {d1}!, {{s28-s29}}",
-                "vldmia {w}!, {{s16-s23}}",
-                "vmla.f32 s0, s24, s16",
-                "vmla.f32 s1, s24, s17",
-                "vmla.f32 s2, s24, s18",
-                "vmla.f32 s3, s24, s19",
-                "vmla.f32 s4, s24, s20",
-                "vmla.f32 s5, s24, s21",
-                "vmla.f32 s6, s24, s22",
-                "vmla.f32 s7, s24, s23",
-                "vmla.f32 s8, s28, s16",
-                "vmla.f32 s9, s28, s17",
-                "vmla.f32 s10, s28, s18",
-                "vmla.f32 s11, s28, s19",
-                "vmla.f32 s12, s28, s20",
-                "vmla.f32 s13, s28, s21",
-                "vmla.f32 s14, s28, s22",
-                "vmla.f32 s15, s28, s23",
-                "vldmia {w}!, {{s16-s23}}",
-                "vmla.f32 s0, s25, s16",
-                "vmla.f32 s1, s25, s17",
-                "vmla.f32 s2, s25, s18",
-                "vmla.f32 s3, s25, s19",
-                "vmla.f32 s4, s25, s20",
-                "vmla.f32 s5, s25, s21",
-                "vmla.f32 s6, s25, s22",
-                "vmla.f32 s7, s25, s23",
-                "vmla.f32 s8, s29, s16",
-                "vmla.f32 s9, s29, s17",
-                "vmla.f32 s10, s29, s18",
-                "vmla.f32 s11, s29, s19",
-                "vmla.f32 s12, s29, s20",
-                "vmla.f32 s13, s29, s21",
-                "vmla.f32 s14, s29, s22",
-                "vmla.f32 s15, s29, s23",
-                "5:",
-                "sub {d0}, {d0}, {tb}",
-                "sub {d1}, {d1}, {tb}",
-                "vstmia {o0}!, {{s0-s7}}",
-                "vstmia {o1}!, {{s8-s15}}",
-                "subs {blocks}, {blocks}, #1",
-                "bne 2b",
-                "ldr {q}, [{p}, #16]",
-                "add {o0}, {o0}, {q}",
-                "ldr {q}, [{p}, #20]",
-                "add {d0}, {d0}, {q}",
-                "subs {pairs}, {pairs}, #1",
-                "bne 6b",
-                p = in(reg) p as *const super::RowsParams,
-                z = in(reg) ZERO.as_ptr(),
-                o0 = inout(reg) o => _,
-                o1 = out(reg) _,
-                d0 = inout(reg) a => _,
-                d1 = out(reg) _,
-                w = out(reg) _,
-                q = out(reg) _,
-                tb = in(reg) terms * 4,
-                blocks = out(reg) _,
-                pairs = inout(reg) pairs => _,
-                out("s0") _, out("s1") _, out("s2") _, out("s3") _, out("s4") _, out("s5") _, out("s6") _, out("s7") _,
-                out("s8") _, out("s9") _, out("s10") _, out("s11") _, out("s12") _, out("s13") _, out("s14") _, out("s15") _,
-                out("s16") _, out("s17") _, out("s18") _, out("s19") _, out("s20") _, out("s21") _, out("s22") _, out("s23") _,
-                out("s24") _, out("s25") _, out("s26") _, out("s27") _, out("s28") _, out("s29") _, out("s30") _, out("s31") _,
-                options(nostack),
-                )
+                if terms >= 4 && terms % 4 == 2 {
+                    axpy_rows_asm!(p, a, o, terms, pairs, [], [])
+                } else if terms >= 4 && terms % 4 == 0 {
+                    axpy_rows_asm!(p, a, o, terms, pairs, [], ["b 5f"])
+                } else {
+                    axpy_rows_asm!(p, a, o, terms, pairs, ["beq 4f"], ["4:", "tst {tb}, #8", "beq 5f"])
+                }
             }
         }
 
