@@ -48,7 +48,7 @@ rows = [
     ("device weights == host weights", "bit for bit" if dt["bit_identical"] else "NO"),
     ("device training RAM", f"{dt['ram_bytes']} bytes, {dt['instructions_per_mac']:.2f} instructions/MAC, {dt['wall_secs']:.0f} s"),
     ("f32 kernels on the device, instructions/MAC", ", ".join(f"{k} {v:.2f}" for k, v in dt["kernel_instructions_per_mac"].items() if v is not None)),
-    ("head trained on the device (8, 9 withheld before)", f"{100*wh['int8_accuracy']:.2f} % → {100*hd['device_accuracy']:.2f} % (host {100*hd['host_accuracy']:.2f} %, bit-identical: {hd['bit_identical']})"),
+    ("head trained on the device (8, 9 withheld before)", f"{100*wh['int8_accuracy']:.2f} % → {100*hd['device_accuracy']:.2f} % (host {100*hd['host_accuracy']:.2f} %, bit-identical: {hd['bit_identical']}; the same head from f32 features {100*hd['f32_features_accuracy']:.2f} %)"),
     ("saved head (--out) under tailor eval", f"{100*he['test_accuracy']:.2f} %"),
     ("device confidence, right / wrong", f"{100*c['mean_correct']:.1f} % / {100*c['mean_wrong']:.1f} % (calibration error {c['calibration_error']:.3f}, host's on {c['agree']} / {d['total']})"),
 ]

@@ -101,6 +101,12 @@ pub struct DeviceTrainReport {
     pub device_accuracy: f64,
     /// Test accuracy of the host's replica, computed on the host.
     pub host_accuracy: f64,
+    /// Head mode's yardstick: the test accuracy of the same head trained on
+    /// the host (same initialization, order and learning rates) from the
+    /// f32 features of the same backbone, its int8 weights dequantized and
+    /// its activations never rounded ([`f32_features_accuracy`]). `None` in
+    /// full mode.
+    pub f32_features_accuracy: Option<f64>,
     /// The device's trained weights equal the host's, bit for bit (and so
     /// did every batch's loss).
     pub bit_identical: bool,
@@ -338,32 +344,28 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
     let (mut trained, mut instructions, mut seq) = (0usize, 0u64, 0u32);
     let mut losses = Vec::new();
     let n = args.limit.unwrap_or(train.len()).min(train.len());
-    let total = args.epochs as usize * n.div_ceil(args.batch);
-    let bar = crate::commands::progress((total + n_test.div_ceil(max_batch)) as u64, "batches", !args.progress);
-    for epoch in 0..args.epochs {
-        let order = EpochOrder::new(train.len(), Some(args.seed), epoch);
-        for idx in order.indices()[..n].chunks(args.batch) {
-            let lr = if args.decay { args.lr * (1.0 - seq as f32 / total as f32) } else { args.lr };
-            let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i as usize]).collect();
-            let mut pixels = Vec::with_capacity(idx.len() * n_in);
-            for &i in idx {
-                pixels.extend_from_slice(&train_px[i as usize * n_in..][..n_in]);
+    let plan = batches(args, train.len(), n);
+    let bar = crate::commands::progress((plan.len() + n_test.div_ceil(max_batch)) as u64, "batches", !args.progress);
+    for (lr, idx) in plan.iter().map(|(lr, idx)| (*lr, idx.as_slice())) {
+        let labels: Vec<u8> = idx.iter().map(|&i| train.labels[i as usize]).collect();
+        let mut pixels = Vec::with_capacity(idx.len() * n_in);
+        for &i in idx {
+            pixels.extend_from_slice(&train_px[i as usize * n_in..][..n_in]);
+        }
+        q.send(&Message::TrainBatch { seq, lr, labels: &labels, pixels: &pixels })?;
+        match q.recv()? {
+            Reply::Trained { seq: s, loss, instructions: i } if s == seq => {
+                losses.push(loss);
+                instructions += i;
             }
-            q.send(&Message::TrainBatch { seq, lr, labels: &labels, pixels: &pixels })?;
-            match q.recv()? {
-                Reply::Trained { seq: s, loss, instructions: i } if s == seq => {
-                    losses.push(loss);
-                    instructions += i;
-                }
-                Reply::Error { detail, .. } => bail!("the device refused batch {seq}: {detail}"),
-                other => bail!("unexpected reply to batch {seq}: {other:?}"),
-            }
-            jobs_tx.send(Job::Batch { lr, labels, pixels: replica_inputs(&pixels)? }).ok();
-            trained += idx.len();
-            seq += 1;
-            if let Some(b) = &bar {
-                b.inc(1);
-            }
+            Reply::Error { detail, .. } => bail!("the device refused batch {seq}: {detail}"),
+            other => bail!("unexpected reply to batch {seq}: {other:?}"),
+        }
+        jobs_tx.send(Job::Batch { lr, labels, pixels: replica_inputs(&pixels)? }).ok();
+        trained += idx.len();
+        seq += 1;
+        if let Some(b) = &bar {
+            b.inc(1);
         }
     }
     jobs_tx.send(Job::Done).ok();
@@ -404,6 +406,16 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
     let kernel_instructions_per_mac = KernelCounts::parse(&detail)?;
     q.finish()?;
     let rep = host.join().map_err(|_| anyhow::anyhow!("the host replica panicked"))??;
+    let f32_features_accuracy = match &backbone {
+        Some(b) => Some(f32_features_accuracy(
+            &b.q8.model()?,
+            &setup,
+            &plan,
+            (&train.labels, train_px),
+            (&test.labels[..n_test], &test_px[..n_test * n_in]),
+        )?),
+        None => None,
+    };
     let same = |a: &[f32], b: &[f32]| a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
     let bit_identical = same(&params, &rep.params) && same(&losses, &rep.losses);
 
@@ -435,6 +447,7 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         dims: spec.dims().to_vec(),
         device_accuracy: correct as f64 / n_test.max(1) as f64,
         host_accuracy: rep.correct as f64 / n_test.max(1) as f64,
+        f32_features_accuracy,
         bit_identical,
         images_trained: trained,
         images_tested: n_test,
@@ -450,6 +463,89 @@ pub fn run(args: &DeviceTrainArgs) -> Result<DeviceTrainReport> {
         firmware: elf,
         checkpoint,
     })
+}
+
+/// The run's batches in order: each one's learning rate and sample
+/// indices (the first `n` of each epoch's shuffled order).
+fn batches(args: &DeviceTrainArgs, samples: usize, n: usize) -> Vec<(f32, Vec<u32>)> {
+    let total = args.epochs as usize * n.div_ceil(args.batch);
+    let mut plan = Vec::with_capacity(total);
+    for epoch in 0..args.epochs {
+        let order = EpochOrder::new(samples, Some(args.seed), epoch);
+        for idx in order.indices()[..n].chunks(args.batch) {
+            let seq = plan.len();
+            let lr = if args.decay { args.lr * (1.0 - seq as f32 / total as f32) } else { args.lr };
+            plan.push((lr, idx.to_vec()));
+        }
+    }
+    plan
+}
+
+/// Trains head mode's head on the host from f32 features: the backbone's
+/// hidden layers dequantized ([`head_checkpoint`]) and run in f32 without
+/// rounding their activations, then the head initialized, ordered and
+/// stepped as the device's. Returns its test accuracy: what the device's
+/// int8 features cost against the f32 model they come from.
+fn f32_features_accuracy(
+    backbone: &QModel<'_>,
+    setup: &SessionSetup,
+    plan: &[(f32, Vec<u32>)],
+    (train_labels, train_px): (&[u8], &[u8]),
+    (test_labels, test_px): (&[u8], &[u8]),
+) -> Result<f64> {
+    let spec = setup.spec;
+    let (h, n_in) = (spec.inputs(), backbone.spec().inputs());
+    let (full, norm) = head_checkpoint(backbone, &vec![0.0; spec.params()])?;
+    let depth = full.spec().depth();
+    let k = crate::simd::detect();
+    const CHUNK: usize = 256;
+    let mut ws = tailor_core::Workspace::new(*full.spec(), CHUNK, vec![0.0; full.spec().activations(CHUNK)])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut features = |px: &[u8]| -> Vec<f32> {
+        let mut out = Vec::with_capacity(px.len() / n_in * h);
+        for chunk in px.chunks(CHUNK * n_in) {
+            let m = chunk.len() / n_in;
+            for (i, (x, &b)) in ws.input_mut(m).iter_mut().zip(chunk).enumerate() {
+                *x = norm.value(i % n_in, b as f32);
+            }
+            full.forward(&k, &tailor_core::par::Serial, &mut ws, m);
+            out.extend_from_slice(ws.layer_io(depth - 1, m).0);
+        }
+        out
+    };
+    let (train_f, test_f) = (features(train_px), features(test_px));
+
+    let batch = plan.iter().map(|(_, idx)| idx.len()).max().unwrap_or(1);
+    let mut head = tailor_core::Mlp::new(spec, vec![0.0; spec.params()]).map_err(|e| anyhow::anyhow!("{e}"))?;
+    head.init(setup.seed);
+    let mut ws = tailor_core::Workspace::new(spec, batch, vec![0.0; spec.activations(batch)])
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (mut scratch, mut state) =
+        (vec![0.0; spec.train_scratch(1)], vec![0.0; setup.optimizer.buffers() * spec.params()]);
+    let mut labels = Vec::with_capacity(batch);
+    for (step, (lr, idx)) in plan.iter().enumerate() {
+        labels.clear();
+        labels.extend(idx.iter().map(|&i| train_labels[i as usize]));
+        for (row, &i) in ws.input_mut(idx.len()).chunks_exact_mut(h).zip(idx) {
+            row.copy_from_slice(&train_f[i as usize * h..][..h]);
+        }
+        let (par, opt) = (&tailor_core::par::Serial, &setup.optimizer);
+        head.train_step(&k, par, &mut ws, &labels, &mut scratch, &mut state, opt, *lr, step as u64 + 1)
+            .map_err(|e| anyhow::anyhow!("the f32-features head, step {}: {e:?}", step + 1))?;
+    }
+    let mut correct = 0usize;
+    for (l, f) in test_labels.chunks(batch).zip(test_f.chunks(batch * h)) {
+        ws.input_mut(l.len()).copy_from_slice(f);
+        head.forward(&k, &tailor_core::par::Serial, &mut ws, l.len());
+        let classes = spec.outputs();
+        correct += ws
+            .logits(l.len())
+            .chunks_exact(classes)
+            .zip(l)
+            .filter(|(z, &y)| tailor_core::loss::argmax(z) == y as usize)
+            .count();
+    }
+    Ok(correct as f64 / test_labels.len().max(1) as f64)
 }
 
 /// Head mode's `--out`: an f32 model that `eval`, `quantize` and `train

@@ -471,6 +471,9 @@ fn main() {
                     r.instructions_per_mac,
                     r.wall_secs
                 );
+                if let Some(f) = r.f32_features_accuracy {
+                    println!("the same head trained on the host from the backbone's f32 features: {:.2} %", 100.0 * f);
+                }
             }
             Ok(())
         })(),

@@ -80,6 +80,11 @@ fn a_new_head_learns_the_withheld_classes_on_the_device() {
     assert_eq!(d["bit_identical"], true);
     assert_eq!(d["device_accuracy"], d["host_accuracy"]);
     assert!(head > pre + 0.05, "the head did not learn the withheld classes: {pre} → {head}");
+    // The yardstick: the same head trained on the host from the f32
+    // features of the same backbone, within a point of the device's.
+    let f32_head = d["f32_features_accuracy"].as_f64().unwrap();
+    eprintln!("the same head from f32 features: {:.2} % (device {:.2} %)", 100.0 * f32_head, 100.0 * head);
+    assert!((f32_head - head).abs() <= 0.01, "device {head} vs the head from f32 features {f32_head}");
     // A one-layer head has no input gradient.
     assert!(d["kernel_instructions_per_mac"]["input_grad"].is_null(), "{d}");
     assert!(d["ram_bytes"].as_u64().unwrap() <= 256 * 1024);
