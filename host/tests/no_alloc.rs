@@ -1,6 +1,12 @@
 //! The steady-state training step allocates nothing: a counting global
 //! allocator watches 20 steps (after warm-up) with 1 and 2 threads, for
-//! SGD with momentum and for Adam.
+//! every optimizer (SGD plain, with momentum and Nesterov, Adam, AdamW,
+//! RMSProp plain and centered with momentum).
+//!
+//! The allocator counts every thread: the pool's workers must not allocate
+//! either. (It once flaked under load: a worker first scheduled during the
+//! counted steps ran std's thread start-up, which allocates; `Threads::new`
+//! now returns only once every worker has started.)
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
@@ -9,7 +15,7 @@ use tailor::checkpoint::Meta;
 use tailor::data::{EpochOrder, Split};
 use tailor::par::Threads;
 use tailor::train::Trainer;
-use tailor_core::optim::{Adam, Optimizer, Sgd};
+use tailor_core::optim::{Adam, Optimizer, RmsProp, Sgd};
 
 struct Counting;
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
@@ -52,7 +58,15 @@ fn meta(optimizer: Optimizer) -> Meta {
 fn training_steps_do_not_allocate() {
     let data = split(64 * 30);
     for threads in [1, 2] {
-        for opt in [Optimizer::Sgd(Sgd { momentum: 0.9, ..Sgd::default() }), Optimizer::Adam(Adam::default())] {
+        for opt in [
+            Optimizer::Sgd(Sgd::default()),
+            Optimizer::Sgd(Sgd { momentum: 0.9, ..Sgd::default() }),
+            Optimizer::Sgd(Sgd { momentum: 0.9, nesterov: true, weight_decay: 1e-4, ..Sgd::default() }),
+            Optimizer::Adam(Adam::default()),
+            Optimizer::Adam(Adam { weight_decay: 1e-2, decoupled: true, ..Adam::default() }),
+            Optimizer::RmsProp(RmsProp::default()),
+            Optimizer::RmsProp(RmsProp { momentum: 0.9, centered: true, ..RmsProp::default() }),
+        ] {
             let par = Threads::new(threads).unwrap();
             let mut t = Trainer::new(tailor::simd::detect(), tailor::bench::SPEC, meta(opt));
             let order = EpochOrder::new(data.len(), Some(3), 0);
