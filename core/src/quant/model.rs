@@ -45,11 +45,14 @@ impl QLayer<'_> {
         kernels::gemv(kern, x, self.weight, self.outputs, self.inputs, |o, a| acc[o] = a.wrapping_add(self.bias[o]));
     }
 
-    /// Requantizes one accumulator (hidden layers).
+    /// Requantizes one accumulator (hidden layers). The zero point is added
+    /// wrapping, as the batched kernels add it, so that a corrupt model's
+    /// extreme fields give the same (meaningless) outputs on every path
+    /// instead of an overflow panic.
     #[inline]
     pub fn requantize(&self, o: usize, acc: i32) -> i32 {
         let p = &self.params;
-        (p.out_zp + mbqm(acc, self.multiplier[o], self.shift[o])).clamp(p.out_min, p.out_max)
+        p.out_zp.wrapping_add(mbqm(acc, self.multiplier[o], self.shift[o])).clamp(p.out_min, p.out_max)
     }
 
     /// Hidden layer: `y[o]` = requantized, clamped u8 value (stored widened).
