@@ -17,6 +17,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/../fuzz"
 export RUSTC_BOOTSTRAP=1
+# The data targets write each input to a scratch file under the temp dir:
+# a private one, removed at the end.
+TMPDIR=$(mktemp -d)
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 
 targets() { cargo fuzz list; }
 
