@@ -8,6 +8,10 @@
 elf="$1"
 shift
 set -u
+# tests/faults.rs must fault: expect-fault.sh runs it per case and inverts.
+case "${elf##*/}" in
+faults-*) [ -z "${TAILOR_FAULT_CASE:-}" ] && exec sh "$(dirname "$0")/expect-fault.sh" "$elf" ;;
+esac
 qemu=qemu-system-arm
 command -v "$qemu" >/dev/null || { echo "error: $qemu not found (apt-get install qemu-system-arm)" >&2; exit 127; }
 semi="enable=on,target=native${TAILOR_FW_ARGS:+,$TAILOR_FW_ARGS}"

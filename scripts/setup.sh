@@ -44,3 +44,9 @@ if ! command -v flip-link >/dev/null 2>&1; then
     echo "setup: installing flip-link (cargo install)" >&2
     cargo install --locked flip-link >/dev/null
 fi
+
+# The fuzz targets (scripts/fuzz.sh, in the test command) build with cargo-fuzz.
+if ! command -v cargo-fuzz >/dev/null 2>&1; then
+    echo "setup: installing cargo-fuzz (cargo install)" >&2
+    cargo install --locked cargo-fuzz >/dev/null
+fi

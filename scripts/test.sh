@@ -83,6 +83,11 @@ step "end-to-end: real-data training accuracy, CLI errors, host <-> QEMU device,
 # --nocapture shows the measured accuracies and timings in the CI log.
 cargo test --release -p tailor-e2e -- --test-threads 1 --nocapture
 
+step "fuzz targets: every parser over its committed corpus, then 5 s of fuzzing each"
+# scripts/fuzz.sh sets RUSTC_BOOTSTRAP=1 for this step only (cargo-fuzz's
+# nightly flags on the stable toolchain).
+scripts/fuzz.sh check
+
 step "firmware: format, lints, on-target tests on the emulated Cortex-M4 (QEMU mps2-an386)"
 (cd firmware-sim && cargo fmt -- --check && cargo clippy --all-targets -- -D warnings && cargo test)
 echo; echo "all tests passed"

@@ -363,7 +363,9 @@ mod tests {
     fn kernels() -> [Kernels; 2] {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl") {
+            let avx512 = std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl");
+            crate::gemm::kernel_set_tested("f32 avx512 (dense layer)", "avx512f, avx512vl", avx512);
+            if avx512 {
                 // SAFETY: features checked (AVX-512F/VL imply AVX2 and FMA on
                 // every CPU that has them).
                 return [Kernels::PORTABLE, unsafe { crate::gemm::x86::avx512() }];

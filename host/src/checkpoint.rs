@@ -187,6 +187,17 @@ pub fn decode(bytes: &[u8], what: &str) -> Result<Checkpoint> {
         }
     })?;
     let spec = h.spec;
+    // Every parameter takes 4 bytes of the payload: a header announcing a
+    // larger model is corrupt, and is refused before the model is allocated
+    // (a 700-byte file once asked for 28 GB).
+    let need = spec.params().saturating_mul(4);
+    if payload.len() < need {
+        bail!(
+            "{what}: the header's model {spec} has {} parameters ({need} bytes), but the payload has only {} bytes",
+            spec.params(),
+            payload.len()
+        );
+    }
     let mut model = zero_model(spec);
     let rest = model.read_tensors(payload).map_err(|e| anyhow!("{what}: state dict: {e}"))?;
     let (meta, mut rest) = if h.version == 1 {
@@ -255,6 +266,17 @@ pub fn load(path: &Path) -> Result<Checkpoint> {
 mod tests {
     use super::*;
     use tailor_core::optim::Sgd;
+
+    /// Found by the `checkpoint` fuzz target: a valid header (CRCs right)
+    /// for a 4-1073741826-2-3 model over a 600-byte payload made `decode`
+    /// allocate 28 GB before reading a tensor.
+    #[test]
+    fn a_header_announcing_more_than_the_payload_holds_is_refused_before_allocating() {
+        let bytes = include_bytes!("../../fuzz/regressions/checkpoint/huge-model-small-payload");
+        let Err(e) = decode(bytes, "m.ckpt") else { panic!("a 4-1073741826-2-3 model decoded from 685 bytes") };
+        let e = e.to_string();
+        assert!(e.contains("m.ckpt") && e.contains("payload has only"), "{e}");
+    }
 
     fn meta() -> Meta {
         Meta {

@@ -440,7 +440,9 @@ pub enum Reply {
     Other(String),
 }
 
-fn owned(m: Message<'_>) -> Reply {
+/// An owned copy of a device's reply, as `recv` returns it (public for
+/// the fuzz target of the host's side of the protocol).
+pub fn owned(m: Message<'_>) -> Reply {
     match m {
         Message::Hello(h) => Reply::Hello(HelloInfo {
             protocol: h.protocol,

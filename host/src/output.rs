@@ -10,7 +10,9 @@
 //!
 //! The bytes go to `.NAME.PID.tmp` beside the target, are synced, then
 //! renamed over it; the temp file is removed on any error and, being
-//! registered with [`crate::signals`], on SIGINT/SIGTERM.
+//! registered with [`crate::signals`], on SIGINT/SIGTERM. Only `kill -9`
+//! (or a crash) leaves one behind; the next write to that directory removes
+//! the temp files of processes that no longer exist.
 
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -92,6 +94,38 @@ fn temp_beside(real: &Path) -> Result<PathBuf> {
     Ok(dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id())))
 }
 
+/// The PID in a temp file name of [`temp_beside`]'s form (`.NAME.PID.tmp`).
+fn temp_pid(file_name: &str) -> Option<i32> {
+    let rest = file_name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (name, pid) = rest.rsplit_once('.')?;
+    if name.is_empty() || pid.is_empty() || !pid.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    pid.parse().ok().filter(|&p| p > 0)
+}
+
+/// Whether a process `pid` exists (signal 0 checks without sending; EPERM
+/// means it exists under another user).
+fn alive(pid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks for the process.
+    let r = unsafe { libc::kill(pid, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH)
+}
+
+/// Removes the temp files in `dir` left by tailor processes that are gone
+/// (killed with SIGKILL mid-write). Best effort: a file that cannot be
+/// removed stays, and another live process's temp file is never touched.
+fn sweep_stale(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(temp_pid) else { continue };
+        if pid as u32 != std::process::id() && !alive(pid) && e.file_type().is_ok_and(|t| t.is_file()) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 /// Checks `path` as [`check`] does and that its directory takes a new file
 /// (created and removed), so a long run fails before it starts rather than
 /// at its first save.
@@ -109,6 +143,7 @@ pub fn probe(path: &Path, inputs: &[PathBuf]) -> Result<()> {
 pub fn write(path: &Path, bytes: &[u8], inputs: &[PathBuf]) -> Result<()> {
     let real = check(path, inputs)?;
     let tmp = temp_beside(&real)?;
+    sweep_stale(tmp.parent().unwrap_or(Path::new(".")));
     signals::add_temp(&tmp);
     let res = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -185,6 +220,36 @@ mod tests {
         }
         assert_eq!(std::fs::read(&input).unwrap(), b"model");
         write(&d.path().join("other.ckpt"), b"x", &[input]).unwrap();
+    }
+
+    /// A `kill -9` mid-write leaves `.NAME.PID.tmp`: the next write to the
+    /// directory removes those of dead processes, never a live one's.
+    #[test]
+    fn the_next_write_sweeps_temp_files_of_dead_processes() {
+        let d = tempfile::tempdir().unwrap();
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let parent = std::os::unix::process::parent_id();
+        let stale = [format!(".m.ckpt.{dead}.tmp"), format!(".other.q8.{dead}.tmp")];
+        let kept = [
+            format!(".m.ckpt.{parent}.tmp"),
+            format!("m.ckpt.{dead}.tmp"),
+            format!(".m.ckpt.{dead}x.tmp"),
+            format!(".{dead}.tmp"),
+        ];
+        for n in stale.iter().chain(&kept) {
+            std::fs::write(d.path().join(n), b"partial").unwrap();
+        }
+        write(&d.path().join("new.ckpt"), b"x", &[]).unwrap();
+        for n in &stale {
+            assert!(!d.path().join(n).exists(), "{n} of a dead process was left");
+        }
+        for n in &kept {
+            assert!(d.path().join(n).exists(), "{n} was removed");
+        }
+        assert_eq!(temp_pid(".m.ckpt.123.tmp"), Some(123));
+        assert_eq!(temp_pid(".m.ckpt.0.tmp"), None);
     }
 
     #[test]

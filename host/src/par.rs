@@ -50,6 +50,8 @@ struct Shared {
     shutdown: AtomicBool,
     lock: Mutex<()>,
     wake: Condvar,
+    /// Workers past their start-up; [`Threads::new`] waits for all of them.
+    started: AtomicUsize,
 }
 
 /// `state` bit: the job takes no more workers.
@@ -145,6 +147,7 @@ pub fn flush_denormals() {
 
 fn worker(shared: Arc<Shared>, me: usize, width: usize) {
     flush_denormals();
+    shared.started.fetch_add(1, Release);
     let mut seen = 0u64;
     loop {
         let mut spins = 0;
@@ -226,11 +229,19 @@ impl Threads {
             shutdown: AtomicBool::new(false),
             lock: Mutex::new(()),
             wake: Condvar::new(),
+            started: AtomicUsize::new(0),
         });
         let mut workers = Vec::new();
         for i in 1..n {
             let s = Arc::clone(&shared);
             workers.push(std::thread::Builder::new().name(format!("tailor-{i}")).spawn(move || worker(s, i, n))?);
+        }
+        // A new thread allocates in std's start-up code (its thread-locals)
+        // whenever the OS first runs it, which on a loaded machine can be
+        // well into training: wait for that, so the pool never allocates
+        // once `new` returns.
+        while shared.started.load(Acquire) < n - 1 {
+            std::thread::yield_now();
         }
         Ok(Threads { width: n, shared: Some(shared), workers, call: Mutex::new(()) })
     }

@@ -60,10 +60,19 @@ impl Q8 {
 
 /// Converts version-1 bytes to version 2 (`None` if `bytes` is not version 1).
 pub fn convert_v1(bytes: &[u8]) -> Option<Result<Q8>> {
-    let (spec, _) = match legacy::detect(bytes)? {
+    let (spec, payload) = match legacy::detect(bytes)? {
         Ok(x) => x,
         Err(e) => return Some(Err(anyhow!("a version-1 .q8 that does not check: {e}"))),
     };
+    // Each weight takes a byte of the payload: a header announcing more is
+    // corrupt, and is refused before the converted model is allocated.
+    let weights = spec.layers().fold(0usize, |n, l| n.saturating_add(l.inputs.saturating_mul(l.outputs)));
+    if payload.len() < weights {
+        return Some(Err(anyhow!(
+            "a version-1 .q8 whose model {spec} has {weights} weights, but whose payload has only {} bytes",
+            payload.len()
+        )));
+    }
     let mut q = Q8::zeroed(legacy::converted_len(&spec));
     Some(
         legacy::convert(bytes, q.bytes_mut())
@@ -123,6 +132,16 @@ mod tests {
 
     fn golden(name: &str) -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/golden").join(name)
+    }
+
+    /// Found by the `q8_v1` fuzz target: a header (CRCs right) whose
+    /// payload starts like a version-1 one, for a 13-9-173539334-4 model in
+    /// 518 bytes, made `convert_v1` allocate gigabytes for the converted model.
+    #[test]
+    fn a_version_1_header_announcing_more_than_its_payload_is_refused_before_allocating() {
+        let bytes = include_bytes!("../../fuzz/regressions/q8_v1/huge-model-small-payload");
+        let e = convert_v1(bytes).expect("detected as version 1").unwrap_err().to_string();
+        assert!(e.contains("payload has only"), "{e}");
     }
 
     #[test]

@@ -584,6 +584,28 @@ pub mod portable {
     }
 }
 
+/// Tells the test log, once per kernel set and test binary, whether the
+/// kernel set `set` is tested here or skipped because the CPU lacks
+/// `features`. Written to stderr directly: libtest swallows the `eprintln!`
+/// of passing tests, and a skipped set must not pass silently.
+#[cfg(test)]
+pub(crate) fn kernel_set_tested(set: &'static str, features: &str, available: bool) {
+    extern crate std;
+    use std::io::Write;
+    static SAID: std::sync::Mutex<std::vec::Vec<&'static str>> = std::sync::Mutex::new(std::vec::Vec::new());
+    let mut said = SAID.lock().unwrap_or_else(|e| e.into_inner());
+    if said.contains(&set) {
+        return;
+    }
+    said.push(set);
+    let line = if available {
+        std::format!("kernel set {set}: tested ({features})\n")
+    } else {
+        std::format!("skipped: CPU lacks {features}: the {set} kernels are not tested\n")
+    };
+    let _ = std::io::stderr().write_all(line.as_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

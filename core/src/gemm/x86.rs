@@ -1852,21 +1852,17 @@ mod tests {
     /// The kernel sets this CPU can run (a message for each one it cannot).
     fn available() -> Vec<Kernels> {
         let mut v = Vec::new();
-        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+        crate::gemm::kernel_set_tested("f32 avx2+fma", "avx2, fma", avx2);
+        if avx2 {
             // SAFETY: features checked.
             v.push(unsafe { super::avx2_fma() });
-        } else {
-            std::eprintln!("skipping avx2 kernels: CPU lacks AVX2/FMA");
         }
-        if std::is_x86_feature_detected!("avx512f")
-            && std::is_x86_feature_detected!("avx512vl")
-            && std::is_x86_feature_detected!("avx2")
-            && std::is_x86_feature_detected!("fma")
-        {
+        let avx512 = avx2 && std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512vl");
+        crate::gemm::kernel_set_tested("f32 avx512", "avx512f, avx512vl", avx512);
+        if avx512 {
             // SAFETY: features checked.
             v.push(unsafe { super::avx512() });
-        } else {
-            std::eprintln!("skipping avx512 kernels: CPU lacks AVX-512F/VL");
         }
         v
     }

@@ -1529,21 +1529,20 @@ pub(crate) mod tests {
         #[cfg(target_arch = "x86_64")]
         {
             v.push(QKernels::SSE2);
-            if std::is_x86_feature_detected!("avx2") {
+            let avx2 = std::is_x86_feature_detected!("avx2");
+            crate::gemm::kernel_set_tested("int8 avx2", "avx2", avx2);
+            if avx2 {
                 // SAFETY: feature checked.
                 v.push(unsafe { x86::avx2() });
-            } else {
-                std::eprintln!("skipping avx2 int8 kernels");
             }
-            if std::is_x86_feature_detected!("avx512f")
+            let vnni = std::is_x86_feature_detected!("avx512f")
                 && std::is_x86_feature_detected!("avx512bw")
                 && std::is_x86_feature_detected!("avx512vl")
-                && std::is_x86_feature_detected!("avx512vnni")
-            {
+                && std::is_x86_feature_detected!("avx512vnni");
+            crate::gemm::kernel_set_tested("int8 avx512vnni", "avx512f, avx512bw, avx512vl, avx512vnni", vnni);
+            if vnni {
                 // SAFETY: features checked.
                 v.push(unsafe { x86::avx512_vnni() });
-            } else {
-                std::eprintln!("skipping avx512vnni int8 kernels");
             }
         }
         v

@@ -45,7 +45,10 @@ impl QLayer<'_> {
         kernels::gemv(kern, x, self.weight, self.outputs, self.inputs, |o, a| acc[o] = a.wrapping_add(self.bias[o]));
     }
 
-    /// Requantizes one accumulator (hidden layers).
+    /// Requantizes one accumulator (hidden layers). The zero point is added
+    /// wrapping, as the batched kernels add it, so that a corrupt model's
+    /// extreme fields give the same (meaningless) outputs on every path
+    /// instead of an overflow panic.
     #[inline]
     pub fn requantize(&self, o: usize, acc: i32) -> i32 {
         let p = &self.params;

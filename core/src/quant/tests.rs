@@ -734,3 +734,24 @@ fn features_feed_the_last_layer() {
     let (_, buf) = quantize_random(one, 3, &imgs);
     assert_eq!(QModel::parse(buf.bytes()).unwrap().features(&QKernels::NAIVE, &imgs[0], &mut scratch, &mut [0; 4]), 0);
 }
+
+/// Found by the `q8` fuzz target: a model that parses, with a hidden
+/// layer's output zero point near `i32::MAX`, made `classify` panic on
+/// `out_zp + mbqm(…)` overflowing (debug and test builds). Every kernel set
+/// now gives the same classes as the naive one, without a panic.
+#[test]
+fn an_extreme_zero_point_does_not_overflow() {
+    let bytes = include_bytes!("../../../fuzz/regressions/q8/out-zp-overflow");
+    let buf = Buf::from(bytes);
+    let m = QModel::parse(buf.bytes()).unwrap();
+    let spec = *m.spec();
+    let input: Vec<u8> = (0..spec.inputs()).map(|i| (i * 37) as u8).collect();
+    let mut scratch = std::vec![0i16; m.scratch_len()];
+    let mut want = std::vec![0i32; spec.outputs()];
+    let class = m.classify(&QKernels::NAIVE, &input, &mut scratch, &mut want);
+    for k in all_kernels() {
+        let mut logits = std::vec![0i32; spec.outputs()];
+        assert_eq!(m.classify(&k, &input, &mut scratch, &mut logits), class);
+        assert_eq!(logits, want);
+    }
+}

@@ -1,0 +1,256 @@
+//! What the fuzz targets share: a scratch file per process (the host's
+//! data readers take paths), CRC repair (so mutated files get past their
+//! checksums to the parsers behind them), an in-memory pipe and a host-side
+//! device for the firmware's serve loop.
+
+use std::path::PathBuf;
+
+use tailor_core::format::crc32;
+use tailor_core::gemm::Kernels;
+use tailor_core::protocol::{self, Backend, ModelState, TrainRefusal};
+use tailor_core::quant::{QKernels, QModel};
+use tailor_core::session::{InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
+
+/// `name` in a directory of this process's own under the temp dir (libFuzzer
+/// runs one input at a time per process, so one file per name suffices).
+pub fn scratch_path(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tailor-fuzz.{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating the fuzz scratch directory");
+    dir.join(name)
+}
+
+/// Writes `bytes` to the scratch file `name` and returns its path.
+pub fn scratch_file(name: &str, bytes: &[u8]) -> PathBuf {
+    let p = scratch_path(name);
+    std::fs::write(&p, bytes).expect("writing the fuzz scratch file");
+    p
+}
+
+fn u16_at(b: &[u8], o: usize) -> usize {
+    u16::from_le_bytes([b[o], b[o + 1]]) as usize
+}
+
+fn put_u32(b: &mut [u8], o: usize, v: u32) {
+    b[o..o + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+/// A copy of a tailor file (`format::header`, version 1 or 2) whose payload
+/// CRC and header CRC are recomputed, or `None` if it has no such header.
+/// Mutations then reach the layer table and payload parsers instead of all
+/// ending at "checksum mismatch".
+pub fn fix_crcs(bytes: &[u8]) -> Option<Vec<u8>> {
+    if bytes.len() < 8 {
+        return None;
+    }
+    let mut b = bytes.to_vec();
+    match u16_at(&b, 4) {
+        1 if b.len() >= 32 => {
+            let len = u32::from_le_bytes([b[24], b[25], b[26], b[27]]) as usize;
+            let end = (32 + len).min(b.len());
+            let c = crc32(&b[32..end]);
+            put_u32(&mut b, 28, c);
+        }
+        2 => {
+            let l = u16_at(&b, 6);
+            let n = 24 + 8 * l;
+            if l == 0 || b.len() < n {
+                return None;
+            }
+            let len = u32::from_le_bytes([b[n - 12], b[n - 11], b[n - 10], b[n - 9]]) as usize;
+            let end = (n + len).min(b.len());
+            let c = crc32(&b[n..end]);
+            put_u32(&mut b, n - 8, c);
+            let h = crc32(&b[..n - 4]);
+            put_u32(&mut b, n - 4, h);
+        }
+        _ => return None,
+    }
+    Some(b)
+}
+
+/// The wire stream `wire` with every frame's CRC made right: each
+/// 0-delimited chunk that is valid COBS is decoded, its last 4 bytes
+/// dropped and the rest sent again as a body (new CRC, new COBS). Other
+/// chunks pass unchanged.
+pub fn reframe(wire: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(wire.len() + 16);
+    for chunk in wire.split(|&b| b == protocol::DELIMITER) {
+        match cobs_decode(chunk) {
+            Some(d) if d.len() > protocol::CRC_LEN => {
+                protocol::send_raw_body(&mut out, &d[..d.len() - protocol::CRC_LEN]).expect("a Vec takes any frame");
+            }
+            _ => {
+                out.extend_from_slice(chunk);
+                out.push(protocol::DELIMITER);
+            }
+        }
+    }
+    out
+}
+
+fn cobs_decode(chunk: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(chunk.len());
+    let mut r = 0;
+    while r < chunk.len() {
+        let code = chunk[r] as usize;
+        let end = r + code;
+        if code == 0 || end > chunk.len() {
+            return None;
+        }
+        out.extend_from_slice(&chunk[r + 1..end]);
+        r = end;
+        if code < 255 && r < chunk.len() {
+            out.push(0);
+        }
+    }
+    Some(out)
+}
+
+/// An in-memory duplex pipe: reads `input` in odd-sized pieces (as a UART
+/// would deliver it), and keeps at most `cap` bytes of output.
+pub struct Pipe<'a> {
+    pub input: &'a [u8],
+    pub pos: usize,
+    pub output: Vec<u8>,
+    pub cap: usize,
+}
+
+impl embedded_io::ErrorType for Pipe<'_> {
+    type Error = embedded_io::ErrorKind;
+}
+
+impl embedded_io::Read for Pipe<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        let n = buf.len().min(self.input.len() - self.pos).min(97);
+        buf[..n].copy_from_slice(&self.input[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+impl embedded_io::Write for Pipe<'_> {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        let n = buf.len().min(self.cap - self.output.len());
+        if n == 0 {
+            return Err(embedded_io::ErrorKind::OutOfMemory);
+        }
+        self.output.extend_from_slice(&buf[..n]);
+        Ok(n)
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+/// The firmware's devices on the host: classifies with an int8 model (as
+/// `tailor-firmware-sim` does) and trains a model or a head on that model's
+/// features (as `tailor-firmware-train` does), with the same checks.
+pub struct HostDevice<'m, 'b> {
+    pub model: QModel<'m>,
+    pub scratch: Vec<i16>,
+    pub buffers: Option<SessionBuffers<'b>>,
+    pub session: Option<TrainSession<'b>>,
+    pub features: Vec<u8>,
+    pub head: bool,
+    pub max_batch: usize,
+}
+
+/// Most samples per training batch the host device announces.
+pub const TRAIN_BATCH: usize = 8;
+
+impl HostDevice<'_, '_> {
+    fn check_batch(&self, n: usize) -> Result<(), TrainRefusal> {
+        if n == 0 || n > self.max_batch {
+            return Err(SessionError::BatchSize { found: n, max: self.max_batch }.into());
+        }
+        Ok(())
+    }
+
+    /// The session's inputs: the samples, or (head mode) the model's
+    /// features of each, in `features`.
+    fn inputs<'s>(
+        head: bool,
+        m: &QModel<'_>,
+        scratch: &mut [i16],
+        features: &'s mut [u8],
+        n: usize,
+        pixels: &'s [u8],
+    ) -> Result<&'s [u8], TrainRefusal> {
+        if !head {
+            return Ok(pixels);
+        }
+        let (n_in, h) = (m.spec().inputs(), m.spec().layer(m.spec().depth() - 1).inputs);
+        if pixels.len() != n * n_in {
+            return Err(SessionError::InputLength { expected: n * n_in, found: pixels.len() }.into());
+        }
+        if n == 0 || n * h > features.len() {
+            return Err(SessionError::BatchSize { found: n, max: features.len() / h }.into());
+        }
+        for (px, f) in pixels.chunks_exact(n_in).zip(features.chunks_exact_mut(h)) {
+            m.features(&QKernels::BEST, px, scratch, f);
+        }
+        Ok(&features[..n * h])
+    }
+}
+
+impl Backend for HostDevice<'_, '_> {
+    fn fw_version(&self) -> &str {
+        "fuzz"
+    }
+    fn model_state(&self) -> (ModelState, &str) {
+        (ModelState::Ready, "")
+    }
+    fn dims(&self) -> &[u32] {
+        self.model.spec().dims()
+    }
+    fn model_crc(&self) -> u32 {
+        self.model.payload_crc()
+    }
+    fn classify(&mut self, pixels: &[u8], logits: &mut [i32]) -> usize {
+        self.model.classify(&QKernels::BEST, pixels, &mut self.scratch, logits)
+    }
+    fn train_setup(&mut self, setup: &SessionSetup, head: bool) -> Result<(u32, u32, u32), TrainRefusal> {
+        let mut setup = *setup;
+        if head {
+            let m = &self.model;
+            let depth = m.spec().depth();
+            if depth < 2 || setup.spec.depth() != 1 || setup.spec.inputs() != m.spec().layer(depth - 1).inputs {
+                return Err(SessionError::Setting.into());
+            }
+            let p = m.layer(depth - 1).params;
+            setup.input = InputMap::Affine { scale: p.in_scale, zero_point: p.in_zp };
+        }
+        let bufs = self.buffers.take().ok_or(TrainRefusal::Session(SessionError::Setting))?;
+        let s = TrainSession::new(&setup, bufs)?;
+        self.head = head;
+        let mut max = s.max_batch().min(TRAIN_BATCH);
+        if head {
+            max = max.min(self.features.len() / s.spec().inputs());
+        }
+        let r = (s.spec().params() as u32, max as u32, s.bytes() as u32);
+        self.max_batch = max;
+        self.session = Some(s);
+        Ok(r)
+    }
+    fn train_batch(&mut self, lr: f32, labels: &[u8], pixels: &[u8]) -> Result<f32, TrainRefusal> {
+        self.check_batch(labels.len())?;
+        let HostDevice { session, model, scratch, features, head, .. } = self;
+        let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
+        let inputs = Self::inputs(*head, model, scratch, features, labels.len(), pixels)?;
+        Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, inputs)?)
+    }
+    fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<(u32, f32), TrainRefusal> {
+        self.check_batch(labels.len())?;
+        let HostDevice { session, model, scratch, features, head, .. } = self;
+        let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
+        let inputs = Self::inputs(*head, model, scratch, features, labels.len(), pixels)?;
+        Ok(s.evaluate(&Kernels::PORTABLE, labels, inputs)?)
+    }
+    fn params(&self, offset: usize, out: &mut [f32]) -> Result<usize, TrainRefusal> {
+        let s = self.session.as_ref().ok_or(TrainRefusal::NoSession)?;
+        let p = s.params().get(offset..).unwrap_or(&[]);
+        let n = p.len().min(out.len());
+        out[..n].copy_from_slice(&p[..n]);
+        Ok(n)
+    }
+}
