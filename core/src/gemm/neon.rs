@@ -1108,6 +1108,7 @@ mod tests {
     /// Like `gemm::tests::check` without its 4096-element limit, plus a
     /// strided `dy` with `ldy > n` and a canary past every output.
     fn check_big(kern: &Kernels, m: usize, n: usize, k: usize, seed: u64) {
+        crate::gemm::kernel_set_tested("f32 neon", "neon (baseline on aarch64)", true);
         let (x, w, b, dy) = (fill(seed, m * k), fill(seed + 1, n * k), fill(seed + 2, n), fill(seed + 3, m * n));
         for relu in [false, true] {
             let mut y0 = std::vec![0.0; m * n];
