@@ -337,6 +337,11 @@ macro_rules! entry_points {
     };
 }
 
+// AVX2 has 16 registers: a broadcast-FMA tile needs MR·NV accumulators +
+// NV vectors of `b` + a broadcast. 6 × 2 (15) leaves LLVM room; 4 × 3 (16)
+// made it spill an accumulator to the stack inside the loop, and the
+// store-to-load round trip on that chain halved the FMA rate. Panels are
+// 2 × 4 (13): 4 accumulators per row for batch 1 and 8 per sparse tile.
 entry_points!(
     "avx2,fma",
     Avx2,
@@ -357,8 +362,8 @@ entry_points!(
     weight_grad_step_avx2_tf,
     sgd_avx2_tf,
     fwd = (2, 6, 1, 64),
-    axpy = (4, 3, 64),
-    panels = (4, 3)
+    axpy = (6, 2, 64),
+    panels = (2, 4)
 );
 entry_points!(
     "avx512f,avx512vl,avx2,fma",
