@@ -1,5 +1,6 @@
 //! Kernel GFLOP/s by this thread's CPU time (CLOCK_THREAD_CPUTIME_ID), so a
-//! loaded machine's time slices don't count; best of 7 windows.
+//! loaded machine's time slices don't count; best of 7 windows. Last, the
+//! FMA peak on the same clock.
 //! `cargo run --release -p tailor --example kernel_cpu_time`
 use tailor_core::gemm::Rule;
 
@@ -63,5 +64,13 @@ fn main() {
         }
         line += &format!("{product}/{kk}:{best:.1} ");
     }
-    println!("{} {line}", k.name);
+    // The FMA peak (widest vectors) on the same clock: FLOPs of a
+    // wall-timed window over the CPU time it took.
+    let mut peak = 0.0f64;
+    for _ in 0..7 {
+        let (c, w) = (cpu(), std::time::Instant::now());
+        let g = tailor::simd::fma_peak_window_gflops(std::time::Duration::from_millis(50));
+        peak = peak.max(g * w.elapsed().as_secs_f64() / (cpu() - c));
+    }
+    println!("{} {line}peak:{peak:.1}", k.name);
 }
