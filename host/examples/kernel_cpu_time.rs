@@ -13,9 +13,11 @@ fn cpu() -> f64 {
 
 fn main() {
     let k = tailor::simd::detect();
-    let shapes: [(&str, usize, usize, usize); 9] = [
+    let shapes: [(&str, usize, usize, usize); 11] = [
         ("forward", 64, 512, 784),
         ("forward", 64, 512, 512),
+        ("fwd_relu_in", 64, 512, 784),
+        ("fwd_relu_in", 64, 512, 512),
         ("fwd_packed", 64, 512, 784),
         ("fwd_packed1", 1, 512, 784),
         ("input_grad", 64, 512, 512),
@@ -28,7 +30,11 @@ fn main() {
     let mut buf = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
     let mut line = String::new();
     for &(product, m, n, kk) in &shapes {
-        let (x, w, b, dy) = (buf(m * kk), buf(n * kk), buf(n), buf(m * n));
+        let (mut x, w, b, dy) = (buf(m * kk), buf(n * kk), buf(n), buf(m * n));
+        if product == "fwd_relu_in" {
+            // Half exact zeros, as a ReLU leaves them (dense-equivalent FLOPs).
+            x.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
         let mut packed = tailor::train::AlignedBuf::zeroed(n * kk);
         let pk = packed.as_mut();
         tailor_core::gemm::pack_panels(&w, n, kk, k.panel, pk);
@@ -36,7 +42,7 @@ fn main() {
         let (mut wm, mut sm, mut sv) = (w.clone(), vec![0.0f32; n * kk], vec![0.0f32; n * kk]);
         let adam = tailor_core::optim::Adam::default().coefs(1e-9, 1);
         let mut run = || match product {
-            "forward" => (k.forward)(&x, &w, &b, &mut out, m, n, kk, true),
+            "forward" | "fwd_relu_in" => (k.forward)(&x, &w, &b, &mut out, m, n, kk, true),
             // SAFETY: out holds m·n floats.
             "fwd_packed" | "fwd_packed1" => unsafe {
                 (k.forward_panels)(&x, pk, &b, out.as_mut_ptr(), n, m, n, kk, true)
