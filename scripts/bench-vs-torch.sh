@@ -4,10 +4,32 @@
 # median. The host is shared and noisy, so only ratios taken back to back
 # in one run mean anything.
 #
-#   scripts/bench-vs-torch.sh [ROUNDS] [THREADS...]     (default: 3 rounds, 1 2)
+#   scripts/bench-vs-torch.sh [--optimizer sgd|adam] [--kernels avx2|avx512|...] [ROUNDS] [THREADS...]
+#                                                      (default: sgd, detected kernels, 3 rounds, 1 2)
 #   TORCH_PY=/path/to/python  (default /tmp/torch-venv/bin/python)
+#
+# --optimizer adam trains both sides with Adam on shuffled batches
+# (`torch_mlp.py --optimizer adam --shuffle`, the default recipe's setting).
+# --kernels avx2 forces both sides to AVX2: TAILOR_KERNELS for tailor, MKL's
+# and oneDNN's ISA caps for PyTorch (on an AVX-512 machine, AVX2 users' view).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+OPT=sgd
+while [ $# -gt 0 ]; do
+    case "$1" in
+    --optimizer) OPT=$2; shift 2 ;;
+    --kernels)
+        export TAILOR_KERNELS=$2
+        if [ "$2" = avx2 ]; then export MKL_ENABLE_INSTRUCTIONS=AVX2 ONEDNN_MAX_CPU_ISA=AVX2; fi
+        shift 2 ;;
+    *) break ;;
+    esac
+done
+case "$OPT" in
+sgd) TORCH_OPT=(--optimizer sgd); TAILOR_OPT=(--optimizer sgd) ;;
+adam) TORCH_OPT=(--optimizer adam --shuffle); TAILOR_OPT=(--optimizer adam --shuffle) ;;
+*) echo "--optimizer $OPT: expected sgd or adam" >&2; exit 2 ;;
+esac
 ROUNDS=${1:-3}
 shift || true
 THREADS=("${@:-1}")
@@ -25,9 +47,9 @@ OUT=$(mktemp -d)
 trap 'rm -rf "$OUT"' EXIT
 for t in "${THREADS[@]}"; do
     for r in $(seq 1 "$ROUNDS"); do
-        "$PY" "$SHARED/torch_mlp.py" --epochs 1 --no-test --threads "$t" >"$OUT/torch_train_${t}_$r.txt"
+        "$PY" "$SHARED/torch_mlp.py" --epochs 1 --no-test --threads "$t" "${TORCH_OPT[@]}" >"$OUT/torch_train_${t}_$r.txt"
         "$PY" "$SHARED/torch_bench.py" --threads "$t" >"$OUT/torch_infer_${t}_$r.txt"
-        "$TAILOR" bench --threads "$t" --json >"$OUT/tailor_${t}_$r.json"
+        "$TAILOR" bench --threads "$t" "${TAILOR_OPT[@]}" --json >"$OUT/tailor_${t}_$r.json"
     done
 done
 python3 - "$OUT" "$ROUNDS" "${THREADS[@]}" <<'EOF'
@@ -45,6 +67,8 @@ def torch_infer(path):
         if m:
             v[int(m.group(1))] = float(m.group(2))
     return v
+first = json.load(open(f"{out}/tailor_{threads[0]}_1.json"))
+print(f"tailor kernels {first['kernels']}, optimizer {first['optimizer']}{', shuffled' if first['shuffle'] else ''}")
 print("| threads | round | tailor train | PyTorch train | ratio | tailor infer 64 | PyTorch infer 64 | ratio | tailor infer 1 | PyTorch infer 1 | ratio | int8 64 | int8 1 |")
 print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for t in threads:

@@ -91,26 +91,66 @@ impl Adam {
         adam_update(&self.coefs(lr, step), params, grads, m, v);
     }
 
-    /// The per-step scalars of the update (bias corrections for `step`).
+    /// The per-step scalars of the update, computed as `torch.optim.Adam`
+    /// computes them (single-tensor and foreach, `capturable=False`): the
+    /// settings are Python floats there, so `1 − β`, the bias corrections,
+    /// the step size and AdamW's decay are worked out in f64 from the
+    /// decimal settings and rounded to f32 only where they meet the tensors.
+    /// In f32, `1 − β₂` alone would be 1 − f32(0.999) = 0.00099998713, and
+    /// `exp_avg_sq` would run at 0.99998713× PyTorch's.
     pub fn coefs(&self, lr: f32, step: u64) -> AdamStep {
-        let t = step.max(1) as i32;
-        let (b1, b2) = (self.beta1, self.beta2);
-        let bc1 = 1.0 - libm::powf(b1, t as f32);
-        let bc2 = 1.0 - libm::powf(b2, t as f32);
+        let t = step.max(1) as f64;
+        let (lr, b1, b2) = (python_float(lr), python_float(self.beta1), python_float(self.beta2));
+        let bc1 = 1.0 - libm::pow(b1, t);
+        let bc2 = 1.0 - libm::pow(b2, t);
         AdamStep {
-            beta1: b1,
-            beta2: b2,
-            one_minus_beta1: 1.0 - b1,
-            one_minus_beta2: 1.0 - b2,
-            step_size: lr / bc1,
-            bc2_sqrt: libm::sqrtf(bc2),
+            beta1: self.beta1,
+            beta2: self.beta2,
+            one_minus_beta1: (1.0 - b1) as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
+            step_size: (lr / bc1) as f32,
+            bc2_sqrt: libm::sqrt(bc2) as f32,
             eps: self.eps,
             weight_decay: self.weight_decay,
-            decay: 1.0 - lr * self.weight_decay,
+            decay: (1.0 - lr * python_float(self.weight_decay)) as f32,
             decoupled: self.decoupled,
         }
     }
 }
+
+/// The f64 a Python script would hold for a setting stored here as `x`:
+/// the shortest decimal that rounds to `x` (what the user wrote, e.g.
+/// 0.999), read as f64, not `x` widened (0.99900001287…). Falls back to
+/// widening outside the range where `D / 10^k` is exactly rounded.
+fn python_float(x: f32) -> f64 {
+    let a = libm::fabs(x as f64);
+    if a == 0.0 || !a.is_finite() {
+        return x as f64;
+    }
+    let e = libm::floor(libm::log10(a)) as i32;
+    // f32 round-trips within 9 significant digits.
+    for digits in 1..=9 {
+        let k = digits - 1 - e;
+        if !(-22..=22).contains(&k) {
+            break;
+        }
+        let p = POW10[k.unsigned_abs() as usize];
+        // `d` is an integer below 10^10 (exact in f64); one division or
+        // multiplication by an exact power of ten rounds it correctly.
+        let d = libm::round(if k >= 0 { a * p } else { a / p });
+        let v = if k >= 0 { d / p } else { d * p };
+        if v as f32 == a as f32 {
+            return if x < 0.0 { -v } else { v };
+        }
+    }
+    x as f64
+}
+
+/// 10^0 ..= 10^22, every one exact in f64.
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20,
+    1e21, 1e22,
+];
 
 /// One Adam step's scalars, so that a SIMD kernel (`gemm::Kernels::adam`)
 /// can apply exactly the arithmetic of [`adam_update`].
@@ -423,6 +463,38 @@ mod tests {
         [0.4996436, -1.248645, 1.9978601, -0.10087462],
         [0.49994165, -1.2484924, 1.9974742, -0.10137173],
     ];
+    /// `exp_avg` of the same run
+    const ADAM_EXP_AVG: [[f32; 4]; 5] = [
+        [0.010000001, -0.020000001, 0.030000001, 0.0050000004],
+        [-0.031, -0.008, 0.052, -0.025500001],
+        [-0.007899999, 0.0228, -0.0031999983, 0.03705],
+        [-0.0021099986, -0.039480004, 0.007120002, 0.018345],
+        [-0.031899, -0.015532004, 0.046408, 0.0965105],
+    ];
+    /// `exp_avg_sq` of the same run
+    const ADAM_EXP_AVG_SQ: [[f32; 4]; 5] = [
+        [0.000010000001, 0.000040000003, 0.00009000001, 0.0000025000002],
+        [0.00016999002, 0.000049960003, 0.00015241001, 0.00009249751],
+        [0.00020982003, 0.00013991004, 0.0004022576, 0.00045240505],
+        [0.00021211022, 0.00049977016, 0.00041185535, 0.00047445265],
+        [0.0003018981, 0.0005392704, 0.0005714435, 0.0011139782],
+    ];
+    /// `exp_avg` of the same run
+    const ADAM_WEIGHT_DECAY_EXP_AVG: [[f32; 4]; 5] = [
+        [0.010500001, -0.02125, 0.032, 0.0049000005],
+        [-0.030051, -0.010373999, 0.055799, -0.025691003],
+        [-0.0065463525, 0.01941474, 0.0022171058, 0.03677773],
+        [-0.0003920786, -0.04377574, 0.0139933815, 0.017999234],
+        [-0.029853227, -0.02064681, 0.054591905, 0.09609844],
+    ];
+    /// `exp_avg_sq` of the same run
+    const ADAM_WEIGHT_DECAY_EXP_AVG_SQ: [[f32; 4]; 5] = [
+        [0.000011025001, 0.000045156256, 0.00010240002, 0.0000024010003],
+        [0.00016704688, 0.0000527691, 0.00017519222, 0.000093005634],
+        [0.00020890297, 0.00013538028, 0.00040543618, 0.00045170917],
+        [0.00021171867, 0.000510389, 0.0004194259, 0.00047406068],
+        [0.00029853405, 0.00054503995, 0.0005953885, 0.0011119737],
+    ];
     /// torch.optim.AdamW()
     const ADAMW: [[f32; 4]; 5] = [
         [0.498995, -1.2489874, 1.9989799, -0.100999005],
@@ -540,6 +612,53 @@ mod tests {
     #[test]
     fn adam_weight_decay_matches_torch() {
         check("Adam weight decay", Optimizer::Adam(Adam { weight_decay: 0.01, ..Adam::default() }), &ADAM_WEIGHT_DECAY);
+    }
+
+    /// Adam's state against torch's. `exp_avg_sq` within 1 ulp: once
+    /// `1 − β₂` is rounded from f64 as torch does, the only difference left
+    /// is that torch's CPU `addcmul_` contracts to an FMA,
+    /// `fma((1−β₂)·g, g, β₂·v)`, where tailor rounds the product (with
+    /// 1 − f32(0.999) it was off by 1.3e-5 relative, about 100 ulps).
+    /// `exp_avg` within 1e-6 (torch's `lerp_` is `fma(1−β₁, g − m, m)`).
+    fn check_adam_state(what: &str, opt: Adam, want_m: &[[f32; 4]; 5], want_v: &[[f32; 4]; 5]) {
+        let (mut p, mut m, mut v) = (PARAM0, [0.0f32; 4], [0.0f32; 4]);
+        for (t, g) in GRADS.iter().enumerate() {
+            opt.step(opt.lr, t as u64 + 1, &mut p, g, &mut [&mut m, &mut v]);
+            assert_close(what, t, &m, &want_m[t]);
+            for (i, (&got, &want)) in v.iter().zip(&want_v[t]).enumerate() {
+                // Positive finite floats: the bit patterns count ulps.
+                let ulps = got.to_bits().abs_diff(want.to_bits());
+                assert!(
+                    ulps <= 1,
+                    "{what}: exp_avg_sq step {} element {i}: got {got:e}, torch {want:e} ({ulps} ulps)",
+                    t + 1
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn adam_state_matches_torch() {
+        check_adam_state("Adam", Adam::default(), &ADAM_EXP_AVG, &ADAM_EXP_AVG_SQ);
+        let wd = Adam { weight_decay: 0.01, ..Adam::default() };
+        check_adam_state("Adam weight decay", wd, &ADAM_WEIGHT_DECAY_EXP_AVG, &ADAM_WEIGHT_DECAY_EXP_AVG_SQ);
+    }
+
+    #[test]
+    fn python_float_is_the_decimal_written() {
+        assert_eq!(python_float(0.999), 0.999f64);
+        assert_eq!(python_float(0.9), 0.9f64);
+        assert_eq!(python_float(1e-3), 1e-3f64);
+        assert_eq!(python_float(1e-8), 1e-8f64);
+        assert_eq!(python_float(-2.5e-4), -2.5e-4f64);
+        assert_eq!(python_float(123456.78), 123456.78f64);
+        assert_eq!(python_float(0.0), 0.0);
+        // Every f32 maps back to itself.
+        for x in [f32::MIN_POSITIVE, 1e-30, 3.4e38, 0.1 + f32::EPSILON, f32::MAX] {
+            assert_eq!(python_float(x) as f32, x, "{x:e}");
+        }
+        // What torch's constants come to: 1 − 0.999 in f64, then f32.
+        assert_eq!(Adam::default().coefs(1e-3, 1).one_minus_beta2, 0.001f32);
     }
 
     #[test]

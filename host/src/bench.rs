@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Result};
 use serde::Serialize;
 use tailor_core::gemm::{Kernels, Rule};
-use tailor_core::optim::{Optimizer, Sgd};
+use tailor_core::optim::{Adam, Optimizer, Sgd};
 use tailor_core::par::Par;
 use tailor_core::spec::Spec;
 
@@ -51,6 +51,42 @@ pub struct BenchReport {
     pub kernel_gflops: Vec<KernelBench>,
     pub int8_infer_samples_per_sec: Option<f64>,
     pub int8_batch1_samples_per_sec: Option<f64>,
+    /// The optimizer `train_samples_per_sec` was measured with (`sgd`:
+    /// PyTorch's tutorial, lr 1e-3; `adam`: `torch.optim.Adam` defaults).
+    pub optimizer: &'static str,
+    /// Whether training read the batches in a shuffled order.
+    pub shuffle: bool,
+    /// Memory traffic of the Adam step alone (`Kernels::adam` over the
+    /// model's parameters, one thread), counting the 4 streams read (p, g,
+    /// m, v) and 3 written, in GB/s ...
+    pub adam_gbytes_per_sec: f64,
+    /// ... next to a plain copy of a buffer far larger than the caches
+    /// (bytes read + written), on one thread, in windows interleaved with it.
+    pub copy_gbytes_per_sec: f64,
+}
+
+/// The optimizers `tailor bench --optimizer` times, as `torch_mlp.py
+/// --optimizer` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BenchOpt {
+    Sgd,
+    Adam,
+}
+
+impl BenchOpt {
+    fn optimizer(self) -> Optimizer {
+        match self {
+            BenchOpt::Sgd => Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }),
+            BenchOpt::Adam => Optimizer::Adam(Adam::default()),
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            BenchOpt::Sgd => "sgd",
+            BenchOpt::Adam => "adam",
+        }
+    }
 }
 
 /// Inference passes per measurement; the best counts, as in
@@ -66,11 +102,19 @@ fn identity_norm(split: &data::Split) -> data::Norm {
     data::Norm::identity(split.width, matches!(split.features, data::Features::U8(_)))
 }
 
-fn train_pass(kernels: Kernels, spec: Spec, par: &dyn Par, split: &data::Split, batches: usize) -> Result<f64> {
+fn train_pass(
+    kernels: Kernels,
+    spec: Spec,
+    par: &dyn Par,
+    split: &data::Split,
+    batches: usize,
+    opt: Optimizer,
+    shuffle: bool,
+) -> Result<f64> {
     let names = (0..spec.outputs()).map(|c| c.to_string()).collect();
-    let meta = Meta::new(Optimizer::Sgd(Sgd { lr: 1e-3, ..Sgd::default() }), identity_norm(split), names);
+    let meta = Meta::new(opt, identity_norm(split), names);
     let mut t = Trainer::new(kernels, spec, meta);
-    let order = EpochOrder::new(split.len(), None, 0);
+    let order = EpochOrder::new(split.len(), shuffle.then_some(0), 0);
     // Warm up caches and the thread pool.
     for idx in order.batches(64).take(5) {
         t.step(par, split, idx, 1e-3)?;
@@ -180,6 +224,33 @@ fn kernel_bench(k: &Kernels) -> Vec<KernelBench> {
         .collect()
 }
 
+/// One thread's (Adam step GB/s, copy GB/s) for `params` parameters, best
+/// of [`INFER_REPS`] alternating windows of each.
+fn memory_bench(k: &Kernels, params: usize) -> (f64, f64) {
+    let mut rng = tailor_core::rng::Rng::new(2);
+    let mut buf = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
+    let (mut p, g, mut m, mut v) = (buf(params), buf(params), vec![0.0f32; params], vec![0.0f32; params]);
+    // 64 MB each way: well past any L3 this runs on.
+    let (src, mut dst) = (buf(16 << 20), vec![0.0f32; 16 << 20]);
+    let c = Adam::default().coefs(1e-9, 1);
+    let (mut adam, mut copy) = (0.0f64, 0.0f64);
+    for _ in 0..INFER_REPS {
+        let reps = 20;
+        let t = Timer::start();
+        for _ in 0..reps {
+            (k.adam)(&c, &mut p, &g, &mut m, &mut v);
+        }
+        adam = adam.max((7 * 4 * params * reps) as f64 / t.secs() / 1e9);
+        let t = Timer::start();
+        for _ in 0..2 {
+            dst.copy_from_slice(&src);
+            std::hint::black_box(&mut dst);
+        }
+        copy = copy.max((2 * 2 * 4 * src.len()) as f64 / t.secs() / 1e9);
+    }
+    (adam, copy)
+}
+
 /// The model benchmarked by default: the tutorial's 784-512-512-10.
 pub const SPEC: Spec = Spec::mlp(&[784, 512, 512, 10]);
 
@@ -191,6 +262,8 @@ pub fn run(
     json: bool,
     train_batches: Option<usize>,
     hidden: Option<&[usize]>,
+    opt: BenchOpt,
+    shuffle: bool,
 ) -> Result<BenchReport> {
     let par = Threads::new(threads)?;
     let width = par.width();
@@ -207,7 +280,7 @@ pub fn run(
         Some(b) if b == 0 || b > all => bail!("--train-batches {b}: expected 1..={all} (batches of 64 in one epoch)"),
         Some(b) => b,
     };
-    let train = train_pass(kernels, spec, &par, &ds.train, batches)?;
+    let train = train_pass(kernels, spec, &par, &ds.train, batches, opt.optimizer(), shuffle)?;
     let mut model = zero_model(spec);
     model.init(0);
     // Packed once, as `tailor eval` does for a trained model.
@@ -224,6 +297,7 @@ pub fn run(
     let int8 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &inputs, 64, usize::MAX));
     let int8_1 = best_of(|| crate::quantize::int8_infer_pass(&qmodel, &qkern, &par, &inputs, 1, 2000));
     let kb = kernel_bench(&kernels);
+    let (adam_gbs, copy_gbs) = memory_bench(&kernels, spec.params());
     let gflops = train * train_flop_per_sample(&spec) / 1e9;
     let rep = BenchReport {
         dims: spec.dims().to_vec(),
@@ -238,14 +312,20 @@ pub fn run(
         kernel_gflops: kb,
         int8_infer_samples_per_sec: Some(int8),
         int8_batch1_samples_per_sec: Some(int8_1),
+        optimizer: opt.name(),
+        shuffle,
+        adam_gbytes_per_sec: adam_gbs,
+        copy_gbytes_per_sec: copy_gbs,
     };
     if json {
         println!("{}", serde_json::to_string(&rep)?);
     } else {
         println!("tailor bench: model {spec}, {} thread(s), {} kernels", rep.threads, rep.kernels);
         println!(
-            "  train     {:>10.0} samples/s  ({:.1} GFLOP/s, {:.0}% of {:.0} GFLOP/s FMA peak)",
+            "  train     {:>10.0} samples/s  ({}{}, {:.1} GFLOP/s, {:.0}% of {:.0} GFLOP/s FMA peak)",
             train,
+            rep.optimizer,
+            if shuffle { ", shuffled" } else { "" },
             gflops,
             100.0 * rep.peak_fraction,
             peak
@@ -254,6 +334,7 @@ pub fn run(
         println!("  infer 1   {:>10.0} samples/s", infer1);
         println!("  int8 64   {:>10.0} samples/s  ({} int8 kernels)", int8, qkern.name);
         println!("  int8 1    {:>10.0} samples/s  ({:.1} µs/sample)", int8_1, 1e6 / int8_1);
+        println!("  adam step {adam_gbs:>10.1} GB/s on 1 thread (copy: {copy_gbs:.1} GB/s)");
         println!("  kernels (1 thread; share of the single-core FMA peak measured between the kernel's windows):");
         for k in &rep.kernel_gflops {
             println!(

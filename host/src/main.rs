@@ -171,6 +171,14 @@ enum Cmd {
         /// Hidden layer widths of the model to time (default 512,512).
         #[arg(long)]
         hidden: Option<String>,
+        /// The optimizer to train with: `sgd` (lr 1e-3, PyTorch's tutorial)
+        /// or `adam` (PyTorch's defaults).
+        #[arg(long, value_enum, default_value = "sgd")]
+        optimizer: tailor::bench::BenchOpt,
+        /// Read the training batches in a shuffled order (as
+        /// `torch_mlp.py --shuffle`).
+        #[arg(long)]
+        shuffle: bool,
     },
 }
 
@@ -477,9 +485,10 @@ fn main() {
             }
             Ok(())
         })(),
-        Cmd::Bench { threads, data, json, train_batches, hidden } => (|| {
+        Cmd::Bench { threads, data, json, train_batches, hidden, optimizer, shuffle } => (|| {
             let hidden = hidden.as_deref().map(tailor::commands::parse_hidden).transpose()?;
-            tailor::bench::run(threads, data.as_deref(), json, train_batches, hidden.as_deref()).map(|_| ())
+            tailor::bench::run(threads, data.as_deref(), json, train_batches, hidden.as_deref(), optimizer, shuffle)
+                .map(|_| ())
         })(),
     };
     if let Err(e) = res {

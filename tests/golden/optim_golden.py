@@ -61,14 +61,17 @@ def arr(xs):
     return "[" + ", ".join(lit(x) for x in xs) + "]"
 
 
-def trajectory(cls, kwargs):
+def trajectory(cls, kwargs, state=None):
+    """The parameter after each step, or the optimizer state buffer named
+    `state` (e.g. "exp_avg_sq")."""
     p = torch.nn.Parameter(torch.tensor(PARAM0, dtype=torch.float32))
     opt = cls([p], **kwargs)
     out = []
     for g in GRADS:
         p.grad = torch.tensor(g, dtype=torch.float32)
         opt.step()
-        out.append(p.detach().clone().tolist())
+        t = p if state is None else opt.state[p][state]
+        out.append(t.detach().clone().tolist())
     return out
 
 
@@ -97,6 +100,15 @@ def main():
         for row in trajectory(cls, kwargs):
             print(f"    {arr(row)},")
         print("];")
+        if cls is torch.optim.Adam:
+            # The state too: its arithmetic is elementwise f32 with the
+            # Python-float constants rounded once, so it should match exactly.
+            for st in ("exp_avg", "exp_avg_sq"):
+                print(f"/// `{st}` of the same run")
+                print(f"const {name}_{st.upper()}: [[f32; 4]; {len(GRADS)}] = [")
+                for row in trajectory(cls, kwargs, st):
+                    print(f"    {arr(row)},")
+                print("];")
     print(f"// Per-epoch lr (epochs 0..={SCHED_EPOCHS}) for base lr {SCHED_BASE_LR}, stepped once per epoch.")
     for name, cls, kwargs in SCHEDULES:
         print(f"/// {cls.__name__}({', '.join(f'{k}={v}' for k, v in kwargs.items())})")

@@ -145,7 +145,8 @@ fn cols_args(
 
 macro_rules! entry_points {
     ($feat:literal, $S:ty, $panel:ident, $fwp:ident, $fwp_tf:ident, $fwd:ident, $fwdc:ident, $ig:ident, $igc:ident, $igc_tf:ident, $wg:ident, $wgs:ident, $sgd:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident, $wgs_tf:ident, $sgd_tf:ident,
-     fwd = ($MR:literal, $NR:literal, $TMR:literal, $FKB:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal), panels = ($PMR:literal, $PNV:literal)) => {
+     fwd = ($MR:literal, $NR:literal, $TMR:literal, $FKB:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal), panels = ($PMR:literal, $PNV:literal),
+     sparse = ($FSNV:literal)) => {
         #[allow(clippy::too_many_arguments)]
         fn $fwd(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
             check_forward(x, w, b, y, m, n, k);
@@ -198,7 +199,7 @@ macro_rules! entry_points {
         #[target_feature(enable = $feat)]
         unsafe fn $fwp_tf(f: Fwd) {
             // SAFETY: forwarded from the wrapper.
-            unsafe { forward_packed::<$S, $PMR, $PNV>(f, $FKB, true) }
+            unsafe { forward_packed::<$S, $PMR, $PNV, $PNV>(f, $FKB, true) }
         }
 
         #[target_feature(enable = $feat)]
@@ -211,7 +212,7 @@ macro_rules! entry_points {
                     return;
                 }
                 if f.ldy > 12 && f.m >= FWD_PACK_MIN_M {
-                    forward_packed::<$S, $AMR, $ANV>(f, $FKB, false)
+                    forward_packed::<$S, $AMR, $ANV, $FSNV>(f, $FKB, false)
                 } else {
                     forward_impl::<$S, $MR, $NR, $TMR>(f)
                 }
@@ -337,6 +338,13 @@ macro_rules! entry_points {
     };
 }
 
+// AVX2 has 16 registers: a broadcast-FMA tile needs MR·NV accumulators +
+// NV vectors of `b` + a broadcast. 6 × 2 (15) leaves LLVM room; 4 × 3 (16)
+// made it spill an accumulator to the stack inside the loop, and the
+// store-to-load round trip on that chain halved the FMA rate. Panels are
+// 2 × 4 (13): 4 accumulators per row for batch 1 and 8 per sparse tile;
+// training's forward, too, walks sparse inputs in 2 × 4 tiles (2 × 2 would
+// leave the FMA latency exposed) and dense ones in 6 × 2.
 entry_points!(
     "avx2,fma",
     Avx2,
@@ -357,8 +365,9 @@ entry_points!(
     weight_grad_step_avx2_tf,
     sgd_avx2_tf,
     fwd = (2, 6, 1, 64),
-    axpy = (4, 3, 64),
-    panels = (4, 3)
+    axpy = (6, 2, 64),
+    panels = (2, 4),
+    sparse = (4)
 );
 entry_points!(
     "avx512f,avx512vl,avx2,fma",
@@ -381,7 +390,8 @@ entry_points!(
     sgd_avx512_tf,
     fwd = (4, 6, 2, 64),
     axpy = (4, 6, 64),
-    panels = (2, 8)
+    panels = (2, 8),
+    sparse = (6)
 );
 
 // ---------------------------------------------------------------------------
@@ -1363,14 +1373,14 @@ unsafe fn pack_t<S: Isa>(src: *const f32, lds: usize, pack: *mut f32, cols: usiz
 /// increasing `p`, so all give the same values (a skipped term adds `±0`,
 /// given finite weights).
 #[inline(always)]
-unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize>(f: Fwd, kb: usize, pre: bool) {
+unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize, const BNV: usize>(f: Fwd, kb: usize, pre: bool) {
     let mut pack = Pack::new();
     let mut masks = [0u64; SPARSE_ROWS * SPARSE_BLOCKS];
     // SAFETY: all tiles lie inside x[m][k], w[n][k], b[n], y[m][n]; the
     // packed block is pb ≤ PACK_ROWS rows of cols ≤ PACK_COLS.
     unsafe {
-        let nc = NV * S::W;
-        debug_assert!((pre || nc <= PACK_COLS) && kb <= PACK_ROWS && kb <= 64);
+        let nc = BNV * S::W;
+        debug_assert!((pre || nc <= PACK_COLS) && kb <= PACK_ROWS && kb <= 64 && BNV >= NV);
         let pk = pack.ptr();
         let mut i0 = 0;
         while i0 < f.m {
@@ -1421,28 +1431,34 @@ unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize>(f: Fwd, kb: u
                                     relu,
                                 };
                                 if two {
-                                    sparse_cols::<S, 2, NV>(t, cols);
+                                    sparse_cols::<S, 2, BNV>(t, cols);
                                 } else {
-                                    sparse_cols::<S, 1, NV>(t, cols);
+                                    sparse_cols::<S, 1, BNV>(t, cols);
                                 }
                                 r += 2;
                             }
                         } else {
-                            axpy_rows::<S, MR, NV, false>(rows, cols, |i| Axpy {
-                                a: x.add(i * f.k + p),
-                                ars: f.k,
-                                ats: 1,
-                                b: blk,
-                                ldb,
-                                t_len: pb,
-                                out: y.add(i * f.ldy + j),
-                                ldo: f.ldy,
-                                mask: core::ptr::null(),
-                                acc_in: p > 0,
-                                bias,
-                                relu,
-                                step: None,
-                            });
+                            // Dense tiles NV vectors wide across the block.
+                            let mut c0 = 0;
+                            while c0 < cols {
+                                let cw = (NV * S::W).min(cols - c0);
+                                axpy_rows::<S, MR, NV, false>(rows, cw, |i| Axpy {
+                                    a: x.add(i * f.k + p),
+                                    ars: f.k,
+                                    ats: 1,
+                                    b: blk.add(c0),
+                                    ldb,
+                                    t_len: pb,
+                                    out: y.add(i * f.ldy + j + c0),
+                                    ldo: f.ldy,
+                                    mask: core::ptr::null(),
+                                    acc_in: p > 0,
+                                    bias: if bias.is_null() { bias } else { bias.add(c0) },
+                                    relu,
+                                    step: None,
+                                });
+                                c0 += cw;
+                            }
                         }
                         p += pb;
                         if p == q1 {
