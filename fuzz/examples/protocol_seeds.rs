@@ -44,9 +44,14 @@ fn replies(requests: &[u8]) -> Vec<u8> {
         max_batch: 0,
     };
     let mut rx = vec![0u8; protocol::classify_frame_capacity(TRAIN_BATCH, 785) + 128];
-    let (mut classes, mut logits) = (vec![0u8; TRAIN_BATCH], vec![0u8; 4 * TRAIN_BATCH * MAX_OUT]);
+    let (mut classes, mut logits, mut confidence) =
+        (vec![0u8; TRAIN_BATCH], vec![0u8; 4 * TRAIN_BATCH * MAX_OUT], vec![0u8; TRAIN_BATCH]);
     let mut pipe = Pipe { input: requests, pos: 0, output: Vec::new(), cap: 1 << 20 };
-    protocol::serve(&mut pipe, &mut dev, Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits });
+    protocol::serve(
+        &mut pipe,
+        &mut dev,
+        Buffers { rx: &mut rx, classes: &mut classes, logits: &mut logits, confidence: &mut confidence },
+    );
     pipe.output
 }
 

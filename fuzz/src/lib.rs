@@ -9,7 +9,7 @@ use tailor_core::format::crc32;
 use tailor_core::gemm::Kernels;
 use tailor_core::protocol::{self, Backend, ModelState, TrainRefusal};
 use tailor_core::quant::{QKernels, QModel};
-use tailor_core::session::{InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
+use tailor_core::session::{Evaluation, InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
 
 /// `name` in a directory of this process's own under the temp dir (libFuzzer
 /// runs one input at a time per process, so one file per name suffices).
@@ -197,6 +197,9 @@ impl Backend for HostDevice<'_, '_> {
     fn fw_version(&self) -> &str {
         "fuzz"
     }
+    fn logit_scale(&self) -> Option<f32> {
+        Some(self.model.layer(self.model.spec().depth() - 1).params.out_scale)
+    }
     fn model_state(&self) -> (ModelState, &str) {
         (ModelState::Ready, "")
     }
@@ -239,7 +242,7 @@ impl Backend for HostDevice<'_, '_> {
         let inputs = Self::inputs(*head, model, scratch, features, labels.len(), pixels)?;
         Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, inputs)?)
     }
-    fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<(u32, f32), TrainRefusal> {
+    fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<Evaluation, TrainRefusal> {
         self.check_batch(labels.len())?;
         let HostDevice { session, model, scratch, features, head, .. } = self;
         let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
