@@ -160,6 +160,10 @@ pub const TRAIN_BATCH: usize = 8;
 
 impl HostDevice<'_, '_> {
     fn check_batch(&self, n: usize) -> Result<(), TrainRefusal> {
+        // Before a TrainSetup there is no run to refuse the batch's size for.
+        if self.session.is_none() {
+            return Err(TrainRefusal::NoSession);
+        }
         if n == 0 || n > self.max_batch {
             return Err(SessionError::BatchSize { found: n, max: self.max_batch }.into());
         }

@@ -167,9 +167,12 @@ fn params(q: &mut Qemu, n: usize) -> Vec<f32> {
 fn bad_training_frames_are_refused_and_change_nothing() {
     let (elf, _) = tailor::device::build_firmware_bin(TRAIN_FIRMWARE).unwrap();
     let mut q = Qemu::start(&elf, None, Transport::Semihosting, Duration::from_secs(120)).unwrap();
-    // Before a setup: refused.
+    // Before a setup: refused, saying why.
     q.send(&Message::TrainBatch { seq: 1, lr: 0.1, labels: &[0], pixels: &[0; 4] }).unwrap();
-    assert!(matches!(q.recv().unwrap(), Reply::Error { code: ErrorCode::Training, .. }));
+    match q.recv().unwrap() {
+        Reply::Error { code: ErrorCode::Training, detail, .. } => assert!(detail.contains("TrainSetup"), "{detail}"),
+        other => panic!("{other:?}"),
+    }
     let dims = core::array::from_fn(|i| if i < 3 { [4, 3, 2][i] } else { 0 });
     let optimizer = Optimizer::Sgd(Sgd { lr: 0.1, momentum: 0.9, ..Sgd::default() });
     // Too large for the device: refused with the sizes.

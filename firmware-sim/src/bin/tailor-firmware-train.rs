@@ -93,6 +93,10 @@ fn count_kernels(spec: &tailor_core::spec::Spec, bufs: &mut SessionBuffers<'_>) 
 
 impl Trainer {
     fn check_batch(&self, n: usize) -> Result<(), TrainRefusal> {
+        // Before a TrainSetup there is no run to refuse the batch's size for.
+        if self.session.is_none() {
+            return Err(TrainRefusal::NoSession);
+        }
         if n == 0 || n > self.max_batch {
             return Err(SessionError::BatchSize { found: n, max: self.max_batch }.into());
         }

@@ -9,9 +9,7 @@
 //! Every byte of a file is accounted for: a short header, a short body or
 //! bytes after the body are errors, never silently accepted.
 
-use std::ffi::OsString;
-use std::fs::{self, File};
-use std::io::{self, BufWriter, Write};
+use std::io::{self, Write};
 use std::path::Path;
 
 use flate2::write::GzEncoder;
@@ -112,26 +110,15 @@ pub fn write_idx_labels(path: &Path, labels: &[u8]) -> Result<(), DataError> {
     write_gz_atomic(path, &[&header, labels])
 }
 
-/// Gzip the concatenation of `parts` into a temporary file next to `path`,
-/// sync it, then rename it over `path`.
+/// Gzip the concatenation of `parts` and write it to `path` as every output
+/// is written ([`crate::output::write`]: a synced `.NAME.PID.tmp` renamed
+/// over it, never over a special file).
 pub fn write_gz_atomic(path: &Path, parts: &[&[u8]]) -> Result<(), DataError> {
     let io_err = |source| DataError::Io { file: path.to_path_buf(), source };
-    let name = path.file_name().ok_or_else(|| io_err(io::Error::new(io::ErrorKind::InvalidInput, "no file name")))?;
-    let mut tmp_name = OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let write = || -> io::Result<()> {
-        let mut gz = GzEncoder::new(BufWriter::new(File::create(&tmp)?), Compression::default());
-        for part in parts {
-            gz.write_all(part)?;
-        }
-        let file = gz.finish()?.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        io_err(e)
-    })
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    for part in parts {
+        gz.write_all(part).map_err(io_err)?;
+    }
+    let bytes = gz.finish().map_err(io_err)?;
+    crate::output::write(path, &bytes, &[]).map_err(|e| io_err(io::Error::other(format!("{e:#}"))))
 }
