@@ -276,7 +276,7 @@ macro_rules! entry_points {
         #[target_feature(enable = $feat)]
         unsafe fn $wg_tf(dy: *const f32, ldy: usize, x: *const f32, dw: *mut f32, m: usize, n: usize, k: usize) {
             // SAFETY: forwarded from the wrapper.
-            unsafe { weight_grad_impl::<$S, $AMR, $ANV>(dy, ldy, x, dw, m, n, k, None) }
+            unsafe { weight_grad_impl::<$S, $AMR, $ANV, $FSNV>(dy, ldy, x, dw, m, n, k, None) }
         }
 
         #[allow(clippy::too_many_arguments)]
@@ -321,7 +321,7 @@ macro_rules! entry_points {
             step: TileStep,
         ) {
             // SAFETY: forwarded from the wrapper.
-            unsafe { weight_grad_impl::<$S, $AMR, $ANV>(dy, ldy, x, dw, m, n, k, Some(step)) }
+            unsafe { weight_grad_impl::<$S, $AMR, $ANV, $FSNV>(dy, ldy, x, dw, m, n, k, Some(step)) }
         }
 
         fn $sgd(params: &mut [f32], grads: &[f32], lr: f32, wd: f32) {
@@ -1429,11 +1429,13 @@ unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize, const BNV: us
                                     bias,
                                     acc_in: p > 0,
                                     relu,
+                                    step: None,
+                                    ldo: f.ldy,
                                 };
                                 if two {
-                                    sparse_cols::<S, 2, BNV>(t, cols);
+                                    sparse_cols::<S, 2, BNV, false>(t, cols);
                                 } else {
-                                    sparse_cols::<S, 1, BNV>(t, cols);
+                                    sparse_cols::<S, 1, BNV, false>(t, cols);
                                 }
                                 r += 2;
                             }
@@ -1534,9 +1536,14 @@ struct Sparse {
     b: *const f32,
     ldb: usize,
     out: [*mut f32; 2],
+    /// Initial value of both rows unless `acc_in`; null for zero.
     bias: *const f32,
     acc_in: bool,
     relu: bool,
+    /// As in [`Axpy`]: an optimizer step with the sums as gradients
+    /// instead of storing them (then `out[1] = out[0] + ldo`).
+    step: Option<TileStep>,
+    ldo: usize,
 }
 
 /// `R ≤ 2` rows × `NV` vectors of outputs, summing only the inputs whose
@@ -1549,7 +1556,10 @@ struct Sparse {
 // The empty asm statements touch no memory: they only hide the addresses'
 // values from LLVM, so that it keeps them whole in registers.
 #[allow(clippy::pointers_in_nomem_asm_block)]
-unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool>(t: Sparse, tail: usize) {
+unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool, const STEP: bool>(
+    t: Sparse,
+    tail: usize,
+) {
     // SAFETY: the caller sizes the tile inside the checked matrices; set
     // mask bits index inputs inside the block.
     unsafe {
@@ -1559,7 +1569,16 @@ unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool>
         let mut acc = [[S::zero(); NV]; R];
         for (r, row) in acc.iter_mut().enumerate() {
             for (c, v) in row.iter_mut().enumerate() {
-                *v = if t.acc_in { ld(t.out[r], c) } else { ld(t.bias, c) };
+                if t.acc_in {
+                    *v = ld(t.out[r], c);
+                } else if !t.bias.is_null() {
+                    *v = ld(t.bias, c);
+                }
+            }
+        }
+        if STEP {
+            if let Some(st) = t.step {
+                prefetch_step::<S, R, NV>(st, t.ldo);
             }
         }
         let mut m = t.mask;
@@ -1591,6 +1610,20 @@ unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool>
                 }
             }
         }
+        if STEP {
+            if let Some(st) = t.step {
+                // Through a stack buffer, as in `axpy_tile`.
+                let mut g = [core::mem::MaybeUninit::<f32>::uninit(); STEP_TILE_MAX];
+                assert!(R * NV * S::W <= STEP_TILE_MAX);
+                let gp = g.as_mut_ptr().cast::<f32>();
+                for (r, row) in acc.iter().enumerate() {
+                    for (c, &v) in row.iter().enumerate() {
+                        S::store(gp.add((r * NV + c) * S::W), v);
+                    }
+                }
+                return step_tile::<S, R, NV, TAIL>(gp, st, t.ldo, tail);
+            }
+        }
         for (r, row) in acc.iter().enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 let v = if t.relu { S::mask_le0(v, v) } else { v };
@@ -1606,23 +1639,23 @@ unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool>
 
 /// One [`sparse_tile`] covering `cols ≤ NV·W` columns.
 #[inline(always)]
-unsafe fn sparse_cols<S: Isa, const R: usize, const NV: usize>(t: Sparse, cols: usize) {
+unsafe fn sparse_cols<S: Isa, const R: usize, const NV: usize, const STEP: bool>(t: Sparse, cols: usize) {
     // SAFETY: forwarded.
     unsafe {
         if cols == NV * S::W {
-            return S::run(|| sparse_tile::<S, R, NV, false>(t, 0));
+            return S::run(|| sparse_tile::<S, R, NV, false, STEP>(t, 0));
         }
         let nv = cols.div_ceil(S::W);
         let tail = cols - (nv - 1) * S::W;
         match nv {
-            1 => S::run(|| sparse_tile::<S, R, 1, true>(t, tail)),
-            2 => S::run(|| sparse_tile::<S, R, 2, true>(t, tail)),
-            3 => S::run(|| sparse_tile::<S, R, 3, true>(t, tail)),
-            4 => S::run(|| sparse_tile::<S, R, 4, true>(t, tail)),
-            5 => S::run(|| sparse_tile::<S, R, 5, true>(t, tail)),
-            6 => S::run(|| sparse_tile::<S, R, 6, true>(t, tail)),
-            7 => S::run(|| sparse_tile::<S, R, 7, true>(t, tail)),
-            8 => S::run(|| sparse_tile::<S, R, 8, true>(t, tail)),
+            1 => S::run(|| sparse_tile::<S, R, 1, true, STEP>(t, tail)),
+            2 => S::run(|| sparse_tile::<S, R, 2, true, STEP>(t, tail)),
+            3 => S::run(|| sparse_tile::<S, R, 3, true, STEP>(t, tail)),
+            4 => S::run(|| sparse_tile::<S, R, 4, true, STEP>(t, tail)),
+            5 => S::run(|| sparse_tile::<S, R, 5, true, STEP>(t, tail)),
+            6 => S::run(|| sparse_tile::<S, R, 6, true, STEP>(t, tail)),
+            7 => S::run(|| sparse_tile::<S, R, 7, true, STEP>(t, tail)),
+            8 => S::run(|| sparse_tile::<S, R, 8, true, STEP>(t, tail)),
             _ => unreachable!(),
         }
     }
@@ -1633,7 +1666,7 @@ unsafe fn sparse_cols<S: Isa, const R: usize, const NV: usize>(t: Sparse, cols: 
 /// `m` in registers.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize>(
+unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize, const SNV: usize>(
     dy: *const f32,
     ldy: usize,
     x: *const f32,
@@ -1643,6 +1676,10 @@ unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize>(
     k: usize,
     step: Option<TileStep>,
 ) {
+    // SAFETY: forwarded.
+    if k > SPARSE_MIN_WIDTH && unsafe { weight_grad_sparse::<S, MR, NV, SNV>(dy, ldy, x, dw, m, n, k, step) } {
+        return;
+    }
     let mut pack = Pack::new();
     // SAFETY: all tiles lie inside dy (stride ldy), x[m][k], dw[n][k] (and
     // the step's w, m, v, shaped like dw); the
@@ -1706,6 +1743,181 @@ unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize>(
             }
             p += cols;
         }
+    }
+}
+
+/// Rows of `dw` (columns of `dy`) whose coefficients [`weight_grad_sparse`]
+/// transposes at once.
+const WG_SPARSE_ROWS: usize = 64;
+
+/// A block of `dyᵀ`: `WG_SPARSE_ROWS` rows of up to `PACK_ROWS` batch rows.
+#[repr(C, align(64))]
+struct DyT([core::mem::MaybeUninit<f32>; WG_SPARSE_ROWS * PACK_ROWS]);
+
+/// Weight grad that skips zero gradients: a ReLU layer's `dy` is zero
+/// wherever its output was, typically half the batch. Per block of 64 rows
+/// of `dw`, the block of `dy` is transposed (each row of `dw` then reads its
+/// coefficients in order) with each row's nonzero bit mask; [`sparse_tile`]s
+/// of two rows of `dw` walk the masks over a packed `x` block. A block
+/// denser than [`SPARSE_MAX_DENSITY`] runs dense tiles on the same packed
+/// operands. Returns false, having done nothing, when the whole `dy` is that
+/// dense (the caller's dense path then reads `dy` in place). Every path sums
+/// each element in increasing `t` from zero, so all give the same values.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn weight_grad_sparse<S: Isa, const MR: usize, const NV: usize, const SNV: usize>(
+    dy: *const f32,
+    ldy: usize,
+    x: *const f32,
+    dw: *mut f32,
+    m: usize,
+    n: usize,
+    k: usize,
+    step: Option<TileStep>,
+) -> bool {
+    // SAFETY: reads dy[t·ldy + j] for t < m, j < n; tiles lie inside x[m][k]
+    // and dw[n][k] (and the step's buffers, shaped like dw); the buffers
+    // hold WG_SPARSE_ROWS × PACK_ROWS and PACK_ROWS × PACK_COLS floats.
+    unsafe {
+        let mut ones = 0usize;
+        for t in 0..m {
+            let r = dy.add(t * ldy);
+            let mut j = 0;
+            while j < n {
+                let v = if j + S::W <= n { S::load(r.add(j)) } else { S::load_n(r.add(j), n - j) };
+                ones += S::nz_bits(v).count_ones() as usize;
+                j += S::W;
+            }
+        }
+        if ones as f32 > SPARSE_MAX_DENSITY * (m * n) as f32 {
+            return false;
+        }
+        let nc = SNV * S::W;
+        debug_assert!(nc <= PACK_COLS);
+        let mut pack = Pack::new();
+        let mut dyt = DyT([core::mem::MaybeUninit::uninit(); WG_SPARSE_ROWS * PACK_ROWS]);
+        let (pk, dt) = (pack.ptr(), dyt.0.as_mut_ptr().cast::<f32>());
+        let mut masks = [0u64; WG_SPARSE_ROWS];
+        let mut j0 = 0;
+        while j0 < n {
+            let nj = WG_SPARSE_ROWS.min(n - j0);
+            let mut i = 0;
+            while i < m {
+                let ib = PACK_ROWS.min(m - i);
+                let last = i + ib == m;
+                // dt[r·PACK_ROWS + t] = dy[(i + t)·ldy + j0 + r].
+                let src = dy.add(i * ldy + j0);
+                let (rf, tf) = (nj / S::W * S::W, ib / S::W * S::W);
+                for r in (0..rf).step_by(S::W) {
+                    for t in (0..tf).step_by(S::W) {
+                        S::transpose(src.add(t * ldy + r), ldy, dt.add(r * PACK_ROWS + t), PACK_ROWS);
+                    }
+                    for rr in r..r + S::W {
+                        for t in tf..ib {
+                            *dt.add(rr * PACK_ROWS + t) = *src.add(t * ldy + rr);
+                        }
+                    }
+                }
+                for rr in rf..nj {
+                    for t in 0..ib {
+                        *dt.add(rr * PACK_ROWS + t) = *src.add(t * ldy + rr);
+                    }
+                }
+                let mut ones = 0;
+                for (r, mk) in masks.iter_mut().enumerate().take(nj) {
+                    let row = dt.add(r * PACK_ROWS);
+                    let mut bits = 0u64;
+                    let mut t = 0;
+                    while t < ib {
+                        let v = if t + S::W <= ib { S::load(row.add(t)) } else { S::load_n(row.add(t), ib - t) };
+                        bits |= (S::nz_bits(v) as u64) << t;
+                        t += S::W;
+                    }
+                    *mk = bits;
+                    ones += bits.count_ones() as usize;
+                }
+                let sparse = ones as f32 <= SPARSE_MAX_DENSITY * (nj * ib) as f32;
+                let mut p = 0;
+                while p < k {
+                    let cols = nc.min(k - p);
+                    for t in 0..ib {
+                        copy_row::<S>(x.add((i + t) * k + p), pk.add(t * PACK_COLS), cols);
+                    }
+                    // The step's pointers for the tile at row j of dw,
+                    // column p (only the last block of t holds whole sums).
+                    let step_at = |j: usize, c0: usize| {
+                        step.filter(|_| last).map(|s| {
+                            let o = j * k + p + c0;
+                            let adam = matches!(s.rule, StepRule::Adam(_));
+                            TileStep {
+                                w: s.w.add(o),
+                                sm: if adam { s.sm.add(o) } else { s.sm },
+                                sv: if adam { s.sv.add(o) } else { s.sv },
+                                rule: s.rule,
+                            }
+                        })
+                    };
+                    let stepping = step.is_some() && last;
+                    if sparse {
+                        let mut r = 0;
+                        while r < nj {
+                            let two = r + 1 < nj;
+                            let j = j0 + r;
+                            let out = dw.add(j * k + p);
+                            let t = Sparse {
+                                x: [dt.add(r * PACK_ROWS), dt.add((r + usize::from(two)) * PACK_ROWS)],
+                                mask: [masks[r], if two { masks[r + 1] } else { 0 }],
+                                b: pk,
+                                ldb: PACK_COLS,
+                                out: [out, if two { out.add(k) } else { out }],
+                                bias: core::ptr::null(),
+                                acc_in: i > 0,
+                                relu: false,
+                                step: step_at(j, 0),
+                                ldo: k,
+                            };
+                            match (two, stepping) {
+                                (true, true) => sparse_cols::<S, 2, SNV, true>(t, cols),
+                                (true, false) => sparse_cols::<S, 2, SNV, false>(t, cols),
+                                (false, true) => sparse_cols::<S, 1, SNV, true>(t, cols),
+                                (false, false) => sparse_cols::<S, 1, SNV, false>(t, cols),
+                            }
+                            r += 2;
+                        }
+                    } else {
+                        let mut c0 = 0;
+                        while c0 < cols {
+                            let cw = (NV * S::W).min(cols - c0);
+                            let tile = |r: usize| Axpy {
+                                a: dt.add(r * PACK_ROWS),
+                                ars: PACK_ROWS,
+                                ats: 1,
+                                b: pk.add(c0),
+                                ldb: PACK_COLS,
+                                t_len: ib,
+                                out: dw.add((j0 + r) * k + p + c0),
+                                ldo: k,
+                                mask: core::ptr::null(),
+                                acc_in: i > 0,
+                                bias: core::ptr::null(),
+                                relu: false,
+                                step: step_at(j0 + r, c0),
+                            };
+                            if stepping {
+                                axpy_rows::<S, MR, NV, true>(nj, cw, tile);
+                            } else {
+                                axpy_rows::<S, MR, NV, false>(nj, cw, tile);
+                            }
+                            c0 += cw;
+                        }
+                    }
+                    p += cols;
+                }
+                i += ib;
+            }
+            j0 += nj;
+        }
+        true
     }
 }
 
@@ -2005,6 +2217,77 @@ mod tests {
             // Odd tails, a thin layer, and m > 64 (partial sums in scratch).
             for &(m, n, k) in &[(1, 1, 1), (3, 5, 17), (64, 40, 100), (130, 33, 47), (5, 70, 513), (0, 2, 3)] {
                 super::super::tests::check_step(&kern, m, n, k, 6);
+            }
+        }
+    }
+
+    /// `dy` of the given share of nonzeros (ReLU gradients are half zero),
+    /// as columns 1..n+1 of an [m][n + 3] matrix.
+    fn sparse_dy(seed: u64, m: usize, n: usize, density: f32) -> (Vec<f32>, usize) {
+        let ldy = n + 3;
+        let mut r = crate::rng::Rng::new(seed);
+        let dy = (0..m * ldy)
+            .map(|_| {
+                let v = r.uniform(-1.0, 1.0);
+                if r.uniform(0.0, 1.0) < density {
+                    v
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        (dy, ldy)
+    }
+
+    /// Every element of weight grad is one FMA chain over the batch in
+    /// order, from zero, whichever path runs (dense or zero-skipping tiles,
+    /// partial sums through `dw` past 64 rows): bit for bit that chain, at
+    /// any share of zeros in `dy`. The fused step equals the unfused one.
+    #[test]
+    fn weight_grad_is_the_fma_chain_at_any_sparsity() {
+        let shapes =
+            [(64, 64, 784), (64, 10, 512), (130, 70, 100), (5, 3, 65), (64, 129, 33), (1, 64, 40), (64, 64, 32)];
+        for kern in available() {
+            for &(m, n, k) in &shapes {
+                let x = fill(1, m * k);
+                for density in [0.0, 0.1, 0.5, 0.69, 0.71, 1.0] {
+                    let (dy, ldy) = sparse_dy(2, m, n, density);
+                    let dy = &dy[1..];
+                    let mut want = std::vec![0.0f32; n * k];
+                    for j in 0..n {
+                        for p in 0..k {
+                            want[j * k + p] = (0..m).fold(0.0f32, |a, t| dy[t * ldy + j].mul_add(x[t * k + p], a));
+                        }
+                    }
+                    let mut got = std::vec![7.0f32; n * k + 1];
+                    (kern.weight_grad)(&dy[..(m - 1) * ldy + n], ldy, &x, &mut got, m, n, k);
+                    let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(
+                        same && got[n * k] == 7.0,
+                        "{}: weight_grad m={m} n={n} k={k} density {density}",
+                        kern.name
+                    );
+                    let adam = crate::optim::Adam::default().coefs(1e-3, 2);
+                    for rule in
+                        [super::super::Rule::Sgd { lr: 0.1, weight_decay: 0.01 }, super::super::Rule::Adam(&adam)]
+                    {
+                        let w0 = fill(3, n * k);
+                        let (mut wa, mut sa) =
+                            (w0.clone(), [fill(4, n * k), fill(5, n * k).iter().map(|v| v.abs()).collect()]);
+                        let (mut wb, mut sb) = (w0, sa.clone());
+                        let [ma, va] = &mut sa;
+                        rule.apply(kern.sgd, kern.adam, &mut wa, &want, [ma, va]);
+                        let [mb, vb] = &mut sb;
+                        let mut scratch = std::vec![0.0f32; n * k];
+                        (kern.weight_grad_step)(dy, ldy, &x, &mut scratch, &mut wb, [mb, vb], rule, m, n, k);
+                        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
+                        assert!(
+                            same(&wa, &wb) && same(&sa[0], &sb[0]) && same(&sa[1], &sb[1]),
+                            "{}: weight_grad_step m={m} n={n} k={k} density {density}",
+                            kern.name
+                        );
+                    }
+                }
             }
         }
     }
