@@ -152,7 +152,7 @@ fn cols_args(
 
 macro_rules! entry_points {
     ($feat:literal, $S:ty, $panel:ident, $fwp:ident, $fwp_tf:ident, $fwd:ident, $fwdc:ident, $ig:ident, $igc:ident, $igc_tf:ident, $wg:ident, $wgs:ident, $sgd:ident, $fwd_tf:ident, $ig_tf:ident, $wg_tf:ident, $wgs_tf:ident, $sgd_tf:ident,
-     fwd = ($MR:literal, $NR:literal, $TMR:literal, $FKB:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal), panels = ($PMR:literal, $PNV:literal),
+     fwd = ($MR:literal, $NR:literal, $TMR:literal, $FKB:literal), axpy = ($AMR:literal, $ANV:literal, $NB:literal), panels = ($PMR:literal, $PNV:literal, $PSR:literal, $PBNV:literal),
      sparse = ($FSR:literal, $FSNV:literal), wsparse = ($WSR:literal, $WSNV:literal)) => {
         #[allow(clippy::too_many_arguments)]
         fn $fwd(x: &[f32], w: &[f32], b: &[f32], y: &mut [f32], m: usize, n: usize, k: usize, relu: bool) {
@@ -181,9 +181,9 @@ macro_rules! entry_points {
             unsafe { $fwd_tf(cols_args(x, w, b, y, ldy, m, n, k, relu)) }
         }
 
-        /// Panel width of the packed layout `$fwp` reads: its tiles' width
-        /// (`$PMR` rows × `$PNV` vectors when dense).
-        const $panel: usize = $PNV * <$S as Isa>::W;
+        /// Panel width of the packed layout `$fwp` reads: its sparse
+        /// tiles' width.
+        const $panel: usize = $PBNV * <$S as Isa>::W;
 
         /// # Safety
         /// See `gemm::ForwardPanelsFn`.
@@ -206,7 +206,7 @@ macro_rules! entry_points {
         #[target_feature(enable = $feat)]
         unsafe fn $fwp_tf(f: Fwd) {
             // SAFETY: forwarded from the wrapper.
-            unsafe { forward_packed::<$S, $PMR, $PNV, 2, $PNV>(f, $FKB, Layout::Panels, core::ptr::null()) }
+            unsafe { forward_packed::<$S, $PMR, $PNV, $PSR, $PBNV>(f, $FKB, Layout::Panels, core::ptr::null()) }
         }
 
         #[target_feature(enable = $feat)]
@@ -348,12 +348,12 @@ macro_rules! entry_points {
 // AVX2 has 16 registers: a broadcast-FMA tile needs MR·NV accumulators +
 // NV vectors of `b` + a broadcast. 6 × 2 (15) leaves LLVM room; 4 × 3 (16)
 // made it spill an accumulator to the stack inside the loop, and the
-// store-to-load round trip on that chain halved the FMA rate. Panels are
-// 2 × 4 (13): 4 accumulators per row for batch 1 and 8 per sparse tile.
-// Training's sparse tiles (forward, input and weight grad) are one row ×
-// 8 vectors: 8 accumulators hide the FMA latency with one mask walk and
-// one broadcast per 8 FMAs, which beat 2 × 4 by 8–10 % of a training step
-// on Zen 4. Dense ones are 6 × 2.
+// store-to-load round trip on that chain halved the FMA rate. Sparse tiles
+// (forward, input and weight grad, packed panels) are one row × 8 vectors:
+// 8 accumulators hide the FMA latency with one mask walk and one broadcast
+// per 8 FMAs. On Zen 4 that beat two rows × 4 vectors by 8–10 % of a
+// training step and 11 % of batch-64 inference. Dense tiles are 6 × 2, and
+// leftover rows (all of batch 1) run one at a time 8 vectors wide.
 entry_points!(
     "avx2,fma",
     Avx2,
@@ -375,7 +375,7 @@ entry_points!(
     sgd_avx2_tf,
     fwd = (2, 6, 1, 64),
     axpy = (6, 2, 64),
-    panels = (2, 4),
+    panels = (6, 2, 1, 8),
     sparse = (1, 8),
     wsparse = (1, 8)
 );
@@ -400,7 +400,7 @@ entry_points!(
     sgd_avx512_tf,
     fwd = (4, 6, 2, 64),
     axpy = (4, 6, 64),
-    panels = (2, 8),
+    panels = (2, 8, 2, 8),
     sparse = (2, 6),
     wsparse = (2, 6)
 );
@@ -1512,30 +1512,39 @@ unsafe fn forward_packed<S: Isa, const MR: usize, const NV: usize, const SR: usi
                                 r += 1 + usize::from(two);
                             }
                         } else {
-                            // Dense tiles NV vectors wide across the block.
+                            // Dense tiles: MR rows × NV vectors across the
+                            // block, then the rows left over one at a time
+                            // across the whole block (a tile of few rows and
+                            // NV vectors would leave the FMA latency exposed:
+                            // batch 1 is all leftover).
+                            let tile = |i: usize, c0: usize| Axpy {
+                                a: x.add(i * f.k + p),
+                                ars: f.k,
+                                ats: 1,
+                                b: blk.add(c0),
+                                ldb,
+                                t_len: pb,
+                                out: y.add(i * f.ldy + j + c0),
+                                ldo: f.ldy,
+                                mask: if last && !mask.is_null() {
+                                    mask.add((i0 + i) * f.ldy + j + c0)
+                                } else {
+                                    core::ptr::null()
+                                },
+                                acc_in: p > 0,
+                                bias: if bias.is_null() { bias } else { bias.add(c0) },
+                                relu,
+                                step: None,
+                            };
+                            let full = rows / MR * MR;
                             let mut c0 = 0;
-                            while c0 < cols {
+                            while full > 0 && c0 < cols {
                                 let cw = (NV * S::W).min(cols - c0);
-                                axpy_rows::<S, MR, NV, false>(rows, cw, |i| Axpy {
-                                    a: x.add(i * f.k + p),
-                                    ars: f.k,
-                                    ats: 1,
-                                    b: blk.add(c0),
-                                    ldb,
-                                    t_len: pb,
-                                    out: y.add(i * f.ldy + j + c0),
-                                    ldo: f.ldy,
-                                    mask: if last && !mask.is_null() {
-                                        mask.add((i0 + i) * f.ldy + j + c0)
-                                    } else {
-                                        core::ptr::null()
-                                    },
-                                    acc_in: p > 0,
-                                    bias: if bias.is_null() { bias } else { bias.add(c0) },
-                                    relu,
-                                    step: None,
-                                });
+                                axpy_rows::<S, MR, NV, false>(full, cw, |i| tile(i, c0));
                                 c0 += cw;
+                            }
+                            for i in full..rows {
+                                axpy_cols::<S, 1, BNV, false>(tile(i, 0), cols);
                             }
                         }
                         p += pb;
