@@ -149,10 +149,11 @@ fn infer_pass(kernels: Kernels, par: &dyn Par, model: &Packed, split: &data::Spl
 /// `forward` as training runs it (transposing blocks of `w`), `fwd_packed`
 /// as inference does (weights packed once), and `fwd_relu_in` is `forward`
 /// with inputs that are half exact zeros, as a ReLU (or an image's
-/// background) leaves them, which the kernels skip. FLOPs are counted as
-/// dense, so `fwd_relu_in` may exceed the peak.
+/// background) leaves them, which the kernels skip. The `_relu_dy`
+/// products take a `dy` that is half exact zeros, as behind a ReLU in
+/// training. FLOPs are counted as dense, so these may exceed the peak.
 fn kernel_bench(k: &Kernels) -> Vec<KernelBench> {
-    let shapes: [(&str, usize, usize, usize); 14] = [
+    let shapes: [(&str, usize, usize, usize); 17] = [
         ("forward", 64, 512, 784),
         ("forward", 64, 512, 512),
         ("fwd_packed", 64, 512, 784),
@@ -167,13 +168,23 @@ fn kernel_bench(k: &Kernels) -> Vec<KernelBench> {
         ("weight_grad", 64, 10, 512),
         ("wgrad+sgd", 64, 512, 784),
         ("wgrad+adam", 64, 512, 784),
+        ("input_grad_relu_dy", 64, 512, 512),
+        ("wgrad+sgd_relu_dy", 64, 512, 784),
+        ("wgrad+adam_relu_dy", 64, 512, 784),
     ];
     let mut rng = tailor_core::rng::Rng::new(1);
     let mut buf = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.uniform(-1.0, 1.0)).collect() };
     shapes
         .iter()
-        .map(|&(product, m, n, kk)| {
-            let (mut x, w, b, dy) = (buf(m * kk), buf(n * kk), buf(n), buf(m * n));
+        .map(|&(name, m, n, kk)| {
+            let (mut x, w, b, mut dy) = (buf(m * kk), buf(n * kk), buf(n), buf(m * n));
+            let product = match name.strip_suffix("_relu_dy") {
+                Some(p) => {
+                    dy.iter_mut().filter(|v| v.abs() < 0.5).for_each(|v| *v = 0.0);
+                    p
+                }
+                None => name,
+            };
             if product == "fwd_relu_in" {
                 // Inputs as a ReLU leaves them: half are exact zeros.
                 x.iter_mut().for_each(|v| *v = v.max(0.0));
@@ -219,7 +230,7 @@ fn kernel_bench(k: &Kernels) -> Vec<KernelBench> {
                 gflops = gflops.max(flops * reps as f64 / t.secs() / 1e9);
                 peak = peak.max(crate::simd::fma_peak_window_gflops(std::time::Duration::from_millis(20)));
             }
-            KernelBench { product, m, n, k: kk, gflops, peak_gflops: peak, peak_fraction: gflops / peak }
+            KernelBench { product: name, m, n, k: kk, gflops, peak_gflops: peak, peak_fraction: gflops / peak }
         })
         .collect()
 }
