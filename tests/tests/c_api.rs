@@ -167,14 +167,24 @@ fn the_c_example_classifies_like_the_host_and_trains_a_head_bit_for_bit() {
         .lines()
         .find_map(|l| l.split_once("test: ")?.1.split_once(" / ")?.0.parse().ok())
         .unwrap_or_else(|| panic!("no head accuracy in the console:\n{console}"));
+    let step_instructions: u64 = console
+        .lines()
+        .find_map(|l| l.strip_prefix("head training: ")?.split_once(' ')?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no training instruction count in the console:\n{console}"));
+    // A step multiplies each sample's features by the head's weights, then
+    // its outputs' gradients by the features (the first layer has no input
+    // gradient).
+    let step_macs = 2 * HEAD_BATCH * q.layer(q.spec().depth() - 1).inputs * q.spec().outputs();
     eprintln!(
         "head 64x10 trained by the C API on the Cortex-M4 ({HEAD_IMAGES} images, {} steps): test {:.2} % \
-         (host's replay {:.2} %); losses bit-identical: {}, weights bit-identical: {}",
+         (host's replay {:.2} %); losses bit-identical: {}, weights bit-identical: {}; \
+         {step_instructions} instructions per step ({:.2} per MAC)",
         dev_losses.len(),
         100.0 * dev_correct as f64 / n as f64,
         100.0 * host_correct as f64 / n as f64,
         dev_losses == host_losses,
-        dev_params == host_params
+        dev_params == host_params,
+        step_instructions as f64 / step_macs as f64
     );
     assert_eq!(dev_losses.len(), HEAD_IMAGES / HEAD_BATCH);
     assert_eq!(dev_losses, host_losses, "the device's losses differ from the host's replay");
