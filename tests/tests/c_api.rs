@@ -5,9 +5,11 @@
 //! Fashion-MNIST test images on the emulated Cortex-M4F (QEMU mps2-an386,
 //! images and results through semihosting files); every class and every
 //! int32 logit must equal the host's int8 path. Then it trains a new f32
-//! head on the int8 model's features through the C API, and the host's
-//! replay of that run (the core's `TrainSession`) must give the same losses
-//! and weights, bit for bit, and the same test accuracy.
+//! head on the int8 model's features through the C API (the library's
+//! `Kernels::TARGET`: the Cortex-M4 kernels), and the host's replay of that
+//! run (the core's `TrainSession` with their twin, `Kernels::M4_TWIN`) must
+//! give the same losses and weights, bit for bit, and the same test
+//! accuracy.
 //!
 //! Needs `arm-none-eabi-gcc` (Debian's `gcc-arm-none-eabi`, with newlib),
 //! `qemu-system-arm` and the Fashion-MNIST test set.
@@ -227,12 +229,12 @@ fn replay_head(q: &QModel<'_>, x: &[u8], y: &[u8], test_x: &[u8], test_y: &[u8])
     let mut losses = Vec::new();
     for (imgs, labels) in x.chunks(HEAD_BATCH * 784).zip(y.chunks(HEAD_BATCH)) {
         let f = features(imgs);
-        losses.push(s.train_batch(&Kernels::PORTABLE, 0.01, labels, &f).unwrap().to_bits());
+        losses.push(s.train_batch(&Kernels::M4_TWIN, 0.01, labels, &f).unwrap().to_bits());
     }
     let mut correct = 0;
     for (imgs, labels) in test_x.chunks(25 * 784).zip(test_y.chunks(25)) {
         let f = features(imgs);
-        correct += s.evaluate(&Kernels::PORTABLE, labels, &f).unwrap().correct as usize;
+        correct += s.evaluate(&Kernels::M4_TWIN, labels, &f).unwrap().correct as usize;
     }
     (losses, s.params().iter().map(|v| v.to_bits()).collect(), correct)
 }
