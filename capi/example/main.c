@@ -9,7 +9,7 @@
  * trains a new f32 classifier head on the int8 model's features (one epoch,
  * SGD with momentum), writes each batch's loss to head-losses.f32 and the
  * head's parameters to head.f32, and reports the head's accuracy on the
- * images.u8 with labels.u8. */
+ * images.u8 with labels.u8 and the instructions per training step. */
 #include <stdint.h>
 
 #include "model.h"
@@ -124,6 +124,7 @@ static int train_head(const TailorModel *model, const TailorModelInfo *info) {
 
   int out_losses = sh_open("head-losses.f32", "wb");
   long n = sh_flen(in) / TAILOR_MODEL_INPUTS;
+  uint64_t ticks = 0; /* SysTick runs since main's classification loop */
   for (long done = 0; done < n; done += HEAD_BATCH) {
     uint32_t m = (uint32_t)(n - done < HEAD_BATCH ? n - done : HEAD_BATCH);
     float loss;
@@ -132,7 +133,10 @@ static int train_head(const TailorModel *model, const TailorModelInfo *info) {
       return 1;
     }
     expect("features", features(model, m, nf), 0);
-    expect("train batch", tailor_train_batch(&train, HEAD_LR, head_labels, m, feats, m * nf, &loss), TAILOR_OK);
+    uint32_t t0 = SYST_CVR;
+    r = tailor_train_batch(&train, HEAD_LR, head_labels, m, feats, m * nf, &loss);
+    ticks += (t0 - SYST_CVR) & 0xFFFFFF; /* a step takes far less than one wrap */
+    expect("train batch", r, TAILOR_OK);
     sh_write(out_losses, &loss, sizeof loss);
   }
   sh_close(in);
@@ -174,6 +178,12 @@ static int train_head(const TailorModel *model, const TailorModelInfo *info) {
   sh_puts(" / ");
   sh_put_i64(nt);
   sh_puts(" right\n");
+  uint64_t steps = tailor_train_steps(&train);
+  sh_puts("head training: ");
+  sh_put_i64(steps ? (int64_t)(ticks * INSTRUCTIONS_PER_TICK / steps) : 0);
+  sh_puts(" instructions per step of ");
+  sh_put_i64(HEAD_BATCH);
+  sh_puts(" images\n");
   return 0;
 }
 

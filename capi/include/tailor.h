@@ -277,7 +277,10 @@ int32_t tailor_train_start(struct TailorTrain *train,
 // One update with learning rate `lr` on `n` samples: `labels[n]`, and
 // `inputs` their bytes back to back (`inputs_len` = `n` × the model's
 // inputs). Writes the batch's mean cross-entropy to `*loss` unless it is
-// NULL. A refused batch changes nothing.
+// NULL. A refused batch changes nothing. A hard-float Arm build (a
+// Cortex-M4F) computes with `VMLA` kernels that the host's
+// `Kernels::M4_TWIN` replays bit for bit; other builds with the portable
+// ones.
 //
 // # Safety
 // Each pointer is NULL or valid for its length.

@@ -305,7 +305,7 @@ mod train {
             let mut loss = 0f32;
             let r = unsafe { tailor_train_batch(&mut t, 0.05, l.as_ptr(), 8, f.as_ptr(), f.len(), &mut loss) };
             assert_eq!(r, TAILOR_OK);
-            let want = core.train_batch(&Kernels::PORTABLE, 0.05, l, f).unwrap();
+            let want = core.train_batch(&Kernels::TARGET, 0.05, l, f).unwrap();
             assert_eq!(loss.to_bits(), want.to_bits(), "batch {b}");
         }
         assert_eq!(unsafe { tailor_train_steps(&mut t) }, 4);
@@ -318,7 +318,7 @@ mod train {
             tailor_train_evaluate(&mut t, labels.as_ptr(), 8, feats.as_ptr(), 8 * 64, &mut correct, &mut sum)
         };
         assert_eq!(r, TAILOR_OK);
-        let e = core.evaluate(&Kernels::PORTABLE, &labels[..8], &feats[..8 * 64]).unwrap();
+        let e = core.evaluate(&Kernels::TARGET, &labels[..8], &feats[..8 * 64]).unwrap();
         assert_eq!((correct, sum), (e.correct, e.loss_sum));
 
         // Refused batches change nothing.

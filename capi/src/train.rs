@@ -1,7 +1,8 @@
 //! Training on the device through the core's `TrainSession`: a fresh f32
 //! model (or a classifier head on an int8 model's features, see
 //! `tailor_model_features`) learns one batch at a time in caller buffers,
-//! with the portable kernels the host replays bit for bit.
+//! with the target's kernels (`Kernels::TARGET`: the Cortex-M4 ones on an
+//! Arm FPU), which the host replays bit for bit.
 
 use tailor_core::gemm::Kernels;
 use tailor_core::optim::{Adam, Optimizer, Sgd};
@@ -238,7 +239,10 @@ fn session<'a>(train: *mut TailorTrain) -> Result<&'a mut TrainSession<'static>,
 /// One update with learning rate `lr` on `n` samples: `labels[n]`, and
 /// `inputs` their bytes back to back (`inputs_len` = `n` × the model's
 /// inputs). Writes the batch's mean cross-entropy to `*loss` unless it is
-/// NULL. A refused batch changes nothing.
+/// NULL. A refused batch changes nothing. A hard-float Arm build (a
+/// Cortex-M4F) computes with `VMLA` kernels that the host's
+/// `Kernels::M4_TWIN` replays bit for bit; other builds with the portable
+/// ones.
 ///
 /// # Safety
 /// Each pointer is NULL or valid for its length.
@@ -257,7 +261,7 @@ pub unsafe extern "C" fn tailor_train_batch(
         // SAFETY: the caller's contract for each buffer.
         let (l, x) = unsafe { (slice(labels, n)?, slice(inputs, inputs_len)?) };
         let out = if loss.is_null() { None } else { Some(unsafe { get_mut(loss) }?) };
-        let v = s.train_batch(&Kernels::PORTABLE, lr, l, x).map_err(of_session)?;
+        let v = s.train_batch(&Kernels::TARGET, lr, l, x).map_err(of_session)?;
         if let Some(o) = out {
             *o = v;
         }
@@ -286,7 +290,7 @@ pub unsafe extern "C" fn tailor_train_evaluate(
         // SAFETY: the caller's contract for each buffer.
         let (l, x, c) = unsafe { (slice(labels, n)?, slice(inputs, inputs_len)?, get_mut(correct)?) };
         let ls = if loss_sum.is_null() { None } else { Some(unsafe { get_mut(loss_sum) }?) };
-        let e = s.evaluate(&Kernels::PORTABLE, l, x).map_err(of_session)?;
+        let e = s.evaluate(&Kernels::TARGET, l, x).map_err(of_session)?;
         *c = e.correct;
         if let Some(o) = ls {
             *o = e.loss_sum;

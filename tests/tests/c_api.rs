@@ -5,9 +5,11 @@
 //! Fashion-MNIST test images on the emulated Cortex-M4F (QEMU mps2-an386,
 //! images and results through semihosting files); every class and every
 //! int32 logit must equal the host's int8 path. Then it trains a new f32
-//! head on the int8 model's features through the C API, and the host's
-//! replay of that run (the core's `TrainSession`) must give the same losses
-//! and weights, bit for bit, and the same test accuracy.
+//! head on the int8 model's features through the C API (the library's
+//! `Kernels::TARGET`: the Cortex-M4 kernels), and the host's replay of that
+//! run (the core's `TrainSession` with their twin, `Kernels::M4_TWIN`) must
+//! give the same losses and weights, bit for bit, and the same test
+//! accuracy.
 //!
 //! Needs `arm-none-eabi-gcc` (Debian's `gcc-arm-none-eabi`, with newlib),
 //! `qemu-system-arm` and the Fashion-MNIST test set.
@@ -167,14 +169,24 @@ fn the_c_example_classifies_like_the_host_and_trains_a_head_bit_for_bit() {
         .lines()
         .find_map(|l| l.split_once("test: ")?.1.split_once(" / ")?.0.parse().ok())
         .unwrap_or_else(|| panic!("no head accuracy in the console:\n{console}"));
+    let step_instructions: u64 = console
+        .lines()
+        .find_map(|l| l.strip_prefix("head training: ")?.split_once(' ')?.0.parse().ok())
+        .unwrap_or_else(|| panic!("no training instruction count in the console:\n{console}"));
+    // A step multiplies each sample's features by the head's weights, then
+    // its outputs' gradients by the features (the first layer has no input
+    // gradient).
+    let step_macs = 2 * HEAD_BATCH * q.layer(q.spec().depth() - 1).inputs * q.spec().outputs();
     eprintln!(
         "head 64x10 trained by the C API on the Cortex-M4 ({HEAD_IMAGES} images, {} steps): test {:.2} % \
-         (host's replay {:.2} %); losses bit-identical: {}, weights bit-identical: {}",
+         (host's replay {:.2} %); losses bit-identical: {}, weights bit-identical: {}; \
+         {step_instructions} instructions per step ({:.2} per MAC)",
         dev_losses.len(),
         100.0 * dev_correct as f64 / n as f64,
         100.0 * host_correct as f64 / n as f64,
         dev_losses == host_losses,
-        dev_params == host_params
+        dev_params == host_params,
+        step_instructions as f64 / step_macs as f64
     );
     assert_eq!(dev_losses.len(), HEAD_IMAGES / HEAD_BATCH);
     assert_eq!(dev_losses, host_losses, "the device's losses differ from the host's replay");
@@ -217,12 +229,12 @@ fn replay_head(q: &QModel<'_>, x: &[u8], y: &[u8], test_x: &[u8], test_y: &[u8])
     let mut losses = Vec::new();
     for (imgs, labels) in x.chunks(HEAD_BATCH * 784).zip(y.chunks(HEAD_BATCH)) {
         let f = features(imgs);
-        losses.push(s.train_batch(&Kernels::PORTABLE, 0.01, labels, &f).unwrap().to_bits());
+        losses.push(s.train_batch(&Kernels::M4_TWIN, 0.01, labels, &f).unwrap().to_bits());
     }
     let mut correct = 0;
     for (imgs, labels) in test_x.chunks(25 * 784).zip(test_y.chunks(25)) {
         let f = features(imgs);
-        correct += s.evaluate(&Kernels::PORTABLE, labels, &f).unwrap().correct as usize;
+        correct += s.evaluate(&Kernels::M4_TWIN, labels, &f).unwrap().correct as usize;
     }
     (losses, s.params().iter().map(|v| v.to_bits()).collect(), correct)
 }

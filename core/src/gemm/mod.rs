@@ -183,6 +183,14 @@ impl Kernels {
         sgd: naive::sgd,
         adam: crate::optim::adam_update,
     };
+    /// The set compiled for this target, for code that makes no run-time
+    /// choice (the C API, firmware): `Kernels::CORTEX_M4` on an Arm target
+    /// with a hard-float FPU (replayed bit for bit anywhere by
+    /// [`Self::M4_TWIN`]), else [`Self::PORTABLE`].
+    #[cfg(tailor_arm_fpu)]
+    pub const TARGET: Kernels = Self::CORTEX_M4;
+    #[cfg(not(tailor_arm_fpu))]
+    pub const TARGET: Kernels = Self::PORTABLE;
 }
 
 impl Default for Kernels {
