@@ -33,6 +33,8 @@ step "aarch64: NEON kernels' tests under qemu-aarch64 (user mode), the CLI's cro
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 cargo clippy -p tailor-core --all-targets --target aarch64-unknown-linux-gnu -- -D warnings
+# The core as the firmware builds it (its M4 kernels exist only there).
+cargo clippy -p tailor-core --target thumbv7em-none-eabihf -- -D warnings
 cargo test -p tailor-core --release --target aarch64-unknown-linux-gnu -- --test-threads 2
 cargo build -p tailor --release --target aarch64-unknown-linux-gnu
 # The aarch64 CLI trains on the NEON kernels (2 threads: column-split

@@ -798,7 +798,7 @@ mod vfp {
             unsafe {
                 if terms >= 4 && terms % 4 == 2 {
                     axpy_rows_asm!(p, a, o, terms, pairs, [], [])
-                } else if terms >= 4 && terms % 4 == 0 {
+                } else if terms >= 4 && terms.is_multiple_of(4) {
                     axpy_rows_asm!(p, a, o, terms, pairs, [], ["b 5f"])
                 } else {
                     axpy_rows_asm!(p, a, o, terms, pairs, ["beq 4f"], ["4:", "tst {tb}, #8", "beq 5f"])

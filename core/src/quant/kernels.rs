@@ -667,7 +667,7 @@ pub mod dsp {
             // skips the `skip` leftover bytes): `full` blocks stay inside
             // `w[..rows·k]`; writes `out[..4·full]`; all 4-byte aligned.
             unsafe { dot4_blocks(w.as_ptr(), &mut run) };
-            if k % K_GROUP != 0 {
+            if !k.is_multiple_of(K_GROUP) {
                 for (b, o) in out[..full * ROW_BLOCK].chunks_exact_mut(ROW_BLOCK).enumerate() {
                     let wb = &w[b * ROW_BLOCK * k..][..ROW_BLOCK * k];
                     for (r, o) in o.iter_mut().enumerate() {
