@@ -3,7 +3,8 @@
 # under qemu-aarch64 (user mode) with a TCG plugin: QEMU is no timing model,
 # so this is the proxy for speed that this x86 machine can give. For each
 # product, (count with 3 repetitions − count with 1) / (2 · MACs).
-# Usage: scripts/aarch64-insns.sh [KERNEL SET…] (default: portable neon)
+# Usage: scripts/aarch64-insns.sh [KERNEL SET…] (default: portable neon);
+# PRODUCTS="…" runs only those products.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
@@ -20,7 +21,7 @@ count() { # KERNELS PRODUCT REPS -> "instructions macs"
     echo "$(sed -n 's/^insns: //p' <<<"$out") $(head -1 <<<"$out")"
 }
 printf '%-20s' product; printf ' %10s' "${sets[@]}"; echo "   (instructions per MAC)"
-for p in forward forward_thin forward_panels forward_panels_1 forward_panels_relu input_grad weight_grad weight_grad_sgd weight_grad_adam int8_gemm; do
+for p in ${PRODUCTS:-forward forward_thin forward_panels forward_panels_1 forward_panels_relu input_grad input_grad_relu weight_grad weight_grad_relu weight_grad_sgd weight_grad_sgd_relu weight_grad_adam int8_gemm}; do
     printf '%-20s' $p
     for s in "${sets[@]}"; do
         k=$s; [ $p = int8_gemm ] && k=q:$s

@@ -12,17 +12,21 @@ use tailor_core::gemm::{pack_panels, Rule};
 use tailor_core::optim::Adam;
 
 /// Name, (m, n, k).
-const PRODUCTS: [(&str, (usize, usize, usize)); 10] = [
+const PRODUCTS: [(&str, (usize, usize, usize)); 13] = [
     ("forward", (64, 512, 784)),
     ("forward_thin", (64, 10, 512)),
     ("forward_panels", (64, 512, 784)),
     ("forward_panels_1", (1, 512, 784)),
-    // Inputs as a ReLU leaves them: half are exact zeros, which the SIMD
-    // sets skip. MACs are counted as dense.
+    // `_relu`: inputs (forward) or gradients `dy` (the others) as behind a
+    // ReLU: half are exact zeros, which the SIMD sets skip. MACs are
+    // counted as dense.
     ("forward_panels_relu", (64, 512, 784)),
     ("input_grad", (64, 512, 512)),
+    ("input_grad_relu", (64, 512, 512)),
     ("weight_grad", (64, 512, 784)),
+    ("weight_grad_relu", (64, 512, 784)),
     ("weight_grad_sgd", (64, 512, 784)),
+    ("weight_grad_sgd_relu", (64, 512, 784)),
     ("weight_grad_adam", (64, 512, 784)),
     ("int8_gemm", (64, 512, 784)),
 ];
@@ -55,9 +59,11 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let ks = tailor::simd::by_name(kern).with_context(|| format!("no kernel set {kern} on this CPU"))?;
-    let (mut x, w, b, dy) = (fill(1, m * k), fill(2, n * k), fill(3, n), fill(4, m * n));
-    if product.ends_with("_relu") {
-        x.iter_mut().for_each(|v| *v = v.max(0.0));
+    let (mut x, w, b, mut dy) = (fill(1, m * k), fill(2, n * k), fill(3, n), fill(4, m * n));
+    let op = product.strip_suffix("_relu").unwrap_or(product);
+    if op != product {
+        let zeroed = if op.starts_with("forward") { &mut x } else { &mut dy };
+        zeroed.iter_mut().for_each(|v| *v = v.max(0.0));
     }
     let mut y = vec![0.0f32; m * n.max(k)];
     let mut wm = w.clone();
@@ -67,10 +73,10 @@ fn main() -> anyhow::Result<()> {
     pack_panels(&w, n, k, ks.panel, &mut packed);
     let adam = Adam::default().coefs(1e-3, 1);
     for _ in 0..reps {
-        match product.as_str() {
+        match op {
             "forward" | "forward_thin" => (ks.forward)(&x, &w, &b, &mut y, m, n, k, true),
             // SAFETY: y holds m rows of n outputs.
-            "forward_panels" | "forward_panels_1" | "forward_panels_relu" => unsafe {
+            "forward_panels" | "forward_panels_1" => unsafe {
                 (ks.forward_panels)(&x, &packed, &b, y.as_mut_ptr(), n, m, n, k, true)
             },
             "input_grad" => (ks.input_grad)(&dy, &w, &mut y, Some(&x), m, n, k),

@@ -15,7 +15,8 @@
 //!   both sum from the bias in increasing `k`, so they agree bit for bit.
 //!   When at most 70 % of the inputs are nonzero (ReLU outputs, image
 //!   backgrounds), tiles of two rows walk each row's nonzero bit mask and
-//!   skip the zero inputs, as on x86.
+//!   skip the zero inputs, as on x86 (8 vectors wide in training, one
+//!   panel wide on packed weights).
 //!   Otherwise (fewer than 8 rows, or a thin layer such as 512→10) forward
 //!   takes dot products along `k` in tiles of `MR × NR` vector accumulators,
 //!   each reduced across lanes at the end.
@@ -25,6 +26,13 @@
 //!   ReLU mask on the last block); weight grad keeps the whole sum over `m`
 //!   in registers and, fused with an optimizer, steps the parameters under
 //!   each tile while its gradients are still in registers.
+//! * **Skipping zero gradients.** Behind a ReLU, `dy` is zero wherever the
+//!   unit was off. When at most 70 % of `dy` is nonzero, input grad runs as
+//!   forward's sparse tiles with `dy` as the inputs and `w` as `wᵀ`, and
+//!   weight grad transposes `dy` 64 rows of `dw` at a time and walks each
+//!   row's nonzero mask over a packed block of `x`, with the fused optimizer
+//!   epilogue. Each element stays one FMA chain in order from zero, so the
+//!   values equal the dense tiles' bit for bit, as on x86.
 //! * **sgd** and **adam**: vectorized with the scalar rounding (separate
 //!   multiply, add, divide and square root; NEON's `fsqrt`/`fdiv` are
 //!   correctly rounded), so bit-identical to the scalar rules.
@@ -70,6 +78,10 @@ const DNR: usize = 4;
 const FWD_KB: usize = 64;
 /// Rows of `w` per block of the sum in input grad.
 const IG_NB: usize = 64;
+/// Vectors per row of the zero-skipping tiles in training (forward, input
+/// and weight grad): a nonzero's mask walk, broadcast and addressing cost
+/// as much as 4 FMAs, so a tile one panel wide would save little.
+const SPARSE_NV: usize = 8;
 
 type V = float32x4_t;
 
@@ -163,6 +175,30 @@ fn mask_le0(v: V, mask: V) -> V {
     }
 }
 
+/// Bit `l` set where lane `l` of `v` is nonzero (NaN included).
+#[inline(always)]
+fn nz_bits(v: V) -> u32 {
+    const LANE_BIT: [u32; W] = [1, 2, 4, 8];
+    // SAFETY: register-only, and a load of the 4-word constant.
+    unsafe { vaddvq_u32(vbicq_u32(vld1q_u32(LANE_BIT.as_ptr()), vceqzq_f32(v))) }
+}
+
+/// Nonzeros (NaN included) among `len` floats.
+#[inline(always)]
+unsafe fn nonzeros(x: *const f32, len: usize) -> usize {
+    // SAFETY: reads x[..len]; the partial tail's other lanes are zero.
+    unsafe {
+        // A nonzero lane's test is all ones, -1: subtracting it counts it.
+        let (mut ones, mut c) = (vdupq_n_u32(0), 0);
+        while c < len {
+            let n = W.min(len - c);
+            ones = vsubq_u32(ones, vmvnq_u32(vceqzq_f32(load_l(x.add(c), n < W, n))));
+            c += n;
+        }
+        vaddvq_u32(ones) as usize
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Safe entry points: bounds checks, then the raw-pointer code.
 
@@ -247,7 +283,7 @@ unsafe fn forward_panels(
     relu: bool,
 ) {
     // SAFETY: x, packed, b checked; y is the caller's contract.
-    unsafe { forward_packed(cols_args(x, packed, b, y, ldy, m, n, k, relu), true) }
+    unsafe { forward_packed::<NV>(cols_args(x, packed, b, y, ldy, m, n, k, relu), Layout::Panels, core::ptr::null()) }
 }
 
 /// Below this many rows, forward uses dot products: the transposed `wᵀ`
@@ -264,7 +300,7 @@ unsafe fn forward_any(f: Fwd) {
     // never on a column block, so results do not depend on the split.
     unsafe {
         if f.ldy > 12 && f.m >= FWD_PACK_MIN_M {
-            forward_packed(f, false)
+            forward_packed::<SPARSE_NV>(f, Layout::Rows, core::ptr::null())
         } else {
             forward_dot(f)
         }
@@ -330,7 +366,7 @@ fn weight_grad_step(
     dy: &[f32],
     ldy: usize,
     x: &[f32],
-    _scratch: &mut [f32],
+    scratch: &mut [f32],
     w: &mut [f32],
     state: [&mut [f32]; 2],
     rule: super::Rule<'_>,
@@ -339,8 +375,10 @@ fn weight_grad_step(
     k: usize,
 ) {
     let nk = prod(n, k);
-    // The whole sum over m stays in registers: no scratch needed.
+    // The dense tiles keep the whole sum over m in registers; the sparse
+    // ones carry partial sums through the scratch past 64 rows of dy.
     check_weight_grad(dy, ldy, x, w, m, n, k);
+    assert!(scratch.len() >= nk, "weight_grad_step: scratch is smaller than w");
     let [sm, sv] = state;
     let rule = match rule {
         super::Rule::Sgd { lr, weight_decay } => StepRule::Sgd { lr, wd: weight_decay },
@@ -351,7 +389,7 @@ fn weight_grad_step(
     };
     let step = TileStep { w: w.as_mut_ptr(), sm: sm.as_mut_ptr(), sv: sv.as_mut_ptr(), rule };
     // SAFETY: lengths checked; the tiles write only w and the state.
-    unsafe { weight_grad_impl(dy.as_ptr(), ldy, x.as_ptr(), core::ptr::null_mut(), m, n, k, Some(step)) }
+    unsafe { weight_grad_impl(dy.as_ptr(), ldy, x.as_ptr(), scratch.as_mut_ptr(), m, n, k, Some(step)) }
 }
 
 fn sgd(params: &mut [f32], grads: &[f32], lr: f32, wd: f32) {
@@ -409,6 +447,26 @@ struct TileStep {
     sm: *mut f32,
     sv: *mut f32,
     rule: StepRule,
+}
+
+impl TileStep {
+    /// The same step for the parameters `o` floats further on.
+    ///
+    /// # Safety
+    /// They lie inside the buffers.
+    #[inline(always)]
+    unsafe fn at(self, o: usize) -> TileStep {
+        let adam = matches!(self.rule, StepRule::Adam(_));
+        // SAFETY: the caller's contract.
+        unsafe {
+            TileStep {
+                w: self.w.add(o),
+                sm: if adam { self.sm.add(o) } else { self.sm },
+                sv: if adam { self.sv.add(o) } else { self.sv },
+                rule: self.rule,
+            }
+        }
+    }
 }
 
 /// One optimizer step on `len ≤ 4` parameters at `p` (and Adam state at
@@ -678,9 +736,10 @@ unsafe fn axpy_rows(rows: usize, cols: usize, row: impl Fn(usize) -> Axpy) {
     }
 }
 
-/// Rows and columns of the stack block (16 KB).
+/// Rows and columns of the stack block (8 KB): one block of the
+/// zero-skipping tiles.
 const PACK_ROWS: usize = 64;
-const PACK_COLS: usize = NV * W;
+const PACK_COLS: usize = SPARSE_NV * W;
 
 /// A block on the stack, cache-line aligned.
 #[repr(C, align(64))]
@@ -704,11 +763,10 @@ unsafe fn copy_row(src: *const f32, dst: *mut f32, len: usize) {
     unsafe { core::ptr::copy_nonoverlapping(src, dst, len) }
 }
 
-/// `pack[t][c] = src[c·lds + t]` for `c < cols`, `t < rows` (row stride
-/// `PACK_COLS`): a block of `w` transposed, 4 × 4 at a time.
-unsafe fn pack_t(src: *const f32, lds: usize, pack: *mut f32, cols: usize, rows: usize) {
-    // SAFETY: the caller keeps cols ≤ PACK_COLS, rows ≤ PACK_ROWS and the
-    // source block inside w.
+/// `pack[t·ldp + c] = src[c·lds + t]` for `c < cols`, `t < rows`: a block
+/// of `w` (or of `dy`) transposed, 4 × 4 at a time.
+unsafe fn pack_t(src: *const f32, lds: usize, pack: *mut f32, ldp: usize, cols: usize, rows: usize) {
+    // SAFETY: the caller keeps both blocks inside their buffers.
     unsafe {
         let (cf, rf) = (cols / W * W, rows / W * W);
         let mut c = 0;
@@ -721,49 +779,63 @@ unsafe fn pack_t(src: *const f32, lds: usize, pack: *mut f32, cols: usize, rows:
                 let (t2, t3) = (vtrn1q_f32(r[2], r[3]), vtrn2q_f32(r[2], r[3]));
                 let d = |a: V| vreinterpretq_f64_f32(a);
                 let e = |a: float64x2_t| vreinterpretq_f32_f64(a);
-                let dst = pack.add(t * PACK_COLS + c);
+                let dst = pack.add(t * ldp + c);
                 store(dst, e(vtrn1q_f64(d(t0), d(t2))));
-                store(dst.add(PACK_COLS), e(vtrn1q_f64(d(t1), d(t3))));
-                store(dst.add(2 * PACK_COLS), e(vtrn2q_f64(d(t0), d(t2))));
-                store(dst.add(3 * PACK_COLS), e(vtrn2q_f64(d(t1), d(t3))));
+                store(dst.add(ldp), e(vtrn1q_f64(d(t1), d(t3))));
+                store(dst.add(2 * ldp), e(vtrn2q_f64(d(t0), d(t2))));
+                store(dst.add(3 * ldp), e(vtrn2q_f64(d(t1), d(t3))));
                 t += W;
             }
             for cc in c..c + W {
                 for tt in rf..rows {
-                    *pack.add(tt * PACK_COLS + cc) = *src.add(cc * lds + tt);
+                    *pack.add(tt * ldp + cc) = *src.add(cc * lds + tt);
                 }
             }
             c += W;
         }
         for cc in cf..cols {
             for tt in 0..rows {
-                *pack.add(tt * PACK_COLS + cc) = *src.add(cc * lds + tt);
+                *pack.add(tt * ldp + cc) = *src.add(cc * lds + tt);
             }
         }
     }
 }
 
-/// Forward as axpy tiles: `y[i][j..j+NV·W] = b + Σ_p x[i][p] · wᵀ[p][j..]`.
-/// Output column blocks of `NV·W`; the sum over `k` in blocks of
+/// Where [`forward_packed`] finds each block of `wᵀ`.
+#[derive(Clone, Copy, PartialEq)]
+enum Layout {
+    /// `w[n][k]`, transposed block by block into a stack buffer.
+    Rows,
+    /// Packed by `gemm::pack_panels` with panels of [`PANEL`] (read in
+    /// place; then `f.w` is the packed weights).
+    Panels,
+    /// Already `wᵀ`, as `[k][ldy]` (input grad's `w`); copied block by
+    /// block into a stack buffer.
+    InputRows,
+}
+
+/// Forward as axpy tiles: `y[i][j..j+BNV·W] = b + Σ_p x[i][p] · wᵀ[p][j..]`.
+/// Output column blocks of `BNV·W`; the sum over `k` in blocks of
 /// [`FWD_KB`]; partial sums go through `y`, bias on the first block, ReLU
-/// on the last. The block of `wᵀ` is transposed from `w` into a stack
-/// buffer, or, if `pre`, read in place from weights packed by
-/// `gemm::pack_panels` with panels of [`PANEL`] (then `f.w` is the packed
-/// weights).
+/// on the last. `layout` says where the blocks of `wᵀ` come from. A null
+/// `f.b` starts the sums from zero; a non-null `mask` (laid out as `y`)
+/// zeroes the outputs where it is `<= 0`.
 ///
 /// When at most [`SPARSE_MAX_DENSITY`] of a group of rows' inputs are
 /// nonzero (ReLU outputs, image backgrounds), the tiles skip the zero ones
 /// (see [`sparse_tile`]). Per element, every path sums from the bias in
 /// increasing `p`, so all give the same values (a skipped term adds `±0`,
 /// given finite weights).
-unsafe fn forward_packed(f: Fwd, pre: bool) {
+unsafe fn forward_packed<const BNV: usize>(f: Fwd, layout: Layout, mask: *const f32) {
     let mut pack = Pack::new();
     let mut masks = [0u64; SPARSE_ROWS * SPARSE_BLOCKS];
     let kb = FWD_KB;
-    // SAFETY: all tiles lie inside x[m][k], w[n][k], b[n], y[m][n]; the
-    // packed block is pb ≤ PACK_ROWS rows of cols ≤ PACK_COLS.
+    // SAFETY: all tiles lie inside x[m][k], w[n][k] (or wᵀ[k][ldy]), b[n],
+    // y[m][ldy] (and mask, laid out as y); the packed block is
+    // pb ≤ PACK_ROWS rows of cols ≤ PACK_COLS.
     unsafe {
-        let nc = NV * W;
+        let nc = BNV * W;
+        debug_assert!(nc <= PACK_COLS && kb <= PACK_ROWS);
         let pk = pack.ptr();
         let mut i0 = 0;
         while i0 < f.m {
@@ -784,57 +856,80 @@ unsafe fn forward_packed(f: Fwd, pre: bool) {
                     loop {
                         let pb = kb.min(q1 - p);
                         let last = p + pb == f.k;
-                        let (blk, ldb) = if pre {
-                            (f.w.add(j * f.k + p * cols), cols)
-                        } else {
-                            pack_t(f.w.add(j * f.k + p), f.k, pk, cols, pb);
-                            (pk.cast_const(), PACK_COLS)
+                        let (blk, ldb) = match layout {
+                            Layout::Panels => (f.w.add(j * f.k + p * cols), cols),
+                            Layout::Rows => {
+                                pack_t(f.w.add(j * f.k + p), f.k, pk, PACK_COLS, cols, pb);
+                                (pk.cast_const(), PACK_COLS)
+                            }
+                            Layout::InputRows => {
+                                for t in 0..pb {
+                                    copy_row(f.w.add((p + t) * f.ldy + j), pk.add(t * PACK_COLS), cols);
+                                }
+                                (pk.cast_const(), PACK_COLS)
+                            }
                         };
-                        let bias = if p == 0 { f.b.add(j) } else { core::ptr::null() };
+                        let bias = if p == 0 && !f.b.is_null() { f.b.add(j) } else { core::ptr::null() };
                         let relu = f.relu && last;
+                        // The output mask at row q (of the whole matrix),
+                        // column j + c0, on the last block.
+                        let omask = |q: usize, c0: usize| {
+                            if last && !mask.is_null() {
+                                mask.add(q * f.ldy + j + c0)
+                            } else {
+                                core::ptr::null()
+                            }
+                        };
                         if sparse {
                             let blkm = &masks[(p - q0) / kb..];
                             let mut r = 0;
                             while r < rows {
                                 let two = r + 1 < rows;
+                                let r1 = r + usize::from(two);
                                 let row = |q: usize| (x.add(q * f.k + p), y.add(q * f.ldy + j));
-                                let ((x0, y0), (x1, y1)) = (row(r), row(if two { r + 1 } else { r }));
+                                let ((x0, y0), (x1, y1)) = (row(r), row(r1));
                                 let t = Sparse {
                                     x: [x0, x1],
-                                    mask: [
-                                        blkm[r * SPARSE_BLOCKS],
-                                        if two { blkm[(r + 1) * SPARSE_BLOCKS] } else { 0 },
-                                    ],
+                                    mask: [blkm[r * SPARSE_BLOCKS], if two { blkm[r1 * SPARSE_BLOCKS] } else { 0 }],
                                     b: blk,
                                     ldb,
                                     out: [y0, y1],
                                     bias,
                                     acc_in: p > 0,
                                     relu,
+                                    omask: [omask(i0 + r, 0), omask(i0 + r1, 0)],
+                                    step: None,
+                                    ldo: f.ldy,
                                 };
                                 if two {
-                                    sparse_cols::<2>(t, cols);
+                                    sparse_cols::<2, BNV, false>(t, cols);
                                 } else {
-                                    sparse_cols::<1>(t, cols);
+                                    sparse_cols::<1, BNV, false>(t, cols);
                                 }
                                 r += 2;
                             }
                         } else {
-                            axpy_rows(rows, cols, |i| Axpy {
-                                a: x.add(i * f.k + p),
-                                ars: f.k,
-                                ats: 1,
-                                b: blk,
-                                ldb,
-                                t_len: pb,
-                                out: y.add(i * f.ldy + j),
-                                ldo: f.ldy,
-                                mask: core::ptr::null(),
-                                acc_in: p > 0,
-                                bias,
-                                relu,
-                                step: None,
-                            });
+                            // Dense tiles NV vectors wide across the block.
+                            let mut c0 = 0;
+                            while c0 < cols {
+                                let cw = (NV * W).min(cols - c0);
+                                axpy_rows(rows, cw, |i| Axpy {
+                                    a: x.add(i * f.k + p),
+                                    ars: f.k,
+                                    ats: 1,
+                                    b: blk.add(c0),
+                                    ldb,
+                                    t_len: pb,
+                                    out: y.add(i * f.ldy + j + c0),
+                                    ldo: f.ldy,
+                                    mask: omask(i0 + i, c0),
+                                    acc_in: p > 0,
+                                    bias: if bias.is_null() { bias } else { bias.add(c0) },
+                                    relu,
+                                    step: None,
+                                });
+                                c0 += cw;
+                            }
                         }
                         p += pb;
                         if p == q1 {
@@ -877,16 +972,29 @@ unsafe fn nonzero_masks(x: *const f32, ldx: usize, rows: usize, len: usize, kb: 
             let mut b = 0;
             while b * kb < len {
                 let (c0, c1) = (b * kb, len.min((b + 1) * kb));
-                let mut bits = 0u64;
-                for c in c0..c1 {
-                    bits |= ((*xr.add(c) != 0.0) as u64) << (c - c0);
-                }
+                let bits = nonzero_bits(xr.add(c0), c1 - c0);
                 masks[r * SPARSE_BLOCKS + b] = bits;
                 ones += bits.count_ones();
                 b += 1;
             }
         }
         (ones as f32) <= SPARSE_MAX_DENSITY * (rows * len) as f32
+    }
+}
+
+/// Bit `t` set where `x[t]` is nonzero (NaN included), for `t < len ≤ 64`.
+#[inline(always)]
+unsafe fn nonzero_bits(x: *const f32, len: usize) -> u64 {
+    // SAFETY: reads x[..len].
+    unsafe {
+        let mut bits = 0u64;
+        let mut t = 0;
+        while t < len {
+            let n = W.min(len - t);
+            bits |= u64::from(nz_bits(load_l(x.add(t), n < W, n))) << t;
+            t += n;
+        }
+        bits
     }
 }
 
@@ -899,9 +1007,16 @@ struct Sparse {
     b: *const f32,
     ldb: usize,
     out: [*mut f32; 2],
+    /// Initial value of both rows unless `acc_in`; null for zero.
     bias: *const f32,
     acc_in: bool,
     relu: bool,
+    /// Zero the outputs where these (null for none) are `<= 0`.
+    omask: [*const f32; 2],
+    /// As in [`Axpy`]: an optimizer step with the sums as gradients
+    /// instead of storing them (then `out[1] = out[0] + ldo`).
+    step: Option<TileStep>,
+    ldo: usize,
 }
 
 /// `R ≤ 2` rows × `N` vectors of outputs, summing only the inputs whose
@@ -910,7 +1025,7 @@ struct Sparse {
 /// still runs in increasing input order.
 #[inline(never)]
 #[allow(clippy::needless_range_loop)] // two rows of acc per index
-unsafe fn sparse_tile<const R: usize, const N: usize, const TAIL: bool>(t: Sparse, tail: usize) {
+unsafe fn sparse_tile<const R: usize, const N: usize, const TAIL: bool, const STEP: bool>(t: Sparse, tail: usize) {
     // SAFETY: the caller sizes the tile inside the checked matrices; set
     // mask bits index inputs inside the block.
     unsafe {
@@ -918,8 +1033,10 @@ unsafe fn sparse_tile<const R: usize, const N: usize, const TAIL: bool>(t: Spars
         let mut acc = [[zero(); N]; R];
         for (r, row) in acc.iter_mut().enumerate() {
             let src = if t.acc_in { t.out[r].cast_const() } else { t.bias };
-            for (c, v) in row.iter_mut().enumerate() {
-                *v = load_l(src.add(c * W), last(c), tail);
+            if !src.is_null() {
+                for (c, v) in row.iter_mut().enumerate() {
+                    *v = load_l(src.add(c * W), last(c), tail);
+                }
             }
         }
         let mut m = t.mask;
@@ -947,37 +1064,88 @@ unsafe fn sparse_tile<const R: usize, const N: usize, const TAIL: bool>(t: Spars
                 }
             }
         }
+        // STEP is a constant so that the other tiles get no stack frame
+        // for the buffer (inference calls many small tiles).
+        if let Some(st) = t.step.filter(|_| STEP) {
+            // Through a stack buffer, as in `axpy_tile`.
+            let mut g = [zero(); 2 * SPARSE_NV];
+            for (r, row) in acc.iter().enumerate() {
+                for (c, &v) in row.iter().enumerate() {
+                    g[r * N + c] = v;
+                }
+            }
+            return step_tile(&g[..R * N], N, st, t.ldo, if TAIL { tail } else { W });
+        }
         for (r, row) in acc.iter().enumerate() {
             for (c, &v) in row.iter().enumerate() {
                 let v = if t.relu { mask_le0(v, v) } else { v };
                 store_l(t.out[r].add(c * W), v, last(c), tail);
             }
         }
+        for r in 0..R {
+            if !t.omask[r].is_null() {
+                mask_stored(t.out[r], t.omask[r], N, if TAIL { tail } else { W });
+            }
+        }
     }
 }
 
-/// One [`sparse_tile`] covering `cols ≤ NV·W` columns.
+/// Zeroes the `nv` vectors (the last one `tail` lanes) at `out` where
+/// `mask <= 0`. Applied after the stores: in the tile's epilogue, the
+/// masks' loads made LLVM keep the accumulators in memory in its loops.
 #[inline(always)]
-unsafe fn sparse_cols<const R: usize>(t: Sparse, cols: usize) {
+unsafe fn mask_stored(out: *mut f32, mask: *const f32, nv: usize, tail: usize) {
+    for c in 0..nv {
+        let n = if c == nv - 1 { tail } else { W };
+        // SAFETY: the caller's tile lies inside out and mask.
+        unsafe {
+            let o = out.add(c * W);
+            store_l(o, mask_le0(load_l(o, n < W, n), load_l(mask.add(c * W), n < W, n)), n < W, n);
+        }
+    }
+}
+
+/// One [`sparse_tile`] covering `cols ≤ BNV·W` columns.
+#[inline(always)]
+unsafe fn sparse_cols<const R: usize, const BNV: usize, const STEP: bool>(t: Sparse, cols: usize) {
     // SAFETY: forwarded.
     unsafe {
-        if cols == NV * W {
-            return sparse_tile::<R, NV, false>(t, W);
+        if cols == BNV * W {
+            return sparse_tile::<R, BNV, false, STEP>(t, W);
         }
         let nv = cols.div_ceil(W);
         let tail = cols - (nv - 1) * W;
+        // Whole vectors (as at the end of a 784-wide row) need no partial
+        // loads, which go through the stack.
+        if tail == W {
+            return match nv {
+                1 => sparse_tile::<R, 1, false, STEP>(t, W),
+                2 => sparse_tile::<R, 2, false, STEP>(t, W),
+                3 => sparse_tile::<R, 3, false, STEP>(t, W),
+                4 => sparse_tile::<R, 4, false, STEP>(t, W),
+                5 => sparse_tile::<R, 5, false, STEP>(t, W),
+                6 => sparse_tile::<R, 6, false, STEP>(t, W),
+                7 => sparse_tile::<R, 7, false, STEP>(t, W),
+                _ => unreachable!(),
+            };
+        }
         match nv {
-            1 => sparse_tile::<R, 1, true>(t, tail),
-            2 => sparse_tile::<R, 2, true>(t, tail),
-            3 => sparse_tile::<R, 3, true>(t, tail),
-            4 => sparse_tile::<R, 4, true>(t, tail),
+            1 => sparse_tile::<R, 1, true, STEP>(t, tail),
+            2 => sparse_tile::<R, 2, true, STEP>(t, tail),
+            3 => sparse_tile::<R, 3, true, STEP>(t, tail),
+            4 => sparse_tile::<R, 4, true, STEP>(t, tail),
+            5 => sparse_tile::<R, 5, true, STEP>(t, tail),
+            6 => sparse_tile::<R, 6, true, STEP>(t, tail),
+            7 => sparse_tile::<R, 7, true, STEP>(t, tail),
+            8 => sparse_tile::<R, 8, true, STEP>(t, tail),
             _ => unreachable!(),
         }
     }
 }
 
 /// `dx[m][k] = dy[m][n]·w[n][k]` (row stride `ld` for `w`, `dx`, `mask`),
-/// masked. Column blocks of `NV·W`; the sum over `n` in blocks of
+/// masked; when `dy` is mostly zeros, as [`forward_packed`]'s zero-skipping
+/// tiles. Otherwise column blocks of `NV·W`; the sum over `n` in blocks of
 /// [`IG_NB`] rows of `w`, each copied to a contiguous stack buffer that
 /// stays in L1 while all row tiles use it (in place, rows `ld` floats apart
 /// alias onto few L1 sets when `ld` is a power of two).
@@ -992,6 +1160,19 @@ unsafe fn input_grad_impl(
     k: usize,
     ld: usize,
 ) {
+    // A ReLU layer's dy is mostly zeros: dx = dy·w is then a forward whose
+    // inputs are dy and whose `wᵀ` is w itself, and the forward's sparse
+    // tiles skip the zeros. Every path sums each element in increasing `n`
+    // from zero, so all give the same values. (Decided from the whole
+    // layer's width `ld`, as forward decides.)
+    let mn = m * n;
+    // SAFETY: reads dy[m][n] only.
+    if n > 0 && ld > SPARSE_MIN_WIDTH && unsafe { nonzeros(dy, mn) } as f32 <= SPARSE_MAX_DENSITY * mn as f32 {
+        let f = Fwd { x: dy, w, b: core::ptr::null(), y: dx, ldy: ld, m, n: k, k: n, relu: false };
+        // SAFETY: as below: the forward reads dy[m][n] and the first k
+        // columns of w[n][ld], writes (and masks by) dx[m][ld].
+        return unsafe { forward_packed::<SPARSE_NV>(f, Layout::InputRows, mask) };
+    }
     let mut pack = Pack::new();
     // SAFETY: all tiles lie inside dy[m][n] and the first k columns of
     // w[n][ld], dx/mask[m][ld]; the packed block is jb ≤ PACK_ROWS rows of
@@ -1036,7 +1217,9 @@ unsafe fn input_grad_impl(
 
 /// `dw[n][k] = dyᵀ·x` (or, with `step`, the optimizer step with it as the
 /// gradient): column blocks of `NV·W`, `MR` rows of `dw` per tile, the whole
-/// sum over `m` in registers, streaming `m × NV·W` of `x` per tile.
+/// sum over `m` in registers, streaming `m × NV·W` of `x` per tile; or, when
+/// `dy` is mostly zeros, [`weight_grad_sparse`] (which needs `dw`, the
+/// scratch when stepping, for partial sums).
 #[allow(clippy::too_many_arguments)]
 unsafe fn weight_grad_impl(
     dy: *const f32,
@@ -1048,6 +1231,10 @@ unsafe fn weight_grad_impl(
     k: usize,
     step: Option<TileStep>,
 ) {
+    // SAFETY: forwarded.
+    if m > 0 && k > SPARSE_MIN_WIDTH && unsafe { weight_grad_sparse(dy, ldy, x, dw, m, n, k, step) } {
+        return;
+    }
     // SAFETY: all tiles lie inside dy (stride ldy), x[m][k], dw[n][k] (and
     // the step's w, m, v, shaped like dw).
     unsafe {
@@ -1062,25 +1249,144 @@ unsafe fn weight_grad_impl(
                 b: x.add(p),
                 ldb: k,
                 t_len: m,
-                out: if step.is_some() { dw } else { dw.add(j * k + p) },
+                out: dw.add(j * k + p),
                 ldo: k,
                 mask: core::ptr::null(),
                 acc_in: false,
                 bias: core::ptr::null(),
                 relu: false,
-                step: step.map(|s| {
-                    let o = j * k + p;
-                    let adam = matches!(s.rule, StepRule::Adam(_));
-                    TileStep {
-                        w: s.w.add(o),
-                        sm: if adam { s.sm.add(o) } else { s.sm },
-                        sv: if adam { s.sv.add(o) } else { s.sv },
-                        rule: s.rule,
-                    }
-                }),
+                step: step.map(|s| s.at(j * k + p)),
             });
             p += cols;
         }
+    }
+}
+
+/// Rows of `dw` (columns of `dy`) whose coefficients [`weight_grad_sparse`]
+/// transposes at once.
+const WG_SPARSE_ROWS: usize = 64;
+
+/// A block of `dyᵀ`: `WG_SPARSE_ROWS` rows of up to `PACK_ROWS` batch rows
+/// (16 KB).
+#[repr(C, align(64))]
+struct DyT([core::mem::MaybeUninit<f32>; WG_SPARSE_ROWS * PACK_ROWS]);
+
+/// Weight grad that skips zero gradients: a ReLU layer's `dy` is zero
+/// wherever its output was, typically half the batch. Per block of 64 rows
+/// of `dw` and 64 rows of the batch, the block of `dy` is transposed (each
+/// row of `dw` then reads its coefficients in order) with each row's
+/// nonzero bit mask; [`sparse_tile`]s of two rows of `dw` walk the masks
+/// over a packed block of `x`, partial sums going through `dw` (the
+/// scratch, when stepping) past 64 rows. A block denser than
+/// [`SPARSE_MAX_DENSITY`] runs dense tiles on the same packed operands.
+/// Returns false, having done nothing, when the whole `dy` is that dense
+/// (the dense path then reads `dy` in place). Every path sums each element
+/// in increasing `t` from zero, so all give the same values.
+#[allow(clippy::too_many_arguments)]
+unsafe fn weight_grad_sparse(
+    dy: *const f32,
+    ldy: usize,
+    x: *const f32,
+    dw: *mut f32,
+    m: usize,
+    n: usize,
+    k: usize,
+    step: Option<TileStep>,
+) -> bool {
+    // SAFETY: reads dy[t·ldy + j] for t < m, j < n; tiles lie inside x[m][k]
+    // and dw[n][k] (and the step's buffers, shaped like dw); the stack
+    // blocks hold WG_SPARSE_ROWS × PACK_ROWS and PACK_ROWS × PACK_COLS
+    // floats.
+    unsafe {
+        let ones: usize = (0..m).map(|t| nonzeros(dy.add(t * ldy), n)).sum();
+        if ones as f32 > SPARSE_MAX_DENSITY * (m * n) as f32 {
+            return false;
+        }
+        let nc = SPARSE_NV * W;
+        let mut pack = Pack::new();
+        let mut dyt = DyT([core::mem::MaybeUninit::uninit(); WG_SPARSE_ROWS * PACK_ROWS]);
+        let (pk, dt) = (pack.ptr(), dyt.0.as_mut_ptr().cast::<f32>());
+        let mut masks = [0u64; WG_SPARSE_ROWS];
+        let mut j0 = 0;
+        while j0 < n {
+            let nj = WG_SPARSE_ROWS.min(n - j0);
+            let mut i = 0;
+            while i < m {
+                let ib = PACK_ROWS.min(m - i);
+                let last = i + ib == m;
+                // dt[r·PACK_ROWS + t] = dy[(i + t)·ldy + j0 + r].
+                pack_t(dy.add(i * ldy + j0), ldy, dt, PACK_ROWS, ib, nj);
+                let mut ones = 0;
+                for (r, mk) in masks.iter_mut().enumerate().take(nj) {
+                    *mk = nonzero_bits(dt.add(r * PACK_ROWS), ib);
+                    ones += mk.count_ones() as usize;
+                }
+                let sparse = ones as f32 <= SPARSE_MAX_DENSITY * (nj * ib) as f32;
+                let mut p = 0;
+                while p < k {
+                    let cols = nc.min(k - p);
+                    for t in 0..ib {
+                        copy_row(x.add((i + t) * k + p), pk.add(t * PACK_COLS), cols);
+                    }
+                    // The step of the tile at row j of dw, column p + c0
+                    // (only the last block of the batch holds whole sums).
+                    let step_at = |j: usize, c0: usize| step.filter(|_| last).map(|s| s.at(j * k + p + c0));
+                    if sparse {
+                        let mut r = 0;
+                        while r < nj {
+                            let two = r + 1 < nj;
+                            let r1 = r + usize::from(two);
+                            let out = dw.add((j0 + r) * k + p);
+                            let t = Sparse {
+                                x: [dt.add(r * PACK_ROWS), dt.add(r1 * PACK_ROWS)],
+                                mask: [masks[r], if two { masks[r1] } else { 0 }],
+                                b: pk,
+                                ldb: PACK_COLS,
+                                out: [out, out.add((r1 - r) * k)],
+                                bias: core::ptr::null(),
+                                acc_in: i > 0,
+                                relu: false,
+                                omask: [core::ptr::null(); 2],
+                                step: step_at(j0 + r, 0),
+                                ldo: k,
+                            };
+                            match (two, t.step.is_some()) {
+                                (true, true) => sparse_cols::<2, SPARSE_NV, true>(t, cols),
+                                (true, false) => sparse_cols::<2, SPARSE_NV, false>(t, cols),
+                                (false, true) => sparse_cols::<1, SPARSE_NV, true>(t, cols),
+                                (false, false) => sparse_cols::<1, SPARSE_NV, false>(t, cols),
+                            }
+                            r += 2;
+                        }
+                    } else {
+                        let mut c0 = 0;
+                        while c0 < cols {
+                            let cw = (NV * W).min(cols - c0);
+                            axpy_rows(nj, cw, |r| Axpy {
+                                a: dt.add(r * PACK_ROWS),
+                                ars: PACK_ROWS,
+                                ats: 1,
+                                b: pk.add(c0),
+                                ldb: PACK_COLS,
+                                t_len: ib,
+                                out: dw.add((j0 + r) * k + p + c0),
+                                ldo: k,
+                                mask: core::ptr::null(),
+                                acc_in: i > 0,
+                                bias: core::ptr::null(),
+                                relu: false,
+                                step: step_at(j0 + r, c0),
+                            });
+                            c0 += cw;
+                        }
+                    }
+                    p += cols;
+                }
+                i += ib;
+            }
+            j0 += nj;
+        }
+        true
     }
 }
 
@@ -1088,7 +1394,7 @@ unsafe fn weight_grad_impl(
 mod tests {
     extern crate std;
     use super::super::tests::{check, check_adam, check_panels, check_sgd, check_step};
-    use super::super::{naive, Kernels};
+    use super::super::{naive, Kernels, Rule};
     use super::NEON;
     use proptest::prelude::*;
     use std::vec::Vec;
@@ -1205,6 +1511,112 @@ mod tests {
     fn neon_weight_grad_step_matches_unfused() {
         for &(m, n, k) in &[(1, 1, 1), (3, 5, 17), (64, 40, 100), (130, 33, 47), (5, 70, 513), (0, 2, 3)] {
             check_step(&NEON, m, n, k, 6);
+        }
+    }
+
+    /// `dy` of the given share of nonzeros (ReLU gradients are half zero),
+    /// as columns 1..n+1 of an [m][n + 3] matrix.
+    fn sparse_dy(seed: u64, m: usize, n: usize, density: f32) -> (Vec<f32>, usize) {
+        let ldy = n + 3;
+        let mut r = crate::rng::Rng::new(seed);
+        let dy = (0..m * ldy)
+            .map(|_| {
+                let v = r.uniform(-1.0, 1.0);
+                if r.uniform(0.0, 1.0) < density {
+                    v
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        (dy, ldy)
+    }
+
+    fn same_bits(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+    }
+
+    /// Every element of weight grad is one FMA chain over the batch in
+    /// order, from zero, whichever path runs (dense or zero-skipping tiles,
+    /// partial sums through `dw` past 64 rows): bit for bit that chain, at
+    /// any share of zeros in `dy`. The fused step equals the unfused one.
+    #[test]
+    fn weight_grad_is_the_fma_chain_at_any_sparsity() {
+        let shapes =
+            [(64, 64, 784), (64, 10, 512), (130, 70, 100), (5, 3, 65), (64, 129, 33), (1, 64, 40), (64, 64, 32)];
+        for &(m, n, k) in &shapes {
+            let x = fill(1, m * k);
+            for density in [0.0, 0.1, 0.5, 0.69, 0.71, 1.0] {
+                let (dy, ldy) = sparse_dy(2, m, n, density);
+                let dy = &dy[1..];
+                let mut want = std::vec![0.0f32; n * k];
+                for j in 0..n {
+                    for p in 0..k {
+                        want[j * k + p] = (0..m).fold(0.0f32, |a, t| dy[t * ldy + j].mul_add(x[t * k + p], a));
+                    }
+                }
+                let mut got = std::vec![7.0f32; n * k + 1];
+                (NEON.weight_grad)(&dy[..(m - 1) * ldy + n], ldy, &x, &mut got, m, n, k);
+                assert!(
+                    same_bits(&want, &got[..n * k]) && got[n * k] == 7.0,
+                    "weight_grad m={m} n={n} k={k} density {density}"
+                );
+                let adam = crate::optim::Adam::default().coefs(1e-3, 2);
+                for rule in [Rule::Sgd { lr: 0.1, weight_decay: 0.01 }, Rule::Adam(&adam)] {
+                    let w0 = fill(3, n * k);
+                    let (mut wa, mut sa) =
+                        (w0.clone(), [fill(4, n * k), fill(5, n * k).iter().map(|v| v.abs()).collect()]);
+                    let (mut wb, mut sb) = (w0, sa.clone());
+                    let [ma, va] = &mut sa;
+                    rule.apply(NEON.sgd, NEON.adam, &mut wa, &want, [ma, va]);
+                    let [mb, vb] = &mut sb;
+                    let mut scratch = std::vec![0.0f32; n * k];
+                    (NEON.weight_grad_step)(dy, ldy, &x, &mut scratch, &mut wb, [mb, vb], rule, m, n, k);
+                    assert!(
+                        same_bits(&wa, &wb) && same_bits(&sa[0], &sb[0]) && same_bits(&sa[1], &sb[1]),
+                        "weight_grad_step m={m} n={n} k={k} density {density}"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Input grad likewise: each element one FMA chain over `n` in order
+    /// from zero, then masked, at any share of zeros in `dy`; in column
+    /// blocks too.
+    #[test]
+    fn input_grad_is_the_fma_chain_at_any_sparsity() {
+        let shapes =
+            [(64, 512, 512), (64, 10, 512), (70, 1100, 40), (5, 3, 65), (3, 64, 33), (1, 64, 40), (64, 64, 32)];
+        let cols = NEON.input_grad_cols.expect("neon has input_grad_cols");
+        for &(m, n, k) in &shapes {
+            let (w, x) = (fill(1, n * k), fill(3, m * k));
+            for density in [0.0, 0.1, 0.5, 0.69, 0.71, 1.0] {
+                let (dy, _) = sparse_dy(2, m, n, density);
+                let dy = &dy[..m * n];
+                for mask in [None, Some(&x[..])] {
+                    let mut want = std::vec![0.0f32; m * k];
+                    for t in 0..m {
+                        for p in 0..k {
+                            let v = (0..n).fold(0.0f32, |a, j| dy[t * n + j].mul_add(w[j * k + p], a));
+                            want[t * k + p] = if mask.is_some_and(|x| x[t * k + p] <= 0.0) { 0.0 } else { v };
+                        }
+                    }
+                    let mut got = std::vec![7.0f32; m * k + 1];
+                    (NEON.input_grad)(dy, &w, &mut got, mask, m, n, k);
+                    assert!(
+                        same_bits(&want, &got[..m * k]) && got[m * k] == 7.0,
+                        "input_grad m={m} n={n} k={k} density {density}"
+                    );
+                    let mut parts = std::vec![7.0f32; m * k];
+                    for p0 in (0..k).step_by(40) {
+                        let r = 40.min(k - p0);
+                        // SAFETY: columns p0..p0 + r of parts[m][k].
+                        unsafe { cols(dy, &w[p0..], parts.as_mut_ptr().add(p0), k, mask.map(|a| &a[p0..]), m, n, r) };
+                    }
+                    assert!(same_bits(&want, &parts), "input_grad_cols m={m} n={n} k={k} density {density}");
+                }
+            }
         }
     }
 
