@@ -122,6 +122,7 @@ fn run_peak(time: Duration) -> (f64, Duration) {
 /// The kernel set whose vectors the peak loop uses: [`detect`]'s, so that a
 /// forced `TAILOR_KERNELS=avx2` is measured against 256-bit FMAs (half the
 /// 512-bit peak on cores with two 512-bit FMA units).
+#[cfg(target_arch = "x86_64")]
 fn peak_set() -> &'static str {
     static SET: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
     SET.get_or_init(|| detect().name)

@@ -1765,7 +1765,10 @@ unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize, const SR: u
     step: Option<TileStep>,
 ) {
     // SAFETY: forwarded.
-    if k > SPARSE_MIN_WIDTH && unsafe { weight_grad_sparse::<S, MR, NV, SR, SNV>(dy, ldy, x, dw, m, n, k, step) } {
+    if m > 0
+        && k > SPARSE_MIN_WIDTH
+        && unsafe { weight_grad_sparse::<S, MR, NV, SR, SNV>(dy, ldy, x, dw, m, n, k, step) }
+    {
         return;
     }
     let mut pack = Pack::new();
@@ -2304,7 +2307,9 @@ mod tests {
     fn weight_grad_step_matches_unfused() {
         for kern in available() {
             // Odd tails, a thin layer, and m > 64 (partial sums in scratch).
-            for &(m, n, k) in &[(1, 1, 1), (3, 5, 17), (64, 40, 100), (130, 33, 47), (5, 70, 513), (0, 2, 3)] {
+            for &(m, n, k) in
+                &[(1, 1, 1), (3, 5, 17), (64, 40, 100), (130, 33, 47), (5, 70, 513), (0, 2, 3), (0, 5, 40)]
+            {
                 super::super::tests::check_step(&kern, m, n, k, 6);
             }
         }
