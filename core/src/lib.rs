@@ -18,6 +18,7 @@
 //! | [`format`] | the file header with the layer table, varints, tensor streams | none |
 //! | [`quant`] | int8 model read in place, quantization, integer-only inference | the `.q8` in flash, `quant::scratch_len(spec)` i16 |
 //! | [`session`] | a training run batch by batch, as a device runs it | the model, its optimizer state, a few rows of scratch, one batch |
+//! | [`train_device`] | a device's training requests: the session, their checks, head mode on an int8 backbone | the session's, and one batch of the backbone's features |
 //! | [`train_golden`] | fixed training steps and their expected bits (host and device tests) | a few hundred bytes |
 //! | [`protocol`] | COBS + CRC framed postcard messages over `embedded-io` | one frame buffer |
 #![no_std]
@@ -37,6 +38,7 @@ pub mod quant;
 pub mod rng;
 pub mod session;
 pub mod spec;
+pub mod train_device;
 pub mod train_golden;
 
 pub use dense::{Dense, DenseMut};

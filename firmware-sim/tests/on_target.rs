@@ -15,7 +15,8 @@ use tailor_core::protocol::{
     self, Backend, Buffers, ErrorCode, Message, ModelState, ServeEnd, Stats, TrainRefusal, MAX_OUT,
 };
 use tailor_core::quant::{QKernels, QModel};
-use tailor_core::session::{SessionBuffers, SessionError, SessionSetup, TrainSession};
+use tailor_core::session::{SessionBuffers, SessionSetup, TrainSession};
+use tailor_core::train_device::TrainDevice;
 use tailor_core::train_golden as golden;
 use tailor_firmware_sim::{board, counter, model, selftest, Device};
 
@@ -256,12 +257,10 @@ fn optimizer_golden(out: &mut dyn core::fmt::Write) -> bool {
     ok
 }
 
-/// A training device for the serve loop: the core's session on `static`s
-/// (as `tailor-firmware-train` holds it, without the int8 backbone).
-struct Trainer {
-    bufs: Option<SessionBuffers<'static>>,
-    session: Option<TrainSession<'static>>,
-}
+/// A training device for the serve loop: the core's `TrainDevice` on
+/// `static`s (as `tailor-firmware-train` holds it, without the int8
+/// backbone).
+struct Trainer(TrainDevice<'static>);
 
 impl Backend for Trainer {
     fn fw_version(&self) -> &str {
@@ -280,21 +279,13 @@ impl Backend for Trainer {
         0
     }
     fn train_setup(&mut self, setup: &SessionSetup, head: bool) -> Result<(u32, u32, u32), TrainRefusal> {
-        let bufs = self.bufs.take().filter(|_| !head).ok_or(TrainRefusal::Session(SessionError::Setting))?;
-        let s = TrainSession::new(setup, bufs)?;
-        let r = (s.spec().params() as u32, s.max_batch() as u32, s.bytes() as u32);
-        self.session = Some(s);
-        Ok(r)
+        self.0.train_setup(setup, head, |_, _| {})
     }
     fn train_batch(&mut self, lr: f32, labels: &[u8], pixels: &[u8]) -> Result<f32, TrainRefusal> {
-        let s = self.session.as_mut().ok_or(TrainRefusal::NoSession)?;
-        Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, pixels)?)
+        self.0.train_batch(lr, labels, pixels)
     }
     fn params(&self, offset: usize, out: &mut [f32]) -> Result<usize, TrainRefusal> {
-        let p = self.session.as_ref().ok_or(TrainRefusal::NoSession)?.params().get(offset..).unwrap_or(&[]);
-        let n = p.len().min(out.len());
-        out[..n].copy_from_slice(&p[..n]);
-        Ok(n)
+        self.0.params(offset, out)
     }
 }
 
@@ -352,7 +343,7 @@ fn bad_training_frames(out: &mut dyn core::fmt::Write) -> bool {
     put(&Message::Shutdown);
 
     let bufs = SessionBuffers { params, state, scratch, workspace };
-    let mut dev = Trainer { bufs: Some(bufs), session: None };
+    let mut dev = Trainer(TrainDevice::new(Kernels::PORTABLE, bufs, None, T_BATCH));
     let mut pipe = Pipe { input: &wire[..n], pos: 0, output: outb, written: 0 };
     let (mut c, mut l, mut k) = ([0u8; 1], [0u8; 4 * 64], [0u8; 1]);
     let end = protocol::serve(&mut pipe, &mut dev, Buffers { rx, classes: &mut c, logits: &mut l, confidence: &mut k });

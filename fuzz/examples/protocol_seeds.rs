@@ -11,8 +11,7 @@ use tailor::q8;
 use tailor_core::optim::{Adam, Optimizer, Sgd};
 use tailor_core::protocol::{self, Buffers, Message, MAX_DIMS, MAX_OUT};
 use tailor_core::quant::QModel;
-use tailor_core::session::SessionBuffers;
-use tailor_fuzz::{HostDevice, Pipe, TRAIN_BATCH};
+use tailor_fuzz::{HostMemory, Pipe, TRAIN_BATCH};
 
 fn wire(msgs: &[Message<'_>]) -> Vec<u8> {
     let mut out = Vec::new();
@@ -33,16 +32,8 @@ fn replies(requests: &[u8]) -> Vec<u8> {
     let v1 = include_bytes!("../../tests/golden/v1-13-9-6-4.q8");
     let q = q8::convert_v1(v1).unwrap().unwrap();
     let model = QModel::parse(q.bytes()).unwrap();
-    let (mut p, mut s, mut sc, mut ws) = (vec![0f32; 4096], vec![0f32; 4096], vec![0f32; 1024], vec![0f32; 2048]);
-    let mut dev = HostDevice {
-        scratch: vec![0i16; model.scratch_len()],
-        model,
-        buffers: Some(SessionBuffers { params: &mut p, state: &mut s, scratch: &mut sc, workspace: &mut ws }),
-        session: None,
-        features: vec![0u8; 256],
-        head: false,
-        max_batch: 0,
-    };
+    let mut mem = HostMemory::new(&model);
+    let mut dev = mem.device(model);
     let mut rx = vec![0u8; protocol::classify_frame_capacity(TRAIN_BATCH, 785) + 128];
     let (mut classes, mut logits, mut confidence) =
         (vec![0u8; TRAIN_BATCH], vec![0u8; 4 * TRAIN_BATCH * MAX_OUT], vec![0u8; TRAIN_BATCH]);

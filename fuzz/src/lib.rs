@@ -9,7 +9,8 @@ use tailor_core::format::crc32;
 use tailor_core::gemm::Kernels;
 use tailor_core::protocol::{self, Backend, ModelState, TrainRefusal};
 use tailor_core::quant::{QKernels, QModel};
-use tailor_core::session::{Evaluation, InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
+use tailor_core::session::{Evaluation, SessionBuffers, SessionSetup};
+use tailor_core::train_device::{Backbone, TrainDevice};
 
 /// `name` in a directory of this process's own under the temp dir (libFuzzer
 /// runs one input at a time per process, so one file per name suffices).
@@ -142,62 +143,63 @@ impl embedded_io::Write for Pipe<'_> {
     }
 }
 
-/// The firmware's devices on the host: classifies with an int8 model (as
-/// `tailor-firmware-sim` does) and trains a model or a head on that model's
-/// features (as `tailor-firmware-train` does), with the same checks.
-pub struct HostDevice<'m, 'b> {
-    pub model: QModel<'m>,
-    pub scratch: Vec<i16>,
-    pub buffers: Option<SessionBuffers<'b>>,
-    pub session: Option<TrainSession<'b>>,
-    pub features: Vec<u8>,
-    pub head: bool,
-    pub max_batch: usize,
-}
-
 /// Most samples per training batch the host device announces.
 pub const TRAIN_BATCH: usize = 8;
 
-impl HostDevice<'_, '_> {
-    fn check_batch(&self, n: usize) -> Result<(), TrainRefusal> {
-        // Before a TrainSetup there is no run to refuse the batch's size for.
-        if self.session.is_none() {
-            return Err(TrainRefusal::NoSession);
+/// The memory of a [`HostDevice`].
+pub struct HostMemory {
+    params: Vec<f32>,
+    state: Vec<f32>,
+    grad_scratch: Vec<f32>,
+    workspace: Vec<f32>,
+    classify_scratch: Vec<i16>,
+    backbone_scratch: Vec<i16>,
+    features: Vec<u8>,
+}
+
+impl HostMemory {
+    /// Room for `model`'s inference, training runs of up to 4,096
+    /// parameters and a few samples of its features.
+    pub fn new(model: &QModel<'_>) -> Self {
+        HostMemory {
+            params: vec![0.0; 4096],
+            state: vec![0.0; 4096],
+            grad_scratch: vec![0.0; 1024],
+            workspace: vec![0.0; 2048],
+            classify_scratch: vec![0; model.scratch_len()],
+            backbone_scratch: vec![0; model.scratch_len()],
+            features: vec![0; 256],
         }
-        if n == 0 || n > self.max_batch {
-            return Err(SessionError::BatchSize { found: n, max: self.max_batch }.into());
-        }
-        Ok(())
     }
 
-    /// The session's inputs: the samples, or (head mode) the model's
-    /// features of each, in `features`.
-    fn inputs<'s>(
-        head: bool,
-        m: &QModel<'_>,
-        scratch: &mut [i16],
-        features: &'s mut [u8],
-        n: usize,
-        pixels: &'s [u8],
-    ) -> Result<&'s [u8], TrainRefusal> {
-        if !head {
-            return Ok(pixels);
+    /// A device on this memory that classifies with `model` and trains on
+    /// its features in head mode.
+    pub fn device<'a>(&'a mut self, model: QModel<'a>) -> HostDevice<'a> {
+        let bufs = SessionBuffers {
+            params: &mut self.params,
+            state: &mut self.state,
+            scratch: &mut self.grad_scratch,
+            workspace: &mut self.workspace,
+        };
+        let backbone = Backbone::new(model, &mut self.backbone_scratch, &mut self.features);
+        HostDevice {
+            model,
+            scratch: &mut self.classify_scratch,
+            train: TrainDevice::new(Kernels::PORTABLE, bufs, backbone, TRAIN_BATCH),
         }
-        let (n_in, h) = (m.spec().inputs(), m.spec().layer(m.spec().depth() - 1).inputs);
-        if pixels.len() != n * n_in {
-            return Err(SessionError::InputLength { expected: n * n_in, found: pixels.len() }.into());
-        }
-        if n == 0 || n * h > features.len() {
-            return Err(SessionError::BatchSize { found: n, max: features.len() / h }.into());
-        }
-        for (px, f) in pixels.chunks_exact(n_in).zip(features.chunks_exact_mut(h)) {
-            m.features(&QKernels::BEST, px, scratch, f);
-        }
-        Ok(&features[..n * h])
     }
 }
 
-impl Backend for HostDevice<'_, '_> {
+/// The firmware's devices on the host: classifies with an int8 model (as
+/// `tailor-firmware-sim` does) and trains a model or a head on that model's
+/// features with the training firmware's own [`TrainDevice`].
+pub struct HostDevice<'a> {
+    model: QModel<'a>,
+    scratch: &'a mut [i16],
+    train: TrainDevice<'a>,
+}
+
+impl Backend for HostDevice<'_> {
     fn fw_version(&self) -> &str {
         "fuzz"
     }
@@ -214,50 +216,18 @@ impl Backend for HostDevice<'_, '_> {
         self.model.payload_crc()
     }
     fn classify(&mut self, pixels: &[u8], logits: &mut [i32]) -> usize {
-        self.model.classify(&QKernels::BEST, pixels, &mut self.scratch, logits)
+        self.model.classify(&QKernels::BEST, pixels, self.scratch, logits)
     }
     fn train_setup(&mut self, setup: &SessionSetup, head: bool) -> Result<(u32, u32, u32), TrainRefusal> {
-        let mut setup = *setup;
-        if head {
-            let m = &self.model;
-            let depth = m.spec().depth();
-            if depth < 2 || setup.spec.depth() != 1 || setup.spec.inputs() != m.spec().layer(depth - 1).inputs {
-                return Err(SessionError::Setting.into());
-            }
-            let p = m.layer(depth - 1).params;
-            setup.input = InputMap::Affine { scale: p.in_scale, zero_point: p.in_zp };
-        }
-        let bufs = self.buffers.take().ok_or(TrainRefusal::Session(SessionError::Setting))?;
-        let s = TrainSession::new(&setup, bufs)?;
-        self.head = head;
-        let mut max = s.max_batch().min(TRAIN_BATCH);
-        if head {
-            max = max.min(self.features.len() / s.spec().inputs());
-        }
-        let r = (s.spec().params() as u32, max as u32, s.bytes() as u32);
-        self.max_batch = max;
-        self.session = Some(s);
-        Ok(r)
+        self.train.train_setup(setup, head, |_, _| {})
     }
     fn train_batch(&mut self, lr: f32, labels: &[u8], pixels: &[u8]) -> Result<f32, TrainRefusal> {
-        self.check_batch(labels.len())?;
-        let HostDevice { session, model, scratch, features, head, .. } = self;
-        let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
-        let inputs = Self::inputs(*head, model, scratch, features, labels.len(), pixels)?;
-        Ok(s.train_batch(&Kernels::PORTABLE, lr, labels, inputs)?)
+        self.train.train_batch(lr, labels, pixels)
     }
     fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<Evaluation, TrainRefusal> {
-        self.check_batch(labels.len())?;
-        let HostDevice { session, model, scratch, features, head, .. } = self;
-        let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
-        let inputs = Self::inputs(*head, model, scratch, features, labels.len(), pixels)?;
-        Ok(s.evaluate(&Kernels::PORTABLE, labels, inputs)?)
+        self.train.eval_batch(labels, pixels)
     }
     fn params(&self, offset: usize, out: &mut [f32]) -> Result<usize, TrainRefusal> {
-        let s = self.session.as_ref().ok_or(TrainRefusal::NoSession)?;
-        let p = s.params().get(offset..).unwrap_or(&[]);
-        let n = p.len().min(out.len());
-        out[..n].copy_from_slice(&p[..n]);
-        Ok(n)
+        self.train.params(offset, out)
     }
 }

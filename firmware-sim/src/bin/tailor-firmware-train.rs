@@ -1,5 +1,6 @@
 //! The training device: learns an f32 model from the samples the host
-//! streams (`tailor device-train`), with the core's training step, and
+//! streams (`tailor device-train`), with the core's training device
+//! (`tailor_core::train_device`, which the fuzz harness runs too), and
 //! sends its weights back. The model is either fresh (`--mode full`) or a
 //! classifier head on the int8 model flashed into the model region, which
 //! stays frozen (`--mode head`). A separate image from the inference firmware so
@@ -17,8 +18,9 @@ use defmt_semihosting as _;
 use cortex_m_rt::entry;
 use tailor_core::gemm::Kernels;
 use tailor_core::protocol::{serve, Backend, Buffers, ModelState, TrainRefusal};
-use tailor_core::quant::{Aligned, QKernels};
-use tailor_core::session::{Evaluation, InputMap, SessionBuffers, SessionError, SessionSetup, TrainSession};
+use tailor_core::quant::Aligned;
+use tailor_core::session::{Evaluation, SessionBuffers, SessionSetup};
+use tailor_core::train_device::{Backbone, TrainDevice};
 use tailor_firmware_sim::kernel_counts::{self, Counts};
 use tailor_firmware_sim::{board, counter, model, semi, uart, FW_VERSION};
 
@@ -59,17 +61,10 @@ static mut TX: [u8; TX_BYTES] = [0; TX_BYTES];
 static mut I8_SCRATCH_BUF: Aligned<[i16; I8_SCRATCH]> = Aligned([0; I8_SCRATCH]);
 static mut FEATURES_BUF: [u8; FEATURES] = [0; FEATURES];
 
-/// The training run, once the host has set it up (one per boot).
+/// The core's training device, with this board's instruction counter,
+/// kernel checks and logging.
 struct Trainer {
-    buffers: Option<SessionBuffers<'static>>,
-    session: Option<TrainSession<'static>>,
-    /// The flashed int8 model (head mode's frozen backbone).
-    backbone: model::Loaded,
-    i8_scratch: &'static mut [i16],
-    features: &'static mut [u8],
-    head: bool,
-    /// The most samples per batch the device announced (and holds to).
-    max_batch: usize,
+    train: TrainDevice<'static>,
     /// [`KERNELS`]' instructions per MAC on the model's shapes, counted at
     /// setup (reported by `SelfTest`).
     kernel_counts: Option<Counts>,
@@ -89,46 +84,6 @@ fn count_kernels(spec: &tailor_core::spec::Spec, bufs: &mut SessionBuffers<'_>) 
             None
         }
     }
-}
-
-impl Trainer {
-    fn check_batch(&self, n: usize) -> Result<(), TrainRefusal> {
-        // Before a TrainSetup there is no run to refuse the batch's size for.
-        if self.session.is_none() {
-            return Err(TrainRefusal::NoSession);
-        }
-        if n == 0 || n > self.max_batch {
-            return Err(SessionError::BatchSize { found: n, max: self.max_batch }.into());
-        }
-        Ok(())
-    }
-}
-
-/// The bytes the session learns from: the samples themselves, or (head
-/// mode) the backbone's features of each, written to `features`.
-fn session_inputs<'s>(
-    head: bool,
-    backbone: &model::Loaded,
-    scratch: &mut [i16],
-    features: &'s mut [u8],
-    n: usize,
-    pixels: &'s [u8],
-) -> Result<&'s [u8], TrainRefusal> {
-    if !head {
-        return Ok(pixels);
-    }
-    let m = backbone.model().ok_or(TrainRefusal::NoSession)?;
-    let (n_in, h) = (m.spec().inputs(), m.spec().layer(m.spec().depth() - 1).inputs);
-    if pixels.len() != n * n_in {
-        return Err(SessionError::InputLength { expected: n * n_in, found: pixels.len() }.into());
-    }
-    if n == 0 || n * h > features.len() {
-        return Err(SessionError::BatchSize { found: n, max: features.len() / h }.into());
-    }
-    for (px, f) in pixels.chunks_exact(n_in).zip(features.chunks_exact_mut(h)) {
-        m.features(&QKernels::BEST, px, scratch, f);
-    }
-    Ok(&features[..n * h])
 }
 
 impl Backend for Trainer {
@@ -164,54 +119,21 @@ impl Backend for Trainer {
         (ok as u32, !ok as u32)
     }
     fn train_setup(&mut self, setup: &SessionSetup, head: bool) -> Result<(u32, u32, u32), TrainRefusal> {
-        let mut setup = *setup;
-        if head {
-            let m = self.backbone.model().ok_or(TrainRefusal::NoSession)?;
-            let depth = m.spec().depth();
-            if depth < 2 || setup.spec.depth() != 1 || setup.spec.inputs() != m.spec().layer(depth - 1).inputs {
-                return Err(SessionError::Setting.into());
-            }
-            // The head learns from the last hidden layer's outputs in real
-            // units, as the int8 model's last layer reads them.
-            let p = m.layer(depth - 1).params;
-            setup.input = InputMap::Affine { scale: p.in_scale, zero_point: p.in_zp };
+        let Trainer { train, kernel_counts: counts } = self;
+        let r = train.train_setup(setup, head, |spec, bufs| *counts = count_kernels(spec, bufs))?;
+        if let Some(s) = train.session() {
+            defmt::info!("training {}: {=usize} bytes, batches of up to {=usize}", s.spec(), s.bytes(), s.max_batch());
         }
-        let mut bufs = self.buffers.take().ok_or(TrainRefusal::Session(SessionError::Setting))?;
-        self.kernel_counts = count_kernels(&setup.spec, &mut bufs);
-        let s = TrainSession::new(&setup, bufs)?;
-        self.head = head;
-        defmt::info!("training {}: {=usize} bytes, batches of up to {=usize}", s.spec(), s.bytes(), s.max_batch());
-        // A batch must also fit the receive frame and, in head mode, the
-        // features buffer.
-        let mut max = s.max_batch().min(FRAME_SAMPLES);
-        if head {
-            max = max.min(FEATURES / s.spec().inputs());
-        }
-        let r = (s.spec().params() as u32, max as u32, s.bytes() as u32);
-        self.max_batch = max;
-        self.session = Some(s);
         Ok(r)
     }
     fn train_batch(&mut self, lr: f32, labels: &[u8], pixels: &[u8]) -> Result<f32, TrainRefusal> {
-        self.check_batch(labels.len())?;
-        let Trainer { session, backbone, i8_scratch, features, head, .. } = self;
-        let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
-        let inputs = session_inputs(*head, backbone, i8_scratch, features, labels.len(), pixels)?;
-        Ok(s.train_batch(&KERNELS, lr, labels, inputs)?)
+        self.train.train_batch(lr, labels, pixels)
     }
     fn eval_batch(&mut self, labels: &[u8], pixels: &[u8]) -> Result<Evaluation, TrainRefusal> {
-        self.check_batch(labels.len())?;
-        let Trainer { session, backbone, i8_scratch, features, head, .. } = self;
-        let s = session.as_mut().ok_or(TrainRefusal::NoSession)?;
-        let inputs = session_inputs(*head, backbone, i8_scratch, features, labels.len(), pixels)?;
-        Ok(s.evaluate(&KERNELS, labels, inputs)?)
+        self.train.eval_batch(labels, pixels)
     }
     fn params(&self, offset: usize, out: &mut [f32]) -> Result<usize, TrainRefusal> {
-        let s = self.session.as_ref().ok_or(TrainRefusal::NoSession)?;
-        let p = s.params().get(offset..).unwrap_or(&[]);
-        let n = p.len().min(out.len());
-        out[..n].copy_from_slice(&p[..n]);
-        Ok(n)
+        self.train.params(offset, out)
     }
 }
 
@@ -243,17 +165,10 @@ fn main() -> ! {
     // SAFETY: as above.
     let (i8_scratch, features): (&'static mut [i16; I8_SCRATCH], &'static mut [u8; FEATURES]) =
         unsafe { (&mut (*core::ptr::addr_of_mut!(I8_SCRATCH_BUF)).0, &mut *core::ptr::addr_of_mut!(FEATURES_BUF)) };
-    let backbone = model::load(board::model_region(), i8_scratch.len());
-    let mut dev = Trainer {
-        buffers: Some(buffers),
-        session: None,
-        backbone,
-        i8_scratch: &mut i8_scratch[..],
-        features: &mut features[..],
-        head: false,
-        max_batch: 0,
-        kernel_counts: None,
-    };
+    let backbone = model::load(board::model_region(), i8_scratch.len())
+        .model()
+        .and_then(|m| Backbone::new(*m, &mut i8_scratch[..], &mut features[..]));
+    let mut dev = Trainer { train: TrainDevice::new(KERNELS, buffers, backbone, FRAME_SAMPLES), kernel_counts: None };
     match mode {
         "uart" => tailor_firmware_sim::exit_after_serve(serve(&mut uart::Uart0::take(), &mut dev, bufs)),
         _ => {
