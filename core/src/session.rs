@@ -258,7 +258,7 @@ impl<'b> TrainSession<'b> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     extern crate std;
     use std::vec;
     use std::vec::Vec;
@@ -275,10 +275,11 @@ mod tests {
         }
     }
 
-    struct Owned(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
+    /// Session buffers for `batch` samples of a setup, owned (for tests).
+    pub(crate) struct Owned(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
 
     impl Owned {
-        fn new(s: &SessionSetup, batch: usize) -> Self {
+        pub(crate) fn new(s: &SessionSetup, batch: usize) -> Self {
             let p = s.spec.params();
             Owned(
                 vec![0.0; p],
@@ -287,7 +288,7 @@ mod tests {
                 vec![0.0; s.spec.activations(batch)],
             )
         }
-        fn bufs(&mut self) -> SessionBuffers<'_> {
+        pub(crate) fn bufs(&mut self) -> SessionBuffers<'_> {
             SessionBuffers { params: &mut self.0, state: &mut self.1, scratch: &mut self.2, workspace: &mut self.3 }
         }
     }

@@ -171,6 +171,7 @@ mod tests {
     use super::*;
     use crate::optim::{Optimizer, Sgd};
     use crate::quant::golden;
+    use crate::session::tests::Owned;
 
     const K: Kernels = Kernels::PORTABLE;
 
@@ -180,24 +181,6 @@ mod tests {
             optimizer: Optimizer::Sgd(Sgd { lr: 0.1, momentum: 0.9, ..Sgd::default() }),
             seed: 5,
             input: InputMap::Pixels { mean: 0.25, std: 0.5 },
-        }
-    }
-
-    /// Session buffers for `batch` samples of `s`.
-    struct Owned(Vec<f32>, Vec<f32>, Vec<f32>, Vec<f32>);
-
-    impl Owned {
-        fn new(s: &SessionSetup, batch: usize) -> Self {
-            let p = s.spec.params();
-            Owned(
-                vec![0.0; p],
-                vec![0.0; s.optimizer.buffers() * p],
-                vec![0.0; s.spec.train_scratch(1)],
-                vec![0.0; s.spec.activations(batch)],
-            )
-        }
-        fn bufs(&mut self) -> SessionBuffers<'_> {
-            SessionBuffers { params: &mut self.0, state: &mut self.1, scratch: &mut self.2, workspace: &mut self.3 }
         }
     }
 

@@ -1025,18 +1025,7 @@ unsafe fn axpy_tile<S: Isa, const MR: usize, const NV: usize, const TAIL: bool, 
         // weigh on the other products' loops.
         if STEP {
             if let Some(st) = t.step {
-                // Through a stack buffer: were the epilogue's (not unrolled)
-                // loops to index `acc`, LLVM would keep the accumulators in
-                // memory during the main loop as well.
-                let mut g = [core::mem::MaybeUninit::<f32>::uninit(); STEP_TILE_MAX];
-                assert!(MR * NV * S::W <= STEP_TILE_MAX);
-                let gp = g.as_mut_ptr().cast::<f32>();
-                for (r, row) in acc.iter().enumerate() {
-                    for (c, &v) in row.iter().enumerate() {
-                        S::store(gp.add((r * NV + c) * S::W), v);
-                    }
-                }
-                return step_tile::<S, MR, NV, TAIL>(gp, st, t.ldo, tail);
+                return step_acc::<S, MR, NV, TAIL>(&acc, st, t.ldo, tail);
             }
         }
         for (r, row) in acc.iter().enumerate() {
@@ -1159,6 +1148,31 @@ unsafe fn step_tile<S: Isa, const MR: usize, const NV: usize, const TAIL: bool>(
                 }
             }
         }
+    }
+}
+
+/// A tile's epilogue when fused with an optimizer step: [`step_tile`] on
+/// the sums in `acc`. Through a stack buffer: were the epilogue's (not
+/// unrolled) loops to index `acc`, LLVM would keep the accumulators in
+/// memory during the tile's main loop as well.
+#[inline(always)]
+unsafe fn step_acc<S: Isa, const R: usize, const NV: usize, const TAIL: bool>(
+    acc: &[[S::V; NV]; R],
+    st: TileStep,
+    ld: usize,
+    tail: usize,
+) {
+    // SAFETY: forwarded; the buffer holds R·NV vectors (asserted).
+    unsafe {
+        let mut g = [core::mem::MaybeUninit::<f32>::uninit(); STEP_TILE_MAX];
+        assert!(R * NV * S::W <= STEP_TILE_MAX);
+        let gp = g.as_mut_ptr().cast::<f32>();
+        for (r, row) in acc.iter().enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                S::store(gp.add((r * NV + c) * S::W), v);
+            }
+        }
+        step_tile::<S, R, NV, TAIL>(gp, st, ld, tail)
     }
 }
 
@@ -1699,16 +1713,7 @@ unsafe fn sparse_tile<S: Isa, const R: usize, const NV: usize, const TAIL: bool,
         }
         if STEP {
             if let Some(st) = t.step {
-                // Through a stack buffer, as in `axpy_tile`.
-                let mut g = [core::mem::MaybeUninit::<f32>::uninit(); STEP_TILE_MAX];
-                assert!(R * NV * S::W <= STEP_TILE_MAX);
-                let gp = g.as_mut_ptr().cast::<f32>();
-                for (r, row) in acc.iter().enumerate() {
-                    for (c, &v) in row.iter().enumerate() {
-                        S::store(gp.add((r * NV + c) * S::W), v);
-                    }
-                }
-                return step_tile::<S, R, NV, TAIL>(gp, st, t.ldo, tail);
+                return step_acc::<S, R, NV, TAIL>(&acc, st, t.ldo, tail);
             }
         }
         for (r, row) in acc.iter().enumerate() {
@@ -2315,123 +2320,19 @@ mod tests {
         }
     }
 
-    /// `dy` of the given share of nonzeros (ReLU gradients are half zero),
-    /// as columns 1..n+1 of an [m][n + 3] matrix.
-    fn sparse_dy(seed: u64, m: usize, n: usize, density: f32) -> (Vec<f32>, usize) {
-        let ldy = n + 3;
-        let mut r = crate::rng::Rng::new(seed);
-        let dy = (0..m * ldy)
-            .map(|_| {
-                let v = r.uniform(-1.0, 1.0);
-                if r.uniform(0.0, 1.0) < density {
-                    v
-                } else {
-                    0.0
-                }
-            })
-            .collect();
-        (dy, ldy)
-    }
-
-    /// Every element of weight grad is one FMA chain over the batch in
-    /// order, from zero, whichever path runs (dense or zero-skipping tiles,
-    /// partial sums through `dw` past 64 rows): bit for bit that chain, at
-    /// any share of zeros in `dy`. The fused step equals the unfused one.
+    /// Bit for bit the FMA chain of each element at any sparsity (see
+    /// `gemm::tests::check_weight_grad_fma_chain`).
     #[test]
     fn weight_grad_is_the_fma_chain_at_any_sparsity() {
-        let shapes =
-            [(64, 64, 784), (64, 10, 512), (130, 70, 100), (5, 3, 65), (64, 129, 33), (1, 64, 40), (64, 64, 32)];
         for kern in available() {
-            for &(m, n, k) in &shapes {
-                let x = fill(1, m * k);
-                for density in [0.0, 0.1, 0.5, 0.69, 0.71, 1.0] {
-                    let (dy, ldy) = sparse_dy(2, m, n, density);
-                    let dy = &dy[1..];
-                    let mut want = std::vec![0.0f32; n * k];
-                    for j in 0..n {
-                        for p in 0..k {
-                            want[j * k + p] = (0..m).fold(0.0f32, |a, t| dy[t * ldy + j].mul_add(x[t * k + p], a));
-                        }
-                    }
-                    let mut got = std::vec![7.0f32; n * k + 1];
-                    (kern.weight_grad)(&dy[..(m - 1) * ldy + n], ldy, &x, &mut got, m, n, k);
-                    let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
-                    assert!(
-                        same && got[n * k] == 7.0,
-                        "{}: weight_grad m={m} n={n} k={k} density {density}",
-                        kern.name
-                    );
-                    let adam = crate::optim::Adam::default().coefs(1e-3, 2);
-                    for rule in
-                        [super::super::Rule::Sgd { lr: 0.1, weight_decay: 0.01 }, super::super::Rule::Adam(&adam)]
-                    {
-                        let w0 = fill(3, n * k);
-                        let (mut wa, mut sa) =
-                            (w0.clone(), [fill(4, n * k), fill(5, n * k).iter().map(|v| v.abs()).collect()]);
-                        let (mut wb, mut sb) = (w0, sa.clone());
-                        let [ma, va] = &mut sa;
-                        rule.apply(kern.sgd, kern.adam, &mut wa, &want, [ma, va]);
-                        let [mb, vb] = &mut sb;
-                        let mut scratch = std::vec![0.0f32; n * k];
-                        (kern.weight_grad_step)(dy, ldy, &x, &mut scratch, &mut wb, [mb, vb], rule, m, n, k);
-                        let same = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits());
-                        assert!(
-                            same(&wa, &wb) && same(&sa[0], &sb[0]) && same(&sa[1], &sb[1]),
-                            "{}: weight_grad_step m={m} n={n} k={k} density {density}",
-                            kern.name
-                        );
-                    }
-                }
-            }
+            super::super::tests::check_weight_grad_fma_chain(&kern);
         }
     }
 
-    /// Input grad likewise: each element one FMA chain over `n` in order
-    /// from zero, then masked, at any share of zeros in `dy`; in column
-    /// blocks too.
     #[test]
     fn input_grad_is_the_fma_chain_at_any_sparsity() {
-        let shapes =
-            [(64, 512, 512), (64, 10, 512), (70, 1100, 40), (5, 3, 65), (3, 64, 33), (1, 64, 40), (64, 64, 32)];
         for kern in available() {
-            let cols = kern.input_grad_cols.expect("x86 sets have input_grad_cols");
-            for &(m, n, k) in &shapes {
-                let (w, x) = (fill(1, n * k), fill(3, m * k));
-                for density in [0.0, 0.1, 0.5, 0.69, 0.71, 1.0] {
-                    let (dy, _) = sparse_dy(2, m, n, density);
-                    let dy = &dy[..m * n];
-                    for mask in [None, Some(&x[..])] {
-                        let mut want = std::vec![0.0f32; m * k];
-                        for t in 0..m {
-                            for p in 0..k {
-                                let v = (0..n).fold(0.0f32, |a, j| dy[t * n + j].mul_add(w[j * k + p], a));
-                                want[t * k + p] = if mask.is_some_and(|x| x[t * k + p] <= 0.0) { 0.0 } else { v };
-                            }
-                        }
-                        let mut got = std::vec![7.0f32; m * k + 1];
-                        (kern.input_grad)(dy, &w, &mut got, mask, m, n, k);
-                        let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
-                        assert!(
-                            same && got[m * k] == 7.0,
-                            "{}: input_grad m={m} n={n} k={k} density {density}",
-                            kern.name
-                        );
-                        let mut parts = std::vec![7.0f32; m * k];
-                        for p0 in (0..k).step_by(40) {
-                            let r = 40.min(k - p0);
-                            // SAFETY: columns p0..p0 + r of parts[m][k].
-                            unsafe {
-                                cols(dy, &w[p0..], parts.as_mut_ptr().add(p0), k, mask.map(|a| &a[p0..]), m, n, r)
-                            };
-                        }
-                        assert!(
-                            want.iter().zip(&parts).all(|(a, b)| a.to_bits() == b.to_bits()),
-                            "{}: input_grad_cols m={m} n={n} k={k} density {density}",
-                            kern.name
-                        );
-                    }
-                }
-            }
+            super::super::tests::check_input_grad_fma_chain(&kern);
         }
     }
 
