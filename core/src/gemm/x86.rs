@@ -1408,9 +1408,9 @@ enum Layout {
     InputRows,
 }
 
-/// Share of nonzeros among `len` floats.
+/// Nonzeros among `len` floats.
 #[inline(always)]
-unsafe fn density<S: Isa>(x: *const f32, len: usize) -> f32 {
+unsafe fn nonzeros<S: Isa>(x: *const f32, len: usize) -> usize {
     // SAFETY: reads x[..len].
     unsafe {
         let mut ones = 0usize;
@@ -1420,8 +1420,15 @@ unsafe fn density<S: Isa>(x: *const f32, len: usize) -> f32 {
             ones += S::nz_bits(v).count_ones() as usize;
             c += S::W;
         }
-        ones as f32 / len.max(1) as f32
+        ones
     }
+}
+
+/// Share of nonzeros among `len` floats.
+#[inline(always)]
+unsafe fn density<S: Isa>(x: *const f32, len: usize) -> f32 {
+    // SAFETY: forwarded.
+    unsafe { nonzeros::<S>(x, len) as f32 / len.max(1) as f32 }
 }
 
 /// Forward as broadcast-FMA tiles: `y[i][j..j+NV·W] = b + Σ_p x[i][p] ·
@@ -1875,15 +1882,9 @@ unsafe fn weight_grad_sparse<S: Isa, const MR: usize, const NV: usize, const SR:
     // and dw[n][k] (and the step's buffers, shaped like dw); the buffers
     // hold WG_SPARSE_ROWS × PACK_ROWS and PACK_ROWS × PACK_COLS floats.
     unsafe {
-        let mut ones = 0usize;
+        let mut ones = 0;
         for t in 0..m {
-            let r = dy.add(t * ldy);
-            let mut j = 0;
-            while j < n {
-                let v = if j + S::W <= n { S::load(r.add(j)) } else { S::load_n(r.add(j), n - j) };
-                ones += S::nz_bits(v).count_ones() as usize;
-                j += S::W;
-            }
+            ones += nonzeros::<S>(dy.add(t * ldy), n);
         }
         if ones as f32 > SPARSE_MAX_DENSITY * (m * n) as f32 {
             return false;
