@@ -81,7 +81,7 @@ impl<'a> TrainDevice<'a> {
     ) -> Result<(u32, u32, u32), TrainRefusal> {
         let mut setup = *setup;
         if head {
-            let m = &self.backbone.as_ref().ok_or(TrainRefusal::NoSession)?.model;
+            let m = &self.backbone.as_ref().ok_or(TrainRefusal::NoBackbone)?.model;
             let depth = m.spec().depth();
             if depth < 2 || setup.spec.depth() != 1 || setup.spec.inputs() != m.spec().layer(depth - 1).inputs {
                 return Err(SessionError::Setting.into());
@@ -147,7 +147,7 @@ impl<'a> TrainDevice<'a> {
         if !self.head {
             return Ok((s, pixels));
         }
-        let Backbone { model, scratch, features } = self.backbone.as_mut().ok_or(TrainRefusal::NoSession)?;
+        let Backbone { model, scratch, features } = self.backbone.as_mut().ok_or(TrainRefusal::NoBackbone)?;
         let (n_in, h) = (model.spec().inputs(), model.spec().layer(model.spec().depth() - 1).inputs);
         if pixels.len() != n * n_in {
             return Err(SessionError::InputLength { expected: n * n_in, found: pixels.len() }.into());
@@ -310,7 +310,7 @@ mod tests {
         let s = setup(&[3, 2]);
         let mut o = Owned::new(&s, 4);
         let mut d = TrainDevice::new(K, o.bufs(), None, 8);
-        assert_eq!(d.train_setup(&s, true, |_, _| {}), Err(TrainRefusal::NoSession));
+        assert_eq!(d.train_setup(&s, true, |_, _| {}), Err(TrainRefusal::NoBackbone));
         // The buffers are still there for a full-mode run.
         assert!(d.train_setup(&s, false, |_, _| {}).is_ok());
         let blob = golden::blob();

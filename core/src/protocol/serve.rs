@@ -68,6 +68,8 @@ pub enum TrainRefusal {
     Unsupported,
     /// No run was set up.
     NoSession,
+    /// Head mode, on a device without an int8 model to learn from.
+    NoBackbone,
     Session(SessionError),
 }
 
@@ -82,6 +84,7 @@ impl core::fmt::Display for TrainRefusal {
         match self {
             TrainRefusal::Unsupported => f.write_str("this device does not train"),
             TrainRefusal::NoSession => f.write_str("no training run: send TrainSetup first"),
+            TrainRefusal::NoBackbone => f.write_str("head mode needs an int8 model flashed to the device"),
             TrainRefusal::Session(e) => write!(f, "{e}"),
         }
     }
