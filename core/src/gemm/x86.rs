@@ -967,6 +967,27 @@ struct TileStep {
     rule: StepRule,
 }
 
+impl TileStep {
+    /// The step for the tile whose first element is `o` floats further on
+    /// (Adam's state pointers move with it; SGD has none).
+    ///
+    /// # Safety
+    /// `o` must lie inside the buffers.
+    #[inline(always)]
+    unsafe fn at(self, o: usize) -> Self {
+        let adam = matches!(self.rule, StepRule::Adam(_));
+        // SAFETY: the caller's contract.
+        unsafe {
+            TileStep {
+                w: self.w.add(o),
+                sm: if adam { self.sm.add(o) } else { self.sm },
+                sv: if adam { self.sv.add(o) } else { self.sv },
+                rule: self.rule,
+            }
+        }
+    }
+}
+
 #[derive(Clone, Copy)]
 enum StepRule {
     Sgd { lr: f32, wd: f32 },
@@ -1823,16 +1844,7 @@ unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize, const SR: u
                     bias: core::ptr::null(),
                     relu: false,
                     // Only the last block holds whole sums.
-                    step: step.filter(|_| i + ib >= m).map(|s| {
-                        let o = j * k + p;
-                        let adam = matches!(s.rule, StepRule::Adam(_));
-                        TileStep {
-                            w: s.w.add(o),
-                            sm: if adam { s.sm.add(o) } else { s.sm },
-                            sv: if adam { s.sv.add(o) } else { s.sv },
-                            rule: s.rule,
-                        }
-                    }),
+                    step: step.filter(|_| i + ib >= m).map(|s| s.at(j * k + p)),
                 };
                 if step.is_some() && i + ib >= m {
                     axpy_rows::<S, MR, NV, true>(n, cols, tile);
@@ -1942,18 +1954,7 @@ unsafe fn weight_grad_sparse<S: Isa, const MR: usize, const NV: usize, const SR:
                     }
                     // The step's pointers for the tile at row j of dw,
                     // column p (only the last block of t holds whole sums).
-                    let step_at = |j: usize, c0: usize| {
-                        step.filter(|_| last).map(|s| {
-                            let o = j * k + p + c0;
-                            let adam = matches!(s.rule, StepRule::Adam(_));
-                            TileStep {
-                                w: s.w.add(o),
-                                sm: if adam { s.sm.add(o) } else { s.sm },
-                                sv: if adam { s.sv.add(o) } else { s.sv },
-                                rule: s.rule,
-                            }
-                        })
-                    };
+                    let step_at = |j: usize, c0: usize| step.filter(|_| last).map(|s| s.at(j * k + p + c0));
                     let stepping = step.is_some() && last;
                     if sparse {
                         let mut r = 0;
