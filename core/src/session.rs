@@ -144,19 +144,13 @@ impl<'b> TrainSession<'b> {
     /// A fresh model of `setup.spec`, initialized from `setup.seed`, with
     /// zeroed optimizer state, in `bufs`.
     pub fn new(setup: &SessionSetup, bufs: SessionBuffers<'b>) -> Result<Self, SessionError> {
+        let batch = Self::check(setup, &bufs)?;
         let spec = setup.spec;
         let p = spec.params();
-        if !setup.input.usable() {
-            return Err(SessionError::Setting);
-        }
         let params = take(bufs.params, "parameters", p)?;
         let state = take(bufs.state, "optimizer state", setup.optimizer.buffers() * p)?;
         let scratch = take(bufs.scratch, "gradient scratch", spec.train_scratch(1))?;
         let per_row = spec.activations(1);
-        let batch = bufs.workspace.len() / per_row;
-        if batch == 0 {
-            return Err(SessionError::Buffer { what: "workspace", needed: per_row, found: bufs.workspace.len() });
-        }
         let workspace = &mut bufs.workspace[..batch * per_row];
         let floats = params.len() + state.len() + scratch.len() + workspace.len();
         state.fill(0.0);
@@ -165,6 +159,30 @@ impl<'b> TrainSession<'b> {
         let ws = Workspace::new(spec, batch, workspace).map_err(|_| SessionError::Setting)?;
         let lut = setup.input.table();
         Ok(TrainSession { model, state, scratch, ws, optimizer: setup.optimizer, lut, step: 0, floats })
+    }
+
+    /// Whether [`TrainSession::new`] would accept `setup` in `bufs`, and
+    /// the largest batch it would take; the buffers stay the caller's
+    /// (a device keeps them for a setup that fits).
+    pub fn check(setup: &SessionSetup, bufs: &SessionBuffers<'_>) -> Result<usize, SessionError> {
+        let spec = setup.spec;
+        let p = spec.params();
+        if !setup.input.usable() {
+            return Err(SessionError::Setting);
+        }
+        let fits = |what, found: usize, needed| {
+            if found < needed {
+                Err(SessionError::Buffer { what, needed, found })
+            } else {
+                Ok(())
+            }
+        };
+        fits("parameters", bufs.params.len(), p)?;
+        fits("optimizer state", bufs.state.len(), setup.optimizer.buffers() * p)?;
+        fits("gradient scratch", bufs.scratch.len(), spec.train_scratch(1))?;
+        let per_row = spec.activations(1);
+        fits("workspace", bufs.workspace.len(), per_row)?;
+        Ok(bufs.workspace.len() / per_row)
     }
 
     pub fn spec(&self) -> &Spec {

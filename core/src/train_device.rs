@@ -71,8 +71,9 @@ impl<'a> TrainDevice<'a> {
     /// features, whose input map comes from the backbone. `prepare` gets
     /// the buffers just before the session initializes them (their
     /// contents do not matter; the firmware counts its kernels there).
-    /// Returns `(params, max batch, bytes)`. One run per device: later
-    /// setups are refused.
+    /// Returns `(params, max batch, bytes)`. One run per device: once a
+    /// setup is accepted, later ones are refused; a refused one changes
+    /// nothing.
     pub fn train_setup(
         &mut self,
         setup: &SessionSetup,
@@ -91,6 +92,9 @@ impl<'a> TrainDevice<'a> {
             let p = m.layer(depth - 1).params;
             setup.input = InputMap::Affine { scale: p.in_scale, zero_point: p.in_zp };
         }
+        // Checked before they are taken: a refused setup leaves the buffers
+        // for the next one.
+        TrainSession::check(&setup, self.buffers.as_ref().ok_or(TrainRefusal::Session(SessionError::Setting))?)?;
         let mut bufs = self.buffers.take().ok_or(TrainRefusal::Session(SessionError::Setting))?;
         prepare(&setup.spec, &mut bufs);
         let s = TrainSession::new(&setup, bufs)?;
@@ -303,6 +307,25 @@ mod tests {
         );
         assert_eq!(d.train_batch(0.05, &labels, &px), Err(SessionError::BatchSize { found: 3, max: 2 }.into()));
         assert!(read_all(&d, s.spec.params()) == want.params());
+    }
+
+    /// A setup that does not fit is refused with what is short, and the
+    /// buffers stay for one that fits.
+    #[test]
+    fn a_refused_setup_keeps_the_buffers() {
+        let s = setup(&[6, 5, 3]);
+        let mut o = Owned::new(&s, 4);
+        let mut d = TrainDevice::new(K, o.bufs(), None, 8);
+        let big = setup(&[6, 50, 3]);
+        let mut prepared = false;
+        let e = d.train_setup(&big, false, |_, _| prepared = true).unwrap_err();
+        assert!(matches!(e, TrainRefusal::Session(SessionError::Buffer { what: "parameters", .. })), "{e:?}");
+        assert!(!prepared && d.session().is_none());
+        let bad_input = SessionSetup { input: InputMap::Pixels { mean: 0.0, std: 0.0 }, ..s };
+        assert_eq!(d.train_setup(&bad_input, false, |_, _| {}), Err(SessionError::Setting.into()));
+        assert_eq!(d.train_setup(&s, false, |_, _| {}).map(|r| r.0), Ok(s.spec.params() as u32));
+        // Once accepted, the run is the device's only one.
+        assert_eq!(d.train_setup(&s, false, |_, _| {}), Err(SessionError::Setting.into()));
     }
 
     #[test]
