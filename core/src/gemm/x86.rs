@@ -37,10 +37,14 @@
 //!   unit was off. When at most 70 % of `dy` is nonzero, input grad runs as
 //!   forward's sparse tiles with `dy` as the inputs and `w` as `wᵀ`, and
 //!   weight grad transposes `dy` 64 rows of `dw` at a time and walks each
-//!   row's nonzero mask over a packed block of `x`, with the fused optimizer
-//!   epilogue. Each element stays one FMA chain in order from zero, so the
-//!   values equal the dense tiles' bit for bit.
-//! * **sgd** (`p -= lr·(g + wd·p)`): vectorized, with the scalar rounding.
+//!   row's nonzero mask over a packed block of `x`. Each element stays one
+//!   FMA chain in order from zero, so the values equal the dense tiles' bit
+//!   for bit.
+//! * **weight grad + step**: SGD's step runs in each tile's epilogue, on
+//!   the sums still in registers; Adam's runs over the whole gradient once
+//!   it is summed, where the divider its step waits on stays busy.
+//! * **sgd** (`p -= lr·(g + wd·p)`) and **adam**: vectorized, with the
+//!   scalar rounding.
 //!
 //! Each micro-kernel is compiled as its own small function (see
 //! [`Isa::run`]): inlined into one big function, LLVM's register allocator
@@ -303,14 +307,15 @@ macro_rules! entry_points {
             check_weight_grad(dy, ldy, x, scratch, m, n, k);
             assert!(w.len() >= nk, "weight_grad_step: w holds {} of {nk} floats", w.len());
             let [sm, sv] = state;
-            let rule = match rule {
-                super::Rule::Sgd { lr, weight_decay } => StepRule::Sgd { lr, wd: weight_decay },
+            let step = match rule {
+                super::Rule::Sgd { lr, weight_decay } => {
+                    Step::Sgd(TileStep { w: w.as_mut_ptr(), lr, wd: weight_decay })
+                }
                 super::Rule::Adam(c) => {
                     assert!(sm.len() >= nk && sv.len() >= nk, "weight_grad_step: Adam state is smaller than w");
-                    StepRule::Adam(*c)
+                    Step::Adam { w: w.as_mut_ptr(), sm: sm.as_mut_ptr(), sv: sv.as_mut_ptr(), c: *c }
                 }
             };
-            let step = TileStep { w: w.as_mut_ptr(), sm: sm.as_mut_ptr(), sv: sv.as_mut_ptr(), rule };
             // SAFETY: as for forward; the step's buffers were checked too.
             unsafe { $wgs_tf(dy.as_ptr(), ldy, x.as_ptr(), scratch.as_mut_ptr(), m, n, k, step) }
         }
@@ -325,7 +330,7 @@ macro_rules! entry_points {
             m: usize,
             n: usize,
             k: usize,
-            step: TileStep,
+            step: Step,
         ) {
             // SAFETY: forwarded from the wrapper.
             unsafe { weight_grad_impl::<$S, $AMR, $ANV, $WSR, $WSNV>(dy, ldy, x, dw, m, n, k, Some(step)) }
@@ -952,46 +957,39 @@ struct Axpy {
     bias: *const f32,
     /// Zero lanes `<= 0` before storing.
     relu: bool,
-    /// Instead of storing the sums, apply an optimizer step with them as
-    /// gradients to the parameters (and state) at the same offsets.
+    /// Instead of storing the sums, apply an SGD step with them as
+    /// gradients to the parameters at the same offsets.
     step: Option<TileStep>,
 }
 
-/// Where and how a fused weight-grad tile applies its optimizer step: the
-/// pointers address the tile's first element (row stride `ldo`, like `out`).
+/// A fused weight grad's optimizer step.
+#[derive(Clone, Copy)]
+enum Step {
+    /// In each tile's epilogue.
+    Sgd(TileStep),
+    /// Over the whole gradient once it is summed (see [`weight_grad_impl`]).
+    Adam { w: *mut f32, sm: *mut f32, sv: *mut f32, c: AdamStep },
+}
+
+/// SGD in a weight-grad tile's epilogue: `w` addresses the tile's first
+/// parameter (row stride `ldo`, like `out`).
 #[derive(Clone, Copy)]
 struct TileStep {
     w: *mut f32,
-    sm: *mut f32,
-    sv: *mut f32,
-    rule: StepRule,
+    lr: f32,
+    wd: f32,
 }
 
 impl TileStep {
-    /// The step for the tile whose first element is `o` floats further on
-    /// (Adam's state pointers move with it; SGD has none).
+    /// The step for the tile whose first element is `o` floats further on.
     ///
     /// # Safety
     /// `o` must lie inside the buffers.
     #[inline(always)]
     unsafe fn at(self, o: usize) -> Self {
-        let adam = matches!(self.rule, StepRule::Adam(_));
         // SAFETY: the caller's contract.
-        unsafe {
-            TileStep {
-                w: self.w.add(o),
-                sm: if adam { self.sm.add(o) } else { self.sm },
-                sv: if adam { self.sv.add(o) } else { self.sv },
-                rule: self.rule,
-            }
-        }
+        TileStep { w: unsafe { self.w.add(o) }, ..self }
     }
-}
-
-#[derive(Clone, Copy)]
-enum StepRule {
-    Sgd { lr: f32, wd: f32 },
-    Adam(AdamStep),
 }
 
 #[inline(always)]
@@ -1072,34 +1070,25 @@ unsafe fn axpy_tile<S: Isa, const MR: usize, const NV: usize, const TAIL: bool, 
 /// Floats in a fused weight-grad tile's gradient buffer (MR·NV·W ≤ 4·6·16).
 const STEP_TILE_MAX: usize = 384;
 
-/// Asks for the cache lines that [`step_tile`] will update, so that they
+/// Asks for the cache lines of `w` that [`step_tile`] will update, so that they
 /// arrive while the tile computes: rows of `w` are `k` floats apart and the
 /// tiles walk down them column block by column block, a pattern the
 /// hardware prefetchers do not follow.
 #[inline(always)]
 unsafe fn prefetch_step<S: Isa, const MR: usize, const NV: usize>(st: TileStep, ld: usize) {
-    let adam = matches!(st.rule, StepRule::Adam(_));
     for r in 0..MR {
         for c in 0..NV {
-            let off = r * ld + c * S::W;
             // SAFETY: a prefetch is a hint that never faults, so the address
             // may point past a partial last vector (hence wrapping_add).
-            unsafe {
-                _mm_prefetch::<_MM_HINT_T0>(st.w.wrapping_add(off).cast::<i8>());
-                if adam {
-                    _mm_prefetch::<_MM_HINT_T0>(st.sm.wrapping_add(off).cast::<i8>());
-                    _mm_prefetch::<_MM_HINT_T0>(st.sv.wrapping_add(off).cast::<i8>());
-                }
-            }
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(st.w.wrapping_add(r * ld + c * S::W).cast::<i8>()) };
         }
     }
 }
 
-/// The epilogue of a fused weight-grad tile: one optimizer step on the
-/// parameters under the tile, with the sums in `g` (`MR × NV` vectors) as
-/// gradients, in the
-/// same operations as [`sgd_impl`] / [`adam_impl`] (so bit for bit the
-/// unfused result).
+/// The epilogue of a fused weight-grad tile: one SGD step on the parameters
+/// under the tile, with the sums in `g` (`MR × NV` vectors) as gradients,
+/// in the same operations as [`sgd_impl`] (so bit for bit the unfused
+/// result).
 #[inline(always)]
 unsafe fn step_tile<S: Isa, const MR: usize, const NV: usize, const TAIL: bool>(
     g: *const f32,
@@ -1107,8 +1096,8 @@ unsafe fn step_tile<S: Isa, const MR: usize, const NV: usize, const TAIL: bool>(
     ld: usize,
     tail: usize,
 ) {
-    // SAFETY: the tile's parameters (and state) lie inside the checked
-    // [n][k] buffers, like its gradients; the last vector is masked.
+    // SAFETY: the tile's parameters lie inside the checked [n][k] buffer,
+    // like its gradients; the last vector is masked.
     unsafe {
         // (Functions, not closures: a closure may be compiled outside the
         // caller's target features.)
@@ -1134,39 +1123,14 @@ unsafe fn step_tile<S: Isa, const MR: usize, const NV: usize, const TAIL: bool>(
                 }
             }
         }
-        match st.rule {
-            StepRule::Sgd { lr, wd } => {
-                let (vlr, vwd) = (S::set1(lr), S::set1(wd));
-                for r in 0..MR {
-                    for c in 0..NV {
-                        let g = S::load(g.add((r * NV + c) * S::W));
-                        let l = TAIL && c == NV - 1;
-                        let wp = st.w.add(r * ld + c * S::W);
-                        let pv = load::<S>(wp, l, tail);
-                        store::<S>(wp, S::sub(pv, S::mul(vlr, S::add(g, S::mul(vwd, pv)))), l, tail);
-                    }
-                }
-            }
-            StepRule::Adam(c) => {
-                let k = AdamV::<S>::new(&c);
-                for r in 0..MR {
-                    for c in 0..NV {
-                        let g = S::load(g.add((r * NV + c) * S::W));
-                        let l = TAIL && c == NV - 1;
-                        let off = r * ld + c * S::W;
-                        let (wp, mp, vp) = (st.w.add(off), st.sm.add(off), st.sv.add(off));
-                        let (pv, mv, vv) = adam_lanes::<S>(
-                            &k,
-                            load::<S>(wp, l, tail),
-                            g,
-                            load::<S>(mp, l, tail),
-                            load::<S>(vp, l, tail),
-                        );
-                        store::<S>(mp, mv, l, tail);
-                        store::<S>(vp, vv, l, tail);
-                        store::<S>(wp, pv, l, tail);
-                    }
-                }
+        let (vlr, vwd) = (S::set1(st.lr), S::set1(st.wd));
+        for r in 0..MR {
+            for c in 0..NV {
+                let g = S::load(g.add((r * NV + c) * S::W));
+                let l = TAIL && c == NV - 1;
+                let wp = st.w.add(r * ld + c * S::W);
+                let pv = load::<S>(wp, l, tail);
+                store::<S>(wp, S::sub(pv, S::mul(vlr, S::add(g, S::mul(vwd, pv)))), l, tail);
             }
         }
     }
@@ -1788,6 +1752,39 @@ unsafe fn sparse_cols<S: Isa, const R: usize, const NV: usize, const STEP: bool>
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize, const SR: usize, const SNV: usize>(
+    dy: *const f32,
+    ldy: usize,
+    x: *const f32,
+    dw: *mut f32,
+    m: usize,
+    n: usize,
+    k: usize,
+    step: Option<Step>,
+) {
+    // SAFETY: forwarded; dw, w and the state each hold n·k floats.
+    unsafe {
+        match step {
+            None => weight_grad_tiles::<S, MR, NV, SR, SNV>(dy, ldy, x, dw, m, n, k, None),
+            Some(Step::Sgd(t)) => weight_grad_tiles::<S, MR, NV, SR, SNV>(dy, ldy, x, dw, m, n, k, Some(t)),
+            // Adam's step runs over the whole gradient once it is summed,
+            // not in the tiles' epilogues. Its square root and two
+            // divisions per weight wait on the divider: a streaming loop
+            // keeps the divider busy, while after each tile the step
+            // neither overlaps the FMAs nor keeps the divider fed (the
+            // README's Speed section has the numbers).
+            Some(Step::Adam { w, sm, sv, c }) => {
+                weight_grad_tiles::<S, MR, NV, SR, SNV>(dy, ldy, x, dw, m, n, k, None);
+                adam_impl::<S>(&c, w, dw, sm, sv, n * k);
+            }
+        }
+    }
+}
+
+/// [`weight_grad_impl`]'s tiles, with SGD's step (if any) in their
+/// epilogues.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+unsafe fn weight_grad_tiles<S: Isa, const MR: usize, const NV: usize, const SR: usize, const SNV: usize>(
     dy: *const f32,
     ldy: usize,
     x: *const f32,
