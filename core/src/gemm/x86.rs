@@ -332,8 +332,24 @@ macro_rules! entry_points {
             k: usize,
             step: Step,
         ) {
-            // SAFETY: forwarded from the wrapper.
-            unsafe { weight_grad_impl::<$S, $AMR, $ANV, $WSR, $WSNV>(dy, ldy, x, dw, m, n, k, Some(step)) }
+            // SAFETY: forwarded from the wrapper; dw, w and the state each
+            // hold n·k floats.
+            unsafe {
+                match step {
+                    Step::Sgd(t) => weight_grad_impl::<$S, $AMR, $ANV, $WSR, $WSNV>(dy, ldy, x, dw, m, n, k, Some(t)),
+                    // Adam's step runs over the whole gradient once it is
+                    // summed, not in the tiles' epilogues. Its square root
+                    // and two divisions per weight wait on the divider: a
+                    // streaming loop keeps the divider busy, while after
+                    // each tile the step neither overlaps the FMAs nor keeps
+                    // the divider fed (the README's Speed section has the
+                    // numbers).
+                    Step::Adam { w, sm, sv, c } => {
+                        weight_grad_impl::<$S, $AMR, $ANV, $WSR, $WSNV>(dy, ldy, x, dw, m, n, k, None);
+                        adam_impl::<$S>(&c, w, dw, sm, sv, n * k);
+                    }
+                }
+            }
         }
 
         fn $sgd(params: &mut [f32], grads: &[f32], lr: f32, wd: f32) {
@@ -967,7 +983,7 @@ struct Axpy {
 enum Step {
     /// In each tile's epilogue.
     Sgd(TileStep),
-    /// Over the whole gradient once it is summed (see [`weight_grad_impl`]).
+    /// Over the whole gradient once it is summed (see the entry points).
     Adam { w: *mut f32, sm: *mut f32, sv: *mut f32, c: AdamStep },
 }
 
@@ -1752,39 +1768,6 @@ unsafe fn sparse_cols<S: Isa, const R: usize, const NV: usize, const STEP: bool>
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 unsafe fn weight_grad_impl<S: Isa, const MR: usize, const NV: usize, const SR: usize, const SNV: usize>(
-    dy: *const f32,
-    ldy: usize,
-    x: *const f32,
-    dw: *mut f32,
-    m: usize,
-    n: usize,
-    k: usize,
-    step: Option<Step>,
-) {
-    // SAFETY: forwarded; dw, w and the state each hold n·k floats.
-    unsafe {
-        match step {
-            None => weight_grad_tiles::<S, MR, NV, SR, SNV>(dy, ldy, x, dw, m, n, k, None),
-            Some(Step::Sgd(t)) => weight_grad_tiles::<S, MR, NV, SR, SNV>(dy, ldy, x, dw, m, n, k, Some(t)),
-            // Adam's step runs over the whole gradient once it is summed,
-            // not in the tiles' epilogues. Its square root and two
-            // divisions per weight wait on the divider: a streaming loop
-            // keeps the divider busy, while after each tile the step
-            // neither overlaps the FMAs nor keeps the divider fed (the
-            // README's Speed section has the numbers).
-            Some(Step::Adam { w, sm, sv, c }) => {
-                weight_grad_tiles::<S, MR, NV, SR, SNV>(dy, ldy, x, dw, m, n, k, None);
-                adam_impl::<S>(&c, w, dw, sm, sv, n * k);
-            }
-        }
-    }
-}
-
-/// [`weight_grad_impl`]'s tiles, with SGD's step (if any) in their
-/// epilogues.
-#[allow(clippy::too_many_arguments)]
-#[inline(always)]
-unsafe fn weight_grad_tiles<S: Isa, const MR: usize, const NV: usize, const SR: usize, const SNV: usize>(
     dy: *const f32,
     ldy: usize,
     x: *const f32,
