@@ -135,9 +135,12 @@ pub struct TrainSession<'b> {
     floats: usize,
 }
 
-fn take<'b>(buf: &'b mut [f32], what: &'static str, needed: usize) -> Result<&'b mut [f32], SessionError> {
-    let found = buf.len();
-    buf.get_mut(..needed).ok_or(SessionError::Buffer { what, needed, found })
+fn fits(what: &'static str, found: usize, needed: usize) -> Result<(), SessionError> {
+    if found < needed {
+        Err(SessionError::Buffer { what, needed, found })
+    } else {
+        Ok(())
+    }
 }
 
 impl<'b> TrainSession<'b> {
@@ -147,9 +150,10 @@ impl<'b> TrainSession<'b> {
         let batch = Self::check(setup, &bufs)?;
         let spec = setup.spec;
         let p = spec.params();
-        let params = take(bufs.params, "parameters", p)?;
-        let state = take(bufs.state, "optimizer state", setup.optimizer.buffers() * p)?;
-        let scratch = take(bufs.scratch, "gradient scratch", spec.train_scratch(1))?;
+        // (Lengths checked just above.)
+        let params = &mut bufs.params[..p];
+        let state = &mut bufs.state[..setup.optimizer.buffers() * p];
+        let scratch = &mut bufs.scratch[..spec.train_scratch(1)];
         let per_row = spec.activations(1);
         let workspace = &mut bufs.workspace[..batch * per_row];
         let floats = params.len() + state.len() + scratch.len() + workspace.len();
@@ -170,13 +174,6 @@ impl<'b> TrainSession<'b> {
         if !setup.input.usable() {
             return Err(SessionError::Setting);
         }
-        let fits = |what, found: usize, needed| {
-            if found < needed {
-                Err(SessionError::Buffer { what, needed, found })
-            } else {
-                Ok(())
-            }
-        };
         fits("parameters", bufs.params.len(), p)?;
         fits("optimizer state", bufs.state.len(), setup.optimizer.buffers() * p)?;
         fits("gradient scratch", bufs.scratch.len(), spec.train_scratch(1))?;
